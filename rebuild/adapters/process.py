@@ -1,0 +1,157 @@
+"""Long-running helper processes (control plane, controllers, servers) that outlive one CLI call.
+
+``rebuild cluster up`` returns while etcd and kube-apiserver keep running; a later
+``rebuild cluster down`` (a different process) must stop exactly those. So every
+process is started in its own session, recorded as (pid, start time) and, before it is
+signalled, checked to still be the same process: a recycled pid is never killed.
+Arguments are always argv lists (never a shell string); secrets go through files or the
+environment, never argv, because /proc/<pid>/cmdline is world-readable.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rebuild.errors import PortInUseError
+
+
+@dataclass(frozen=True)
+class ProcRecord:
+    """What is needed to find (and only find) a process again later."""
+
+    name: str
+    pid: int
+    start_ticks: int
+    log: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "pid": self.pid, "start_ticks": self.start_ticks, "log": self.log}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> ProcRecord:
+        return cls(str(d["name"]), int(str(d["pid"])), int(str(d["start_ticks"])), str(d["log"]))
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks) of a pid, or None if it does not exist."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # comm may contain spaces and parentheses: split after the last ')'.
+    rest = raw[raw.rfind(")") + 2 :].split()
+    return rest[0], int(rest[19])
+
+
+def start_ticks(pid: int) -> int:
+    st = _stat(pid)
+    return st[1] if st else 0
+
+
+def alive(rec: ProcRecord) -> bool:
+    st = _stat(rec.pid)
+    if st is None or st[1] != rec.start_ticks:
+        return False
+    if st[0] in ("Z", "X"):
+        _reap(rec.pid)
+        return False
+    return True
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def spawn(name: str, argv: list[str], *, log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> ProcRecord:
+    """Start a detached process (own session, stdin closed, output appended to ``log``)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+        )
+    return ProcRecord(name, proc.pid, start_ticks(proc.pid), str(log))
+
+
+def stop(rec: ProcRecord, timeout: float = 15.0) -> bool:
+    """SIGTERM, wait, then SIGKILL. Returns True if it had to be killed."""
+    if not alive(rec):
+        return False
+    try:
+        os.kill(rec.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(rec):
+            return False
+        time.sleep(0.1)
+    try:
+        os.kill(rec.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    for _ in range(50):
+        if not alive(rec):
+            break
+        time.sleep(0.1)
+    return True
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of a pid (from /proc), used to prove nothing was left behind."""
+    out: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        rest = raw[raw.rfind(")") + 2 :].split()
+        if int(rest[1]) == pid:
+            out.append(int(entry.name))
+    return out
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(avoid: set[int] | None = None) -> int:
+    """A port the kernel says is free on 127.0.0.1 (and not one we already handed out)."""
+    avoid = avoid or set()
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in avoid:
+            return port
+    raise PortInUseError("could not find a free port on 127.0.0.1", fix="free some ports and retry")
+
+
+def tail(path: str | Path, lines: int = 12) -> str:
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])

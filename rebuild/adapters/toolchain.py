@@ -1,0 +1,541 @@
+"""Build, cache and locate the external programs rebuild drives.
+
+Why this exists: the machines rebuild is developed and tested on reach the Go module proxy
+but no release download site, so kube-apiserver, etcd, kwok, the Pulumi engine, its Python
+language host and the Kubernetes provider are built here from their Go modules. Each build
+goes through a small generated *wrapper module* (``go install pkg@v`` refuses modules with
+``replace`` directives) into ``$REBUILD_CACHE/tools/<name>/<version>/``; a finished tool is
+marked by a stamp file and never rebuilt, so a warm ``install`` is a few stat calls.
+
+Versions come from ``rebuild/versions.toml`` only. One file lock serialises installs so two
+runs (a developer's and CI's, or two pytest workers) never build into the same folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from rebuild.errors import ToolchainError
+
+# Disk a cold build needs: Go's module and build caches plus the binaries (measured ~9 GB).
+MIN_FREE_BYTES = 6 * 1024**3
+
+STAMP = ".complete"
+
+
+def cache_root() -> Path:
+    """Where tools are cached: $REBUILD_CACHE, else $XDG_CACHE_HOME/rebuild, else ~/.cache/rebuild."""
+    env = os.environ.get("REBUILD_CACHE")
+    if env:
+        return Path(env).expanduser().resolve()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return (base / "rebuild").resolve()
+
+
+def load_versions() -> dict[str, dict[str, str]]:
+    text = resources.files("rebuild").joinpath("versions.toml").read_text(encoding="utf-8")
+    data = tomllib.loads(text)
+    return {k: {kk: str(vv) for kk, vv in v.items()} for k, v in data.items()}
+
+
+@dataclass(frozen=True)
+class ToolStatus:
+    name: str
+    version: str
+    path: Path
+    present: bool
+    detail: str = ""
+
+
+@dataclass
+class Toolchain:
+    """Paths of installed tools, keyed by pinned version; no I/O beyond stat on construction."""
+
+    root: Path = field(default_factory=cache_root)
+    versions: dict[str, dict[str, str]] = field(default_factory=load_versions)
+
+    def tool_dir(self, name: str) -> Path:
+        return self.root / "tools" / name / self.versions[name]["version"]
+
+    def bin_dir(self, name: str) -> Path:
+        return self.tool_dir(name) / "bin"
+
+    @property
+    def pulumi_home(self) -> Path:
+        return self.root / "pulumi-home"
+
+    def binary(self, tool: str, exe: str | None = None) -> Path:
+        path = self.bin_dir(tool) / (exe or tool)
+        if not path.exists():
+            raise ToolchainError(
+                f"{exe or tool} ({tool} {self.versions[tool]['version']}) is not installed at {path}",
+                fix="run `rebuild toolchain install`",
+            )
+        return path
+
+    def kwok_stages(self) -> Path:
+        return self.tool_dir("kwok") / "stages.yaml"
+
+    def installed(self, name: str) -> bool:
+        return (self.tool_dir(name) / STAMP).exists()
+
+    def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """Environment for running pulumi and friends offline, with our binaries first on PATH."""
+        env = dict(os.environ if base is None else base)
+        dirs = [str(self.bin_dir(n)) for n in ("pulumi", "pulumi-language-python")]
+        env["PATH"] = os.pathsep.join([*dirs, env.get("PATH", "")])
+        env["PULUMI_HOME"] = str(self.pulumi_home)
+        env["PULUMI_SKIP_UPDATE_CHECK"] = "true"
+        env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] = "true"
+        env.setdefault("PULUMI_PYTHON_CMD", sys.executable)
+        return env
+
+    def status(self) -> list[ToolStatus]:
+        out: list[ToolStatus] = []
+        for spec in RECIPES:
+            version = self.versions[spec.name]["version"]
+            for exe in spec.binaries:
+                path = self.bin_dir(spec.name) / exe
+                ok = path.exists() and self.installed(spec.name)
+                out.append(ToolStatus(exe, version, path, ok))
+        plugin = self.plugin_dir()
+        out.append(
+            ToolStatus(
+                "plugin resource-kubernetes",
+                self.versions["pulumi-resource-kubernetes"]["version"],
+                plugin,
+                plugin.joinpath("pulumi-resource-kubernetes").exists(),
+            )
+        )
+        return out
+
+    def plugin_dir(self) -> Path:
+        v = self.versions["pulumi-resource-kubernetes"]["version"]
+        return self.pulumi_home / "plugins" / f"resource-kubernetes-v{v}"
+
+
+# --------------------------------------------------------------------------- building
+
+
+Progress = Callable[[str], None]
+
+
+def _default_progress(msg: str) -> None:
+    print(f"[toolchain] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class _Build:
+    """One wrapper-module build: a folder, a log and the go environment."""
+
+    tc: Toolchain
+    name: str
+    progress: Progress
+
+    @property
+    def version(self) -> str:
+        return self.tc.versions[self.name]["version"]
+
+    @property
+    def pins(self) -> dict[str, str]:
+        return self.tc.versions[self.name]
+
+    @property
+    def dir(self) -> Path:
+        return self.tc.root / "build" / f"{self.name}-{self.version}"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "build.log"
+
+    @property
+    def stage(self) -> Path:
+        return self.tc.root / "tools" / self.name / f".{self.version}.partial"
+
+    def goenv(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            CGO_ENABLED="0",
+            GOFLAGS="-mod=mod",
+            GOTOOLCHAIN="local",
+            GOWORK="off",
+        )
+        env.update(extra)
+        return env
+
+    def run(self, argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+        """Run one build command, appending its output to the log; raise with the log's tail."""
+        cwd = cwd or self.dir
+        with self.log.open("a", encoding="utf-8") as log:
+            log.write(f"\n$ {' '.join(argv)}\n")
+            log.flush()
+            proc = subprocess.run(
+                argv,
+                cwd=cwd,
+                env=env or self.goenv(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                check=False,
+            )
+            log.write(proc.stdout)
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stdout.strip().splitlines()[-15:])
+            hint = _classify_go_failure(proc.stdout)
+            raise ToolchainError(
+                f"building {self.name} {self.version} failed at `{' '.join(argv[:3])}`:\n{tail}",
+                fix=hint or f"read {self.log}",
+            )
+        return proc.stdout
+
+    def module_info(self, mod: str) -> dict[str, str]:
+        out = self.run(["go", "mod", "download", "-json", mod])
+        info: dict[str, str] = json.loads(out[out.index("{") :])
+        if info.get("Error"):
+            raise ToolchainError(f"go could not download {mod}: {info['Error']}", fix=_PROXY_FIX)
+        return info
+
+    def write_module(self, requires: list[str], replaces: list[str], imports: list[str]) -> None:
+        body = ["module rebuild.local/build/" + self.name, "", "go 1.24", ""]
+        body += [f"require {r}" for r in requires]
+        body += [""] + [f"replace {r}" for r in replaces]
+        (self.dir / "go.mod").write_text("\n".join(body) + "\n", encoding="utf-8")
+        tools = ["//go:build tools", "", "package tools", "", "import ("]
+        tools += [f'\t_ "{i}"' for i in imports] + [")", ""]
+        (self.dir / "tools.go").write_text("\n".join(tools), encoding="utf-8")
+
+    def go_build(self, out: Path, pkg: str, *, tags: str = "", ldflags: str = "") -> None:
+        argv = ["go", "build", "-trimpath", "-o", str(out)]
+        if tags:
+            argv += ["-tags", tags]
+        argv += ["-ldflags", f"-s -w {ldflags}".strip(), pkg]
+        self.run(argv)
+
+
+_PROXY_FIX = (
+    "check that the Go module proxy is reachable (go env GOPROXY) and that the version in rebuild/versions.toml is served"
+)
+
+
+def _classify_go_failure(output: str) -> str | None:
+    if "no space left on device" in output:
+        return "free disk space (a cold build needs about 9 GB for Go's caches)"
+    if re.search(r"(dial tcp|proxyconnect|no such host|403 Forbidden|410 Gone|404 Not Found)", output):
+        return _PROXY_FIX
+    if "requires go >=" in output or "go: updates to go.mod needed" in output:
+        return "use a newer Go toolchain (see docs/toolchain.md)"
+    return None
+
+
+def _replace_lines(gomod: Path, *, skip_local: bool = True) -> list[str]:
+    """The non-local ``replace`` directives of a go.mod, as ``a => b v`` strings."""
+    out: list[str] = []
+    text = gomod.read_text(encoding="utf-8")
+    block = False
+    for raw in text.splitlines():
+        line = raw.split("//")[0].strip()
+        if line.startswith("replace ("):
+            block = True
+            continue
+        if block and line == ")":
+            block = False
+            continue
+        if line.startswith("replace "):
+            line = line[len("replace ") :].strip()
+        elif not block:
+            continue
+        if "=>" not in line:
+            continue
+        target = line.split("=>", 1)[1].strip()
+        if skip_local and target.startswith("."):
+            continue
+        out.append(line)
+    return out
+
+
+def _local_replaces(gomod: Path) -> list[tuple[str, str]]:
+    """``(module, ./path)`` pairs of a go.mod's local replace directives."""
+    pairs: list[tuple[str, str]] = []
+    for line in _replace_lines(gomod, skip_local=False):
+        left, right = (s.strip() for s in line.split("=>", 1))
+        if right.startswith("."):
+            pairs.append((left.split()[0], right))
+    return pairs
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+def _build_kubernetes(b: _Build) -> None:
+    v = b.version
+    info = b.module_info(f"k8s.io/kubernetes@{v}")
+    staging = [m for m, _ in _local_replaces(Path(info["GoMod"]))]
+    staged_v = "v0." + v.split(".", 1)[1]  # v1.34.4 -> v0.34.4
+    replaces = [f"{m} => {m} {staged_v}" for m in staging]
+    b.write_module(
+        requires=[f"k8s.io/kubernetes {v}", f"go.etcd.io/etcd/server/v3 {b.pins['etcd']}"],
+        replaces=replaces,
+        imports=[
+            "k8s.io/kubernetes/cmd/kube-apiserver",
+            "k8s.io/kubernetes/cmd/kube-controller-manager",
+            "k8s.io/kubernetes/cmd/kube-scheduler",
+            "go.etcd.io/etcd/server/v3",
+        ],
+    )
+    b.progress(f"kubernetes {v}: resolving modules ({len(staging)} staging modules pinned to {staged_v})")
+    b.run(["go", "mod", "tidy"])
+    major, minor = v.lstrip("v").split(".")[:2]
+    date = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    flags = []
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [
+            f"-X {pkg}.gitVersion={v}",
+            f"-X {pkg}.gitMajor={major}",
+            f"-X {pkg}.gitMinor={minor}",
+            f"-X {pkg}.gitTreeState=clean",
+            f"-X {pkg}.buildDate={date}",
+        ]
+    for exe in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+        b.progress(f"kubernetes {v}: go build {exe} (the first build takes several minutes)")
+        b.go_build(b.stage / "bin" / exe, f"k8s.io/kubernetes/cmd/{exe}", tags="selinux,notest", ldflags=" ".join(flags))
+    b.progress(f"kubernetes {v}: go build etcd {b.pins['etcd']}")
+    b.go_build(b.stage / "bin" / "etcd", "go.etcd.io/etcd/server/v3")
+
+
+def _build_kwok(b: _Build) -> None:
+    v = b.version
+    b.write_module(requires=[f"sigs.k8s.io/kwok {v}"], replaces=[], imports=["sigs.k8s.io/kwok/cmd/kwok"])
+    b.progress(f"kwok {v}: resolving modules")
+    b.run(["go", "mod", "tidy"])
+    b.progress(f"kwok {v}: go build kwok")
+    b.go_build(
+        b.stage / "bin" / "kwok", "sigs.k8s.io/kwok/cmd/kwok", ldflags=f"-X sigs.k8s.io/kwok/pkg/consts.Version={v.lstrip('v')}"
+    )
+    # The stage definitions make fake nodes Ready and fake pods Running; kwok refuses to
+    # start without them. They ship in the module, not in the binary.
+    mod = Path(b.module_info(f"sigs.k8s.io/kwok@{v}")["Dir"])
+    docs = _kwok_stage_docs(mod / "kustomize" / "stage")
+    (b.stage / "stages.yaml").write_text("\n---\n".join(d.removeprefix("---").strip() for d in docs) + "\n", encoding="utf-8")
+
+
+def _kwok_stage_docs(stage_dir: Path) -> list[str]:
+    """The Stage documents kwok's own kustomizations list for fast nodes with leases and general pods."""
+    import yaml
+
+    class _Dumper(yaml.SafeDumper):
+        pass
+
+    def _str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+        style = "|" if "\n" in data else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+    _Dumper.add_representer(str, _str)
+    docs: list[str] = []
+    for sub in ("node/fast", "node/heartbeat-with-lease", "pod/general"):
+        kust = yaml.safe_load((stage_dir / sub / "kustomization.yaml").read_text(encoding="utf-8"))
+        for res in kust["resources"]:
+            stage = yaml.safe_load((stage_dir / sub / res).read_text(encoding="utf-8"))
+            # The upstream stages add seconds of random delay to mimic real kubelets; a
+            # rebuild drill wants the API's behaviour, not simulated image pulls.
+            stage["spec"].pop("delay", None)
+            docs.append(yaml.dump(stage, Dumper=_Dumper, sort_keys=False).strip())
+    return docs
+
+
+def _build_pulumi(b: _Build) -> None:
+    v = b.version
+    info = b.module_info(f"github.com/pulumi/pulumi/pkg/v3@{v}")
+    b.write_module(
+        requires=[f"github.com/pulumi/pulumi/pkg/v3 {v}", f"github.com/pulumi/pulumi/sdk/v3 {v}"],
+        replaces=_replace_lines(Path(info["GoMod"])),
+        imports=["github.com/pulumi/pulumi/pkg/v3/cmd/pulumi"],
+    )
+    b.progress(f"pulumi {v}: resolving modules")
+    b.run(["go", "mod", "tidy"])
+    b.progress(f"pulumi {v}: go build pulumi (the first build takes several minutes)")
+    b.go_build(
+        b.stage / "bin" / "pulumi",
+        "github.com/pulumi/pulumi/pkg/v3/cmd/pulumi",
+        tags="osusergo",
+        ldflags=f"-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version={v}",
+    )
+
+
+def _build_langhost(b: _Build) -> None:
+    v = b.version
+    main_go = resources.files("rebuild.toolchain").joinpath("langhost", "main.go").read_text(encoding="utf-8")
+    (b.dir / "main.go").write_text(main_go, encoding="utf-8")
+    body = f"module rebuild.local/build/langhost\n\ngo 1.24\n\nrequire github.com/pulumi/pulumi/sdk/v3 {v}\n"
+    (b.dir / "go.mod").write_text(body, encoding="utf-8")
+    (b.dir / "tools.go").unlink(missing_ok=True)
+    b.progress(f"pulumi-language-python {v}: resolving modules")
+    b.run(["go", "mod", "tidy"])
+    b.progress(f"pulumi-language-python {v}: go build")
+    b.go_build(b.stage / "bin" / "pulumi-language-python", ".", ldflags=f"-X main.version={v}")
+    sdk = Path(b.module_info(f"github.com/pulumi/pulumi/sdk/v3@{v}")["Dir"])
+    # The exec shim runs the user's program; the dynamic-provider plugin runs Python dynamic
+    # providers (stacks/cluster uses one). Both are scripts shipped in the sdk module.
+    for src, name in (
+        (sdk / "python" / "cmd" / "pulumi-language-python-exec", "pulumi-language-python-exec"),
+        (sdk / "python" / "dist" / "pulumi-resource-pulumi-python", "pulumi-resource-pulumi-python"),
+    ):
+        exe = b.stage / "bin" / name
+        shutil.copyfile(src, exe)
+        exe.chmod(0o755)
+
+
+def _build_k8s_provider(b: _Build) -> None:
+    v = b.version
+    mv = b.pins["module_version"]
+    mod = "github.com/pulumi/pulumi-kubernetes/provider/v4"
+    info = b.module_info(f"{mod}@{mv}")
+    src = Path(info["Dir"]) / "cmd" / "pulumi-resource-kubernetes"
+    # main.go embeds files that generate.go derives from the committed schema; the module zip
+    # has the inputs but not the outputs, so generate them in the wrapper.
+    for f in ("main.go", "generate.go", "schema.json", "terraform-mapping.json"):
+        dst = b.dir / f
+        dst.write_bytes((src / f).read_bytes())
+        dst.chmod(0o644)
+    b.write_module(
+        requires=[f"{mod} {mv}", f"github.com/pulumi/pulumi-kubernetes/sdk/v4 v{v}"],
+        replaces=_replace_lines(Path(info["GoMod"])),
+        imports=[],
+    )
+    (b.dir / "tools.go").unlink(missing_ok=True)
+    b.progress(f"pulumi-resource-kubernetes {v}: resolving modules")
+    b.run(["go", "mod", "tidy"])
+    b.progress(f"pulumi-resource-kubernetes {v}: generating embedded schema")
+    b.run(["go", "run", "./generate.go"], env=b.goenv(VERSION=v))
+    b.progress(f"pulumi-resource-kubernetes {v}: go build (the first build takes several minutes)")
+    b.go_build(
+        b.stage / "bin" / "pulumi-resource-kubernetes",
+        ".",
+        ldflags=f"-X {mod}/pkg/version.Version={v}",
+    )
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    binaries: tuple[str, ...]
+    build: Callable[[_Build], None]
+
+
+RECIPES: tuple[Recipe, ...] = (
+    Recipe("kubernetes", ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd"), _build_kubernetes),
+    Recipe("kwok", ("kwok",), _build_kwok),
+    Recipe("pulumi", ("pulumi",), _build_pulumi),
+    Recipe(
+        "pulumi-language-python",
+        ("pulumi-language-python", "pulumi-language-python-exec", "pulumi-resource-pulumi-python"),
+        _build_langhost,
+    ),
+    Recipe("pulumi-resource-kubernetes", ("pulumi-resource-kubernetes",), _build_k8s_provider),
+)
+
+
+@contextlib.contextmanager
+def _install_lock(root: Path, progress: Progress) -> Iterator[None]:
+    root.mkdir(parents=True, exist_ok=True)
+    lock_path = root / ".install.lock"
+    with lock_path.open("w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress(f"another install holds {lock_path}; waiting for it")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def check_prerequisites(root: Path) -> None:
+    """Fail fast, with the fix, on what would otherwise fail half-way through a long build."""
+    if shutil.which("go") is None:
+        raise ToolchainError("the Go toolchain (`go`) is not on PATH", fix="install Go >= 1.24 and put it on PATH")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".write-probe"
+        probe.write_text("ok", encoding="utf-8")
+        probe.unlink()
+    except OSError as exc:
+        raise ToolchainError(
+            f"the toolchain cache {root} is not writable ({exc.strerror})",
+            fix="set REBUILD_CACHE to a writable folder",
+        ) from exc
+    free = shutil.disk_usage(root).free
+    if free < MIN_FREE_BYTES:
+        raise ToolchainError(
+            f"only {free // 1024**2} MiB free under {root}; a cold toolchain build needs {MIN_FREE_BYTES // 1024**3} GiB",
+            fix="free disk space or set REBUILD_CACHE to a larger disk",
+        )
+
+
+def install(tc: Toolchain | None = None, progress: Progress = _default_progress, only: list[str] | None = None) -> list[str]:
+    """Build every missing pinned tool; returns the names built (empty when all were cached)."""
+    tc = tc or Toolchain()
+    todo = [r for r in RECIPES if (only is None or r.name in only) and not tc.installed(r.name)]
+    need_plugin = not tc.plugin_dir().joinpath("pulumi-resource-kubernetes").exists()
+    if not todo and not need_plugin:
+        return []
+    check_prerequisites(tc.root)
+    built: list[str] = []
+    with _install_lock(tc.root, progress):
+        for recipe in todo:
+            if tc.installed(recipe.name):  # another process finished it while we waited
+                continue
+            _run_recipe(tc, recipe, progress)
+            built.append(recipe.name)
+        if (only is None or "pulumi-resource-kubernetes" in only) and need_plugin:
+            _install_plugin(tc, progress)
+    return built
+
+
+def _run_recipe(tc: Toolchain, recipe: Recipe, progress: Progress) -> None:
+    b = _Build(tc, recipe.name, progress)
+    b.dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(b.stage, ignore_errors=True)
+    (b.stage / "bin").mkdir(parents=True)
+    started = _dt.datetime.now()
+    progress(f"building {recipe.name} {b.version} (log: {b.log})")
+    recipe.build(b)
+    final = tc.tool_dir(recipe.name)
+    shutil.rmtree(final, ignore_errors=True)
+    b.stage.rename(final)  # atomic: a tool dir exists only once it is whole
+    took = (_dt.datetime.now() - started).total_seconds()
+    (final / STAMP).write_text(json.dumps({"version": b.version, "seconds": round(took, 1)}) + "\n", encoding="utf-8")
+    progress(f"built {recipe.name} {b.version} in {took:.0f}s")
+
+
+def _install_plugin(tc: Toolchain, progress: Progress) -> None:
+    v = tc.versions["pulumi-resource-kubernetes"]["version"]
+    binary = tc.binary("pulumi-resource-kubernetes")
+    pulumi = tc.binary("pulumi")
+    progress(f"installing plugin resource kubernetes {v} into {tc.pulumi_home}")
+    proc = subprocess.run(
+        [str(pulumi), "plugin", "install", "resource", "kubernetes", v, "--file", str(binary), "--non-interactive"],
+        env=tc.env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise ToolchainError(
+            f"`pulumi plugin install resource kubernetes {v}` failed: {proc.stderr.strip()[-500:]}",
+            fix="run `rebuild toolchain doctor` and reinstall the provider",
+        )

@@ -1,0 +1,206 @@
+"""Command line: parse, call one stage, render its result, choose the exit code.
+
+Exit codes (like ``flux diff``): 0 converged / no drift / passed, 1 not converged /
+drift found / failed, 2 error (bad input, missing tool, unreachable service). Every
+``RebuildError`` becomes one line plus its fix on stderr and exit 2: no tracebacks for
+problems a user can act on (set REBUILD_DEBUG=1 to see one anyway).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from rebuild import __version__
+from rebuild.errors import ConfigError, RebuildError
+
+EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+
+
+class Ctx:
+    def __init__(self, output: str, config: Path | None, state_dir: Path | None) -> None:
+        self.output = output
+        self.config = config
+        if state_dir is not None:
+            os.environ["REBUILD_STATE_DIR"] = str(state_dir.resolve())
+
+    @property
+    def json(self) -> bool:
+        return self.output == "json"
+
+    def progress(self, msg: str) -> None:
+        """Progress goes to stderr so stdout stays machine-readable; quiet in CI unless asked."""
+        if self.json and not sys.stderr.isatty() and os.environ.get("CI"):
+            return
+        click.echo(f"· {msg}", err=True)
+
+    def emit(self, data: Any, text: Callable[[], str]) -> None:
+        if self.json:
+            click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+        else:
+            click.echo(text())
+
+
+def fail(err: RebuildError) -> NoReturn:
+    click.echo(f"error: {err.message}", err=True)
+    if err.fix:
+        click.echo(f"  fix: {err.fix}", err=True)
+    sys.exit(EXIT_ERROR)
+
+
+class Group(click.Group):
+    """Turns our errors into exit 2 with one clear line, everywhere."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RebuildError as err:
+            if os.environ.get("REBUILD_DEBUG"):
+                traceback.print_exc()
+            fail(err)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=Group)
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", help="Result format on stdout.")
+@click.option("--config", type=click.Path(path_type=Path), default=None, help="rebuild.yaml (default: ./rebuild.yaml).")
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where clusters, stack state and run records live (default $REBUILD_STATE_DIR or ~/.local/state/rebuild).",
+)
+@click.version_option(__version__, prog_name="rebuild")
+@click.pass_context
+def main(ctx: click.Context, output: str, config: Path | None, state_dir: Path | None) -> None:
+    """rebuild: Kubernetes disaster recovery from git."""
+    ctx.obj = Ctx(output, config, state_dir)
+
+
+# --------------------------------------------------------------------------- toolchain
+
+
+@main.group()
+def toolchain() -> None:
+    """Build, cache and check the external tools (pulumi, kube-apiserver, etcd, kwok...)."""
+
+
+@toolchain.command("install")
+@click.option("--only", multiple=True, help="Install only these tools (names from versions.toml).")
+@click.pass_obj
+def toolchain_install(obj: Ctx, only: tuple[str, ...]) -> None:
+    """Build every pinned tool that is not cached yet (idempotent; fast when warm)."""
+    from rebuild.adapters import toolchain as tc
+
+    t = tc.Toolchain()
+    unknown = set(only) - {r.name for r in tc.RECIPES}
+    if unknown:
+        raise ConfigError(f"unknown tool(s): {', '.join(sorted(unknown))}", fix="see rebuild/versions.toml for names")
+    built = tc.install(t, progress=obj.progress, only=list(only) or None)
+    obj.emit(
+        {"cache": str(t.root), "built": built},
+        lambda: f"toolchain ready in {t.root}" + (f" (built: {', '.join(built)})" if built else " (all cached)"),
+    )
+
+
+@toolchain.command("doctor")
+@click.pass_obj
+def toolchain_doctor(obj: Ctx) -> None:
+    """List each tool, version, path and OK/missing; exit 0 only when all are present."""
+    from rebuild.adapters import toolchain as tc
+
+    rows = tc.Toolchain().status()
+    ok = all(r.present for r in rows)
+
+    def text() -> str:
+        width = max(len(r.name) for r in rows)
+        lines = [f"{r.name:<{width}}  {r.version:<10}  {'OK     ' if r.present else 'MISSING'}  {r.path}" for r in rows]
+        lines.append("")
+        lines.append("all tools present" if ok else "some tools are missing: run `rebuild toolchain install`")
+        return "\n".join(lines)
+
+    obj.emit({"ok": ok, "tools": [{**r.__dict__, "path": str(r.path)} for r in rows]}, text)
+    sys.exit(EXIT_OK if ok else EXIT_ERROR)
+
+
+# --------------------------------------------------------------------------- cluster
+
+
+@main.group()
+def cluster() -> None:
+    """Create, stop and inspect clusters (providers: local, kind, kubeconfig)."""
+
+
+def _cluster_opts(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--name", required=True, help="Cluster name (one data folder per name).")(f)
+    f = click.option("--provider", default="local", show_default=True, help="local | kind | kubeconfig")(f)
+    return f
+
+
+@cluster.command("up")
+@_cluster_opts
+@click.option("--nodes", default=1, show_default=True, type=int, help="kwok nodes (local) or nodes (kind).")
+@click.option("--api-port", type=int, default=None, help="API server port (default: a free one).")
+@click.option("--context", default=None, help="kubeconfig context (provider kubeconfig).")
+@click.option("--unsafe-fast-storage", is_flag=True, help="etcd without fsync: throwaway clusters only.")
+@click.pass_obj
+def cluster_up(
+    obj: Ctx, name: str, provider: str, nodes: int, api_port: int | None, context: str | None, unsafe_fast_storage: bool
+) -> None:
+    """Create (or restart) a cluster and wait until it is ready."""
+    from rebuild.clusters import get_cluster
+
+    c = get_cluster(provider, name, nodes=nodes, api_port=api_port, context=context, unsafe_fast_storage=unsafe_fast_storage)
+    st = c.create(progress=obj.progress)
+    obj.emit(
+        st.to_dict(),
+        lambda: f"cluster {st.name} ({st.provider}) {st.state} at {st.server}\nexport KUBECONFIG={st.kubeconfig}",
+    )
+
+
+@cluster.command("down")
+@_cluster_opts
+@click.option("--purge", is_flag=True, help="Also delete the cluster's data (etcd, certificates).")
+@click.pass_obj
+def cluster_down(obj: Ctx, name: str, provider: str, purge: bool) -> None:
+    """Stop every process of a cluster (keeps its data unless --purge)."""
+    from rebuild.clusters import get_cluster
+
+    c = get_cluster(provider, name)
+    c.delete(purge=purge)
+    obj.emit(
+        {"name": name, "provider": provider, "stopped": True, "purged": purge},
+        lambda: f"cluster {name} stopped" + (" and its data deleted" if purge else " (data kept; `up` restarts it)"),
+    )
+
+
+@cluster.command("status")
+@_cluster_opts
+@click.pass_obj
+def cluster_status(obj: Ctx, name: str, provider: str) -> None:
+    """Show a cluster's state and components; exit 0 only when running."""
+    from rebuild.clusters import get_cluster
+
+    st = get_cluster(provider, name).status()
+
+    def text() -> str:
+        lines = [f"cluster {st.name} ({st.provider}): {st.state}" + (f" at {st.server}" if st.server else "")]
+        for comp in st.components:
+            lines.append(f"  {comp.name:<24} {'up  ' if comp.alive else 'down'}  pid={comp.pid or '-'}")
+        return "\n".join(lines)
+
+    obj.emit(st.to_dict(), text)
+    sys.exit(EXIT_OK if st.state == "running" else EXIT_FAIL)
+
+
+if __name__ == "__main__":
+    main()

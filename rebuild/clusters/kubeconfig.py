@@ -1,0 +1,133 @@
+"""The ``kubeconfig`` provider: a cluster that already exists, named by a context.
+
+rebuild never creates or deletes such a cluster; ``create`` only checks that the API
+answers, ``delete`` refuses politely. The context is flattened into a private kubeconfig
+(0600, certificates embedded) so later stages and Pulumi see exactly one cluster.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import ssl
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rebuild.clusters import pki
+from rebuild.clusters.base import ClusterStatus, Progress, state_root, validate_name
+from rebuild.errors import ClusterError, ConfigError
+
+
+def _default_kubeconfig() -> Path:
+    env = os.environ.get("KUBECONFIG")
+    return Path(env.split(os.pathsep)[0]) if env else Path.home() / ".kube" / "config"
+
+
+def flatten(source: dict[str, Any], context: str | None, base_dir: Path) -> dict[str, Any]:
+    """One context of a kubeconfig with file references turned into embedded data."""
+    ctx_name = context or source.get("current-context")
+    contexts = {c["name"]: c["context"] for c in source.get("contexts") or []}
+    if ctx_name not in contexts:
+        raise ConfigError(
+            f"context {ctx_name!r} is not in the kubeconfig (contexts: {', '.join(sorted(contexts)) or 'none'})",
+            fix="pass --context with one of those names",
+        )
+    ctx = contexts[ctx_name]
+    cluster = next(c["cluster"] for c in source.get("clusters") or [] if c["name"] == ctx["cluster"])
+    user: dict[str, Any] = next((u["user"] for u in source.get("users") or [] if u["name"] == ctx.get("user")), {})
+
+    def embed(d: dict[str, Any], key: str) -> None:
+        if key in d:
+            path = Path(d.pop(key))
+            path = path if path.is_absolute() else base_dir / path
+            d[key + "-data"] = base64.b64encode(path.read_bytes()).decode()
+
+    cluster, user = dict(cluster), dict(user)
+    embed(cluster, "certificate-authority")
+    embed(user, "client-certificate")
+    embed(user, "client-key")
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": ctx["cluster"], "cluster": cluster}],
+        "users": [{"name": ctx.get("user", "user"), "user": user}],
+        "contexts": [{"name": ctx_name, "context": ctx}],
+        "current-context": ctx_name,
+    }
+
+
+@dataclass
+class KubeconfigCluster:
+    name: str
+    context: str | None = None
+    source: Path = field(default_factory=_default_kubeconfig)
+    root: Path = field(default_factory=state_root)
+    provider: str = "kubeconfig"
+
+    def __post_init__(self) -> None:
+        validate_name(self.name)
+
+    def kubeconfig(self) -> Path:
+        out = self.root / "clusters" / self.name / "kubeconfig"
+        try:
+            src = yaml.safe_load(self.source.read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read kubeconfig {self.source}: {exc.strerror}", fix="set KUBECONFIG or --kubeconfig"
+            ) from exc
+        flat = flatten(src, self.context, self.source.parent)
+        pki.write_private(out, yaml.safe_dump(flat, sort_keys=False).encode())
+        return out
+
+    def _server(self, flat: dict[str, Any]) -> str:
+        return str(flat["clusters"][0]["cluster"]["server"])
+
+    def status(self) -> ClusterStatus:
+        path = self.kubeconfig()
+        flat = yaml.safe_load(path.read_text(encoding="utf-8"))
+        server = self._server(flat)
+        cluster = flat["clusters"][0]["cluster"]
+        user = flat["users"][0]["user"]
+        ctx = ssl.create_default_context()
+        if cluster.get("insecure-skip-tls-verify"):
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        elif "certificate-authority-data" in cluster:
+            ctx.load_verify_locations(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
+        headers = {}
+        if "token" in user:
+            headers["Authorization"] = f"Bearer {user['token']}"
+        if "client-certificate-data" in user:
+            with tempfile.TemporaryDirectory() as tmp:
+                crt, key = Path(tmp) / "c", Path(tmp) / "k"
+                pki.write_private(crt, base64.b64decode(user["client-certificate-data"]))
+                pki.write_private(key, base64.b64decode(user["client-key-data"]))
+                ctx.load_cert_chain(str(crt), str(key))
+        try:
+            req = urllib.request.Request(server + "/readyz", headers=headers)
+            with urllib.request.urlopen(req, context=ctx, timeout=5) as resp:
+                ok = resp.status == 200
+        except (urllib.error.URLError, OSError):
+            ok = False
+        return ClusterStatus(self.name, self.provider, "running" if ok else "degraded", server=server, kubeconfig=str(path))
+
+    def create(self, progress: Progress | None = None) -> ClusterStatus:
+        st = self.status()
+        if st.state != "running":
+            raise ClusterError(
+                f"the cluster of context {self.context or '(current)'} at {st.server} does not answer /readyz",
+                fix="check the kubeconfig and that the cluster is up",
+            )
+        return st
+
+    def delete(self, purge: bool = False) -> None:
+        raise ClusterError(
+            f"cluster {self.name} is an existing cluster (provider kubeconfig); rebuild does not delete it",
+            fix="delete it with the tool that created it",
+        )

@@ -1,0 +1,1 @@
+"""Sources rebuild compiles into its toolchain (see rebuild/adapters/toolchain.py)."""
