@@ -202,5 +202,32 @@ def cluster_status(obj: Ctx, name: str, provider: str) -> None:
     sys.exit(EXIT_OK if st.state == "running" else EXIT_FAIL)
 
 
+# --------------------------------------------------------------------------- drill
+
+
+@main.command("drill")
+@click.option("--nodes", default=2, show_default=True, type=int, help="kwok nodes of the throwaway cluster.")
+@click.option("--name", default=None, help="Cluster/stack name (default: drill-<random>).")
+@click.option("--keep", is_flag=True, help="Leave the cluster running afterwards (no teardown).")
+@click.pass_obj
+def drill(obj: Ctx, nodes: int, name: str | None, keep: bool) -> None:
+    """Rebuild into a throwaway local cluster, check it, time every phase, tear it down."""
+    from rebuild.clusters.base import state_root
+    from rebuild.drill import run_drill
+
+    res = run_drill(root=state_root(), nodes=nodes, name=name, keep=keep, progress=obj.progress)
+
+    def text() -> str:
+        lines = [f"drill {res.cluster}: {'PASSED' if res.passed else 'FAILED'}", res.phases.table()]
+        for c in res.checks:
+            lines.append(f"  check {c['check']:<22} {'ok' if c['ok'] else 'FAIL'}  {c['object']}  {c['detail']}")
+        if res.error:
+            lines.append(f"error: {res.error}")
+        return "\n".join(lines)
+
+    obj.emit(res.to_dict(), text)
+    sys.exit(EXIT_OK if res.passed else EXIT_FAIL)
+
+
 if __name__ == "__main__":
     main()

@@ -42,46 +42,49 @@ def _strip_ansi(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
 
 
-def _interesting(stderr: str, stdout: str = "") -> str:
-    """The lines of a failed pulumi run that a person needs: errors, tracebacks' last line."""
-    text = _strip_ansi(stderr + "\n" + stdout)
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    keep = [ln for ln in lines if re.search(r"(error|Error|exception|failed)", ln)]
+def _interesting(text: str) -> str:
+    """The lines of a failed pulumi run that a person needs: errors and a traceback's last lines."""
+    lines = []
+    for raw in _strip_ansi(text).splitlines():
+        ln = re.sub(r"^\s*(code|stdout|stderr):\s*", "", raw).strip()
+        if not ln or re.match(r"^(\d+|warning: using pulumi-\S+ from \$PATH.*)$", ln):
+            continue
+        lines.append(ln)
+    keep = [ln for ln in lines if ln.startswith("error:")]
+    keep = keep or [ln for ln in lines if re.search(r"(error|Error|exception|Exception|failed)", ln)]
     keep = list(dict.fromkeys(keep))  # de-duplicate, keep order
     return "\n".join(keep[-8:]) or "\n".join(lines[-8:])
 
 
 def classify(exc: Exception, *, stack: str, project: str) -> StackError | ConfigError:
-    """Map an Automation API error to rebuild's error tree, with the fix."""
-    stderr = str(getattr(exc, "stderr", "") or "")
-    stdout = str(getattr(exc, "stdout", "") or "")
-    text = _strip_ansi(stderr + "\n" + stdout + "\n" + str(exc))
+    """Map an Automation API error (whose str() carries the CLI's stdout/stderr) to rebuild's error tree."""
+    text = _strip_ansi(str(exc))
+    detail = _interesting(text)
     where = f"stack {project}/{stack}"
     if isinstance(exc, auto.ConcurrentUpdateError) or "the stack is currently locked" in text:
         return StackLockedError(
             f"{where} is locked by another update",
-            fix=f"wait for it, or if it crashed: pulumi cancel / `pulumi stack export | import`; state lock under {project}",
+            fix="wait for the other update; if it crashed, remove its lock under <state dir>/pulumi/.pulumi/locks",
         )
     if isinstance(exc, auto.StackNotFoundError) or re.search(r"no stack named|stack .* not found", text):
         return StackNotFoundError(f"{where} does not exist", fix="run `rebuild up` (it creates the stack) or check the name")
-    m = re.search(
-        r"no resource plugin '([^']+)'|could not find plugin[^\n]*|failed to load plugin[^\n]*|plugin (\S+) .*not found", text
-    )
+    m = re.search(r"no resource plugin '[^']+'[^\n]*|could not find plugin[^\n]*|failed to load plugin[^\n]*", text)
     if m or ("pulumi-language-python" in text and "executable file not found" in text):
-        return PluginMissingError(
-            f"{where}: a Pulumi plugin is missing: {m.group(0) if m else 'language host'}", fix="run `rebuild toolchain install`"
-        )
-    if re.search(r"(is not a valid|could not parse|invalid value|Configuration key|config.*(type|parse))", text, re.I):
+        what = m.group(0) if m else "the Python language host"
+        return PluginMissingError(f"{where}: a Pulumi plugin is missing: {what}", fix="run `rebuild toolchain install`")
+    if re.search(r"validating stack config|must be of type|is not a valid|invalid config|configuration key", text, re.I):
+        folder = project.removeprefix("rebuild-")
         return ConfigError(
-            f"{where}: bad stack configuration:\n{_interesting(stderr, stdout)}",
-            fix=f"fix the config in stacks/{project.removeprefix('rebuild-')}/Pulumi.{stack}.yaml",
+            f"{where}: bad stack configuration: {detail}", fix=f"fix the config in stacks/{folder}/Pulumi.{stack}.yaml"
         )
-    if isinstance(exc, auto.CompilationError) or "Traceback" in text or "Program failed" in text or "RunError" in text:
+    if isinstance(exc, auto.CompilationError) or re.search(
+        r"Traceback|Program failed|RunError|unhandled (exception|error)|program exited with non-zero", text
+    ):
         return ProgramError(
-            f"{where}: the program failed:\n{_interesting(stderr, stdout)}",
+            f"{where}: the program failed:\n{detail}",
             fix="read the error above; `pulumi up` in the stack folder shows the full output",
         )
-    return StackError(f"{where}: pulumi failed:\n{_interesting(stderr, stdout)}", fix="read the error above")
+    return StackError(f"{where}: pulumi failed:\n{detail}", fix="read the error above")
 
 
 @dataclass(frozen=True)
@@ -156,8 +159,7 @@ class Pulumi:
         try:
             st = auto.create_or_select_stack(stack_name=stack_name, work_dir=str(project_dir), opts=opts)
             if config:
-                full = {(k if ":" in k else f"{project}:{k}"): _config_value(v) for k, v in config.items()}
-                st.set_all_config(full, path=False)
+                st.set_all_config(_flatten_config(project, config), path=True)
         except auto.errors.CommandError as exc:
             raise classify(exc, stack=stack_name, project=project) from exc
         return st
@@ -225,14 +227,29 @@ class Pulumi:
         return outs[name].value
 
 
-def _config_value(v: Any) -> auto.ConfigValue:
-    if isinstance(v, auto.ConfigValue):
-        return v
-    if isinstance(v, (list, dict)):
-        import json
+def _flatten_config(project: str, config: Mapping[str, Any]) -> dict[str, auto.ConfigValue]:
+    """Config as Pulumi `--path` keys: lists and maps become structured values, not JSON strings."""
+    out: dict[str, auto.ConfigValue] = {}
 
-        return auto.ConfigValue(value=json.dumps(v))
-    return auto.ConfigValue(value=str(v))
+    def walk(key: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(f"{key}.{k}", v)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(f"{key}[{i}]", v)
+        else:
+            out[key] = value if isinstance(value, auto.ConfigValue) else auto.ConfigValue(value=_scalar(value))
+
+    for k, v in config.items():
+        walk(k if ":" in k else f"{project}:{k}", v)
+    return out
+
+
+def _scalar(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
 
 
 def _project_name(project_dir: Path) -> str:

@@ -46,6 +46,13 @@ def cache_root() -> Path:
     return (base / "rebuild").resolve()
 
 
+def langhost_digest() -> str:
+    import hashlib
+
+    src = resources.files("rebuild.toolchain").joinpath("langhost", "main.go").read_bytes()
+    return hashlib.sha256(src).hexdigest()[:10]
+
+
 def load_versions() -> dict[str, dict[str, str]]:
     text = resources.files("rebuild").joinpath("versions.toml").read_text(encoding="utf-8")
     data = tomllib.loads(text)
@@ -69,7 +76,15 @@ class Toolchain:
     versions: dict[str, dict[str, str]] = field(default_factory=load_versions)
 
     def tool_dir(self, name: str) -> Path:
-        return self.root / "tools" / name / self.versions[name]["version"]
+        return self.root / "tools" / name / self.cache_key(name)
+
+    def cache_key(self, name: str) -> str:
+        """The pinned version; for tools built from rebuild's own sources, plus their hash,
+        so an edited source is rebuilt instead of silently reusing the old binary."""
+        version = self.versions[name]["version"]
+        if name == "pulumi-language-python":
+            return f"{version}-{langhost_digest()}"
+        return version
 
     def bin_dir(self, name: str) -> Path:
         return self.tool_dir(name) / "bin"
@@ -96,8 +111,9 @@ class Toolchain:
     def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
         """Environment for running pulumi and friends offline, with our binaries first on PATH."""
         env = dict(os.environ if base is None else base)
-        dirs = [str(self.bin_dir(n)) for n in ("pulumi", "pulumi-language-python")]
-        env["PATH"] = os.pathsep.join([*dirs, env.get("PATH", "")])
+        # Only pulumi's folder: the language host is linked into it (see _bundle_language_host),
+        # where the engine looks for bundled plugins first.
+        env["PATH"] = os.pathsep.join([str(self.bin_dir("pulumi")), env.get("PATH", "")])
         env["PULUMI_HOME"] = str(self.pulumi_home)
         env["PULUMI_SKIP_UPDATE_CHECK"] = "true"
         env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] = "true"
@@ -164,7 +180,7 @@ class _Build:
 
     @property
     def stage(self) -> Path:
-        return self.tc.root / "tools" / self.name / f".{self.version}.partial"
+        return self.tc.root / "tools" / self.name / f".{self.tc.cache_key(self.name)}.partial"
 
     def goenv(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -492,6 +508,7 @@ def install(tc: Toolchain | None = None, progress: Progress = _default_progress,
     todo = [r for r in RECIPES if (only is None or r.name in only) and not tc.installed(r.name)]
     need_plugin = not tc.plugin_dir().joinpath("pulumi-resource-kubernetes").exists()
     if not todo and not need_plugin:
+        _bundle_language_host(tc)
         return []
     check_prerequisites(tc.root)
     built: list[str] = []
@@ -503,7 +520,23 @@ def install(tc: Toolchain | None = None, progress: Progress = _default_progress,
             built.append(recipe.name)
         if (only is None or "pulumi-resource-kubernetes" in only) and need_plugin:
             _install_plugin(tc, progress)
+        _bundle_language_host(tc)
     return built
+
+
+def _bundle_language_host(tc: Toolchain) -> None:
+    """Link the Python language host next to the pulumi binary, where the engine expects
+    bundled plugins (else it warns "using pulumi-language-python from $PATH" on every run)."""
+    if not (tc.installed("pulumi") and tc.installed("pulumi-language-python")):
+        return
+    recipe = next(r for r in RECIPES if r.name == "pulumi-language-python")
+    for exe in recipe.binaries:
+        link = tc.bin_dir("pulumi") / exe
+        target = tc.bin_dir("pulumi-language-python") / exe
+        if link.is_symlink() and link.resolve() == target.resolve():
+            continue
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
 
 
 def _run_recipe(tc: Toolchain, recipe: Recipe, progress: Progress) -> None:

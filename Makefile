@@ -1,0 +1,30 @@
+# The two commands (see README): `make demo` runs a DR drill of the bundled example on a
+# local cluster; `make test` runs the whole test suite. Both set up what they need
+# (virtualenv, built toolchain) and are fast when it is already there.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+REBUILD := $(VENV)/bin/rebuild
+
+.PHONY: venv toolchain test demo lint clean-state
+
+$(STAMP): pyproject.toml
+	@test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
+	@$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+venv: $(STAMP)
+
+toolchain: venv
+	@$(REBUILD) toolchain install
+
+test: toolchain
+	@bash scripts/test.sh
+
+demo: toolchain
+	@bash scripts/demo.sh
+
+lint: venv
+	@$(VENV)/bin/ruff check rebuild stacks tests bench
+	@$(VENV)/bin/mypy

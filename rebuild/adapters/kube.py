@@ -1,0 +1,308 @@
+"""The Kubernetes API, as rebuild uses it: raw objects in, raw objects out.
+
+Why raw: rebuild applies, lists and diffs *arbitrary* objects (whatever git declares,
+custom resources included), so it works on plain dicts keyed by discovery, not on typed
+models. lightkube supplies what is tedious to get right (kubeconfig parsing, client
+certificates, tokens, exec credential plugins, TLS) and its httpx transport; the verbs
+here are a thin layer on that connection: server-side apply, paginated LIST, GET,
+DELETE, discovery. There is no client-side rate limiter (client-go's 5 QPS default is why
+restores are slow); the server's priority and fairness decides, and 429s are honoured.
+
+Retries are written down as data (RETRY_STATUSES, MAX_ATTEMPTS) and only cover what can
+heal: connection errors, 5xx, 429 with Retry-After, conflicts on apply. Each retry logs
+``Request attempt #2/5 failed; will retry: GET /api/v1/... -> 503``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+from lightkube.config import client_adapter
+from lightkube.config.kubeconfig import KubeConfig
+
+from rebuild.errors import ClusterError, ConfigError, KubeError
+
+log = logging.getLogger("rebuild.kube")
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_ATTEMPTS = 6
+BACKOFF_BASE = 0.2
+BACKOFF_MAX = 5.0
+FIELD_MANAGER = "rebuild"
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ResourceInfo:
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool
+    verbs: frozenset[str]
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str | None = None, name: str | None = None) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{name}"
+        return base
+
+
+def subject(obj: Obj) -> str:
+    """``Kind/namespace/name`` (or ``Kind/name``), the way messages name an object."""
+    meta = obj.get("metadata") or {}
+    ns = meta.get("namespace")
+    return f"{obj.get('kind')}/{ns}/{meta.get('name')}" if ns else f"{obj.get('kind')}/{meta.get('name')}"
+
+
+class Kube:
+    """One connection to one cluster. Thread-safe: the verbs may be called from a pool."""
+
+    def __init__(self, http: httpx.Client, server: str) -> None:
+        self.http = http
+        self.server = server
+        self._discovery: dict[tuple[str, str], ResourceInfo] | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_kubeconfig(cls, path: Path | str, context: str | None = None, timeout: float = 30.0) -> Kube:
+        try:
+            cfg = KubeConfig.from_file(str(path)).get(context)
+        except Exception as exc:
+            raise ConfigError(f"cannot load kubeconfig {path}: {exc}", fix="check the file and the context name") from exc
+        if cfg is None:
+            raise ConfigError(f"kubeconfig {path} has no context {context or '(current)'}", fix="pass an existing context")
+        params = client_adapter.ConnectionParams(timeout=httpx.Timeout(timeout), trust_env=False)
+        # lightkube resolves TLS and auth (certs, tokens, exec plugins); the pool is sized for
+        # concurrent apply/list, with no client-side QPS limit.
+        http = httpx.Client(**params.httpx_params(cfg), limits=httpx.Limits(max_connections=64, max_keepalive_connections=32))
+        return cls(http, str(cfg.cluster.server))
+
+    def close(self) -> None:
+        self.http.close()
+
+    # ------------------------------------------------------------------ transport
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+        ok: tuple[int, ...] = (200, 201, 202),
+        what: str = "",
+    ) -> httpx.Response:
+        """One API call with the retry policy; returns the response when its status is in ``ok``."""
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        last: str = ""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                resp = self.http.request(method, path, params=params, content=body, headers=headers)
+            except (httpx.TransportError, OSError) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+                delay = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (attempt - 1))
+            else:
+                if resp.status_code in ok:
+                    return resp
+                if resp.status_code not in RETRY_STATUSES:
+                    raise _api_error(resp, method, path, what)
+                last = f"HTTP {resp.status_code}"
+                delay = _retry_after(resp) or min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (attempt - 1))
+            if attempt < MAX_ATTEMPTS:
+                log.warning("Request attempt #%d/%d failed; will retry: %s %s -> %s", attempt, MAX_ATTEMPTS, method, path, last)
+                time.sleep(delay)
+        raise ClusterError(
+            f"{method} {path}{' (' + what + ')' if what else ''} failed after {MAX_ATTEMPTS} attempts: {last}",
+            fix=f"check that the API server at {self.server} is up",
+        )
+
+    # ------------------------------------------------------------------ discovery
+
+    def discovery(self, refresh: bool = False) -> dict[tuple[str, str], ResourceInfo]:
+        """(apiVersion, kind) -> ResourceInfo for every served top-level resource."""
+        with self._lock:
+            if self._discovery is not None and not refresh:
+                return self._discovery
+            found: dict[tuple[str, str], ResourceInfo] = {}
+            groups: list[tuple[str, str]] = [("", v) for v in self.request("GET", "/api").json().get("versions", [])]
+            for g in self.request("GET", "/apis").json().get("groups", []):
+                for v in g.get("versions", []):
+                    groups.append((g["name"], v["version"]))
+            for group, version in groups:
+                path = f"/apis/{group}/{version}" if group else f"/api/{version}"
+                try:
+                    resources = self.request("GET", path).json().get("resources", [])
+                except KubeError:
+                    continue  # an aggregated API that is down must not break everything else
+                for r in resources:
+                    if "/" in r["name"]:
+                        continue
+                    info = ResourceInfo(
+                        group, version, r["kind"], r["name"], bool(r["namespaced"]), frozenset(r.get("verbs", []))
+                    )
+                    found[(info.api_version, info.kind)] = info
+            self._discovery = found
+            return found
+
+    def info(self, api_version: str, kind: str, *, refresh_on_miss: bool = True) -> ResourceInfo:
+        disc = self.discovery()
+        hit = disc.get((api_version, kind))
+        if hit is None and refresh_on_miss:
+            hit = self.discovery(refresh=True).get((api_version, kind))
+        if hit is None:
+            raise KubeError(
+                f"the cluster does not serve {kind} in {api_version}",
+                status=404,
+                fix="install the CRD (or API) that defines it, or fix apiVersion/kind",
+            )
+        return hit
+
+    def info_for(self, obj: Obj) -> ResourceInfo:
+        return self.info(str(obj.get("apiVersion")), str(obj.get("kind")))
+
+    # ------------------------------------------------------------------ verbs
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        info = self.info(api_version, kind)
+        resp = self.request("GET", info.path(namespace, name), ok=(200, 404), what=f"{kind}/{name}")
+        return None if resp.status_code == 404 else dict(resp.json())
+
+    def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        limit: int = 500,
+    ) -> list[Obj]:
+        return list(self.iter_list(api_version, kind, namespace, label_selector=label_selector, limit=limit))
+
+    def iter_list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        limit: int = 500,
+    ) -> Iterator[Obj]:
+        """Paginated LIST; items get their apiVersion/kind filled in (the API omits them in lists)."""
+        info = self.info(api_version, kind)
+        params: dict[str, str] = {"limit": str(limit)}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        while True:
+            body = self.request("GET", info.path(namespace), params=params, what=f"list {kind}").json()
+            for item in body.get("items") or []:
+                item.setdefault("apiVersion", info.api_version)
+                item.setdefault("kind", info.kind)
+                yield item
+            cont = (body.get("metadata") or {}).get("continue")
+            if not cont:
+                return
+            params["continue"] = cont
+
+    def apply(self, obj: Obj, *, field_manager: str = FIELD_MANAGER, force: bool = True, dry_run: bool = False) -> Obj:
+        """Server-side apply of one object; returns the object as the server stored it."""
+        info = self.info_for(obj)
+        meta = obj.get("metadata") or {}
+        ns = meta.get("namespace") if info.namespaced else None
+        if info.namespaced and not ns:
+            ns = "default"
+        params = {"fieldManager": field_manager, "force": "true" if force else "false"}
+        if dry_run:
+            params["dryRun"] = "All"
+        resp = self.request(
+            "PATCH",
+            info.path(ns, meta.get("name")),
+            params=params,
+            body=json.dumps(obj).encode(),
+            content_type="application/apply-patch+yaml",
+            what=subject(obj),
+        )
+        return dict(resp.json())
+
+    def create(self, obj: Obj, *, field_manager: str = FIELD_MANAGER) -> Obj:
+        info = self.info_for(obj)
+        ns = (obj.get("metadata") or {}).get("namespace") if info.namespaced else None
+        resp = self.request(
+            "POST", info.path(ns), params={"fieldManager": field_manager}, body=json.dumps(obj).encode(), what=subject(obj)
+        )
+        return dict(resp.json())
+
+    def patch(self, obj_ref: Obj, patch: Obj, *, field_manager: str, patch_type: str = "merge", subresource: str = "") -> Obj:
+        """A merge/strategic/json patch, as kubectl edit/patch/scale send them (used to make drift in tests)."""
+        info = self.info_for(obj_ref)
+        meta = obj_ref.get("metadata") or {}
+        path = info.path(meta.get("namespace"), meta.get("name")) + (f"/{subresource}" if subresource else "")
+        ctype = {
+            "merge": "application/merge-patch+json",
+            "strategic": "application/strategic-merge-patch+json",
+            "json": "application/json-patch+json",
+        }[patch_type]
+        resp = self.request(
+            "PATCH",
+            path,
+            params={"fieldManager": field_manager},
+            body=json.dumps(patch).encode(),
+            content_type=ctype,
+            what=subject(obj_ref),
+        )
+        return dict(resp.json())
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+        info = self.info(api_version, kind)
+        resp = self.request("DELETE", info.path(namespace, name), ok=(200, 202, 404), what=f"{kind}/{name}")
+        return resp.status_code != 404
+
+    def readyz(self) -> bool:
+        try:
+            return self.http.get("/readyz").status_code == 200
+        except (httpx.TransportError, OSError):
+            return False
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return min(BACKOFF_MAX * 4, max(0.0, float(value)))
+    except ValueError:
+        return None
+
+
+def _api_error(resp: httpx.Response, method: str, path: str, what: str) -> KubeError:
+    try:
+        status = resp.json()
+        message = str(status.get("message") or resp.text[:300])
+    except ValueError:
+        message = resp.text[:300]
+    target = what or path
+    fix = {
+        401: "check the kubeconfig's credentials",
+        403: "the kubeconfig's user lacks RBAC permission for this",
+        404: "the object or its API does not exist",
+        409: "the object changed or is owned by another manager; rerun",
+        422: "the object is invalid: fix it in git",
+    }.get(resp.status_code)
+    return KubeError(f"{method} {target}: HTTP {resp.status_code}: {message}", status=resp.status_code, fix=fix)

@@ -1,0 +1,154 @@
+"""stacks/cluster and stacks/platform through the Automation API, against the real engine,
+the real Python language host, the real Kubernetes provider and a real local cluster."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rebuild.adapters import process
+from rebuild.adapters.kube import Kube
+from rebuild.adapters.pulumi import Pulumi
+from rebuild.clusters.local import LocalCluster
+from rebuild.errors import ConfigError, ProgramError
+from tests.conftest import REPO, unique
+
+pytestmark = pytest.mark.integration
+
+CLUSTER = REPO / "stacks" / "cluster"
+PLATFORM = REPO / "stacks" / "platform"
+
+
+def _cleanup_stack(p: Pulumi, project: Path, stack: str) -> None:
+    try:
+        p.destroy(project, stack)
+    finally:
+        p.remove(project, stack)
+        (project / f"Pulumi.{stack}.yaml").unlink(missing_ok=True)
+
+
+def test_cluster_and_platform_up_read_back_and_destroy(state_dir: Path, toolchain: Any) -> None:
+    p = Pulumi(root=state_dir)
+    stack = unique("it")
+    name = unique("pc")
+    try:
+        res = p.up(CLUSTER, stack, {"name": name, "nodes": 2, "stateDir": str(state_dir)})
+        assert res.summary.get("create") == 2
+        assert res.outputs["kubeconfig"] == "[secret]"  # never shown
+        kubeconfig = p.output(CLUSTER, stack, "kubeconfig")
+        assert yaml.safe_load(kubeconfig)["kind"] == "Config"
+        cluster = LocalCluster(name, root=state_dir)
+        assert cluster.status().state == "running"
+        pids = {c.pid for c in cluster.status().components if c.pid}
+
+        pres = p.up(
+            PLATFORM,
+            stack,
+            {
+                "clusterStack": f"organization/rebuild-cluster/{stack}",
+                "namespaces": ["rebuild-system", "shop", "payments"],
+                "clusterName": name,
+            },
+        )
+        assert pres.summary.get("create") == 6  # stack, provider, 3 namespaces, configmap
+        kube = Kube.from_kubeconfig(cluster.kubeconfig())
+        for ns in ("rebuild-system", "shop", "payments"):
+            got = kube.get("v1", "Namespace", ns)
+            assert got is not None and got["status"]["phase"] == "Active"
+        cm = kube.get("v1", "ConfigMap", "rebuild-platform", "rebuild-system")
+        assert cm is not None
+        assert cm["data"]["cluster"] == name
+        assert cm["data"]["namespaces"] == "rebuild-system,shop,payments"
+
+        # A second up changes nothing.
+        again = p.up(PLATFORM, stack)
+        assert set(again.summary) == {"same"}
+
+        p.destroy(PLATFORM, stack)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and kube.get("v1", "Namespace", "shop") is not None:
+            time.sleep(0.5)
+        assert kube.get("v1", "Namespace", "shop") is None
+        assert kube.get("v1", "ConfigMap", "rebuild-platform", "rebuild-system") is None
+
+        p.destroy(CLUSTER, stack)
+        assert cluster.status().state == "absent"
+        for pid in pids:
+            assert not process.alive(process.ProcRecord("x", pid, process.start_ticks(pid), "")) or not Path(
+                f"/proc/{pid}/cmdline"
+            ).read_text().count(str(state_dir))
+    finally:
+        for project in (PLATFORM, CLUSTER):
+            try:
+                _cleanup_stack(p, project, stack)
+            except Exception:
+                pass
+        LocalCluster(name, root=state_dir).delete(purge=True)
+
+
+def test_malformed_stack_config_is_a_config_error(state_dir: Path, toolchain: Any) -> None:
+    p = Pulumi(root=state_dir)
+    stack = unique("bad")
+    try:
+        with pytest.raises(ConfigError) as err:
+            p.up(CLUSTER, stack, {"name": unique("x"), "nodes": "many", "stateDir": str(state_dir)})
+        assert "nodes" in str(err.value) and err.value.fix and f"Pulumi.{stack}.yaml" in err.value.fix
+        assert not (state_dir / "clusters").exists() or not any((state_dir / "clusters").iterdir())
+    finally:
+        p.remove(CLUSTER, stack)
+        (CLUSTER / f"Pulumi.{stack}.yaml").unlink(missing_ok=True)
+
+
+def test_program_error_is_reported_with_the_reason(state_dir: Path, toolchain: Any) -> None:
+    p = Pulumi(root=state_dir)
+    stack = unique("noref")
+    try:
+        with pytest.raises(ProgramError) as err:
+            p.up(PLATFORM, stack, {})  # neither clusterStack nor kubeconfig
+        assert "clusterStack" in str(err.value)
+    finally:
+        p.remove(PLATFORM, stack)
+        (PLATFORM / f"Pulumi.{stack}.yaml").unlink(missing_ok=True)
+
+
+def test_plain_pulumi_cli_runs_the_cluster_stack(state_dir: Path, toolchain: Any) -> None:
+    """`pulumi up` in stacks/cluster with only the documented env/config lines (README)."""
+    p = Pulumi(root=state_dir)
+    p._ensure_backend()
+    env = dict(os.environ)
+    env.update(
+        PATH=f"{toolchain.bin_dir('pulumi')}:{env['PATH']}",  # type: ignore[attr-defined]
+        PULUMI_HOME=str(toolchain.pulumi_home),  # type: ignore[attr-defined]
+        PULUMI_BACKEND_URL=(state_dir / "pulumi").as_uri(),
+        PULUMI_CONFIG_PASSPHRASE_FILE=str(p.passphrase_file),
+        PULUMI_SKIP_UPDATE_CHECK="true",
+    )
+    stack = unique("cli")
+    name = unique("cli")
+
+    def pulumi(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["pulumi", *args], cwd=CLUSTER, env=env, capture_output=True, text=True, timeout=300)
+
+    try:
+        assert pulumi("stack", "init", stack, "--non-interactive").returncode == 0
+        assert pulumi("config", "set", "name", name, "--stack", stack).returncode == 0
+        assert pulumi("config", "set", "stateDir", str(state_dir), "--stack", stack).returncode == 0
+        up = pulumi("up", "--yes", "--non-interactive", "--stack", stack)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "warning" not in up.stdout.lower()
+        assert LocalCluster(name, root=state_dir).status().state == "running"
+        out = pulumi("stack", "output", "server", "--stack", stack)
+        assert out.stdout.strip().startswith("https://127.0.0.1:")
+        down = pulumi("destroy", "--yes", "--non-interactive", "--stack", stack)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert LocalCluster(name, root=state_dir).status().state == "absent"
+    finally:
+        pulumi("stack", "rm", stack, "--yes", "--force", "--non-interactive")
+        (CLUSTER / f"Pulumi.{stack}.yaml").unlink(missing_ok=True)
+        LocalCluster(name, root=state_dir).delete(purge=True)
