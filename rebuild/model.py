@@ -63,3 +63,80 @@ class Phases:
         rows = [f"  {p.name:<{width}}  {p.seconds:8.2f}s  {p.status}{'  ' + p.detail if p.detail else ''}" for p in self.items]
         rows.append(f"  {'total':<{width}}  {self.total:8.2f}s")
         return "\n".join(rows)
+
+
+# --------------------------------------------------------------------------- objects
+
+
+@dataclass(frozen=True, order=True)
+class ObjectRef:
+    """The identity of a Kubernetes object: group (not version), kind, namespace, name."""
+
+    group: str
+    kind: str
+    namespace: str
+    name: str
+
+    @classmethod
+    def of(cls, obj: dict[str, Any], default_namespace: str = "") -> ObjectRef:
+        api_version = str(obj.get("apiVersion") or "")
+        group = api_version.rsplit("/", 1)[0] if "/" in api_version else ""
+        meta = obj.get("metadata") or {}
+        return cls(group, str(obj.get("kind") or ""), str(meta.get("namespace") or default_namespace), str(meta.get("name") or ""))
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.namespace}/{self.name}" if self.namespace else f"{self.kind}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where something was declared: a file relative to the repo root and a 1-based line."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+# A field path: string keys, int indexes, or a merge-key selector for list items
+# (("name", "app") means "the item whose name is app"). Rendered as
+# spec.template.spec.containers[name=app].image.
+PathSeg = str | int | tuple[str, str]
+FieldPath = tuple[PathSeg, ...]
+
+
+def render_path(path: FieldPath) -> str:
+    out = ""
+    for seg in path:
+        if isinstance(seg, tuple):
+            out += f"[{seg[0]}={seg[1]}]"
+        elif isinstance(seg, int):
+            out += f"[{seg}]"
+        else:
+            out += ("." if out else "") + seg
+    return out
+
+
+@dataclass
+class DesiredObject:
+    """An object git declares, with where it came from.
+
+    ``body`` is the object as it will be applied (after kustomize). ``source`` is the file and
+    line of the document that declares it; ``field_sources`` maps field paths to the file and
+    line that set them (the overlay patch when a patch set it, else the base manifest).
+    """
+
+    ref: ObjectRef
+    api_version: str
+    body: dict[str, Any]
+    source: Source
+    field_sources: dict[FieldPath, Source] = field(default_factory=dict)
+
+    def source_of(self, path: FieldPath) -> Source:
+        """The most specific known source of a field: the path itself or its nearest ancestor."""
+        for n in range(len(path), 0, -1):
+            hit = self.field_sources.get(path[:n])
+            if hit is not None:
+                return hit
+        return self.source
