@@ -82,7 +82,9 @@ class ObjectRef:
         api_version = str(obj.get("apiVersion") or "")
         group = api_version.rsplit("/", 1)[0] if "/" in api_version else ""
         meta = obj.get("metadata") or {}
-        return cls(group, str(obj.get("kind") or ""), str(meta.get("namespace") or default_namespace), str(meta.get("name") or ""))
+        return cls(
+            group, str(obj.get("kind") or ""), str(meta.get("namespace") or default_namespace), str(meta.get("name") or "")
+        )
 
     def __str__(self) -> str:
         return f"{self.kind}/{self.namespace}/{self.name}" if self.namespace else f"{self.kind}/{self.name}"
