@@ -105,6 +105,22 @@ class Toolchain:
     def kwok_stages(self) -> Path:
         return self.tool_dir("kwok") / "stages.yaml"
 
+    def flux_crds(self, controller: str) -> list[Path]:
+        """The CRD manifests shipped with a Flux controller (``source-controller`` or
+        ``kustomize-controller``), copied from its module's ``config/crd/bases``."""
+        crds = sorted((self.tool_dir(controller) / "crds").glob("*.yaml"))
+        if not crds:
+            raise ToolchainError(
+                f"no CRDs for {controller} {self.versions[controller]['version']} under {self.tool_dir(controller) / 'crds'}",
+                fix="run `rebuild toolchain install`",
+            )
+        return crds
+
+    def gitea_static_root(self) -> Path:
+        """Gitea's STATIC_ROOT_PATH: templates/, options/ and public/ copied from its module
+        (the binary is built without the ``bindata`` tag, so it reads them from disk)."""
+        return self.tool_dir("gitea") / "static"
+
     def installed(self, name: str) -> bool:
         return (self.tool_dir(name) / STAMP).exists()
 
@@ -444,6 +460,67 @@ def _build_k8s_provider(b: _Build) -> None:
     )
 
 
+def _copy_tree(src: Path, dst: Path) -> None:
+    """Copy a folder out of the (read-only) Go module cache as ordinary writable files."""
+    shutil.copytree(src, dst, copy_function=shutil.copyfile, dirs_exist_ok=True)
+    for d, _, files in os.walk(dst):
+        os.chmod(d, 0o755)
+        for f in files:
+            os.chmod(os.path.join(d, f), 0o644)
+
+
+def _build_flux_controller(b: _Build) -> None:
+    """source-controller or kustomize-controller: main package at the module root.
+
+    Their go.mod replaces ``<module>/api => ./api``; the wrapper requires the api module's tag
+    of the same version instead and keeps the other (non-local) replaces. The CRDs they
+    reconcile ship next to the binary, so a local cluster can install exactly this version's.
+    """
+    v = b.version
+    mod = f"github.com/fluxcd/{b.name}"
+    info = b.module_info(f"{mod}@{v}")
+    b.write_module(
+        requires=[f"{mod} {v}", f"{mod}/api {b.pins.get('api_version', v)}"],
+        replaces=_replace_lines(Path(info["GoMod"])),
+        imports=[mod],
+    )
+    b.progress(f"{b.name} {v}: resolving modules")
+    b.run(["go", "mod", "tidy"])
+    b.progress(f"{b.name} {v}: go build (the first build takes several minutes)")
+    b.go_build(b.stage / "bin" / b.name, mod)
+    crds = b.stage / "crds"
+    crds.mkdir()
+    for src in sorted((Path(info["Dir"]) / "config" / "crd" / "bases").glob("*.yaml")):
+        shutil.copyfile(src, crds / src.name)
+        (crds / src.name).chmod(0o644)
+
+
+GITEA_TAGS = "sqlite,sqlite_unlock_notify"
+
+
+def _build_gitea(b: _Build) -> None:
+    """Gitea with SQLite (mattn/go-sqlite3 in 1.26, hence cgo) and without ``bindata``.
+
+    Without ``bindata`` Gitea reads templates/, options/ and public/ from STATIC_ROOT_PATH;
+    they are copied into the tool folder so it does not depend on the Go module cache.
+    """
+    v = b.version
+    info = b.module_info(f"code.gitea.io/gitea@{v}")
+    b.write_module(
+        requires=[f"code.gitea.io/gitea {v}"],
+        replaces=_replace_lines(Path(info["GoMod"])),
+        imports=["code.gitea.io/gitea"],
+    )
+    b.progress(f"gitea {v}: resolving modules")
+    b.run(["go", "mod", "tidy"])
+    b.progress(f"gitea {v}: go build with {GITEA_TAGS} (cgo SQLite; the first build takes several minutes)")
+    ldflags = f"-s -w -X main.Version={v.lstrip('v')} -X main.Tags={GITEA_TAGS}"
+    argv = ["go", "build", "-trimpath", "-o", str(b.stage / "bin" / "gitea"), "-tags", GITEA_TAGS]
+    b.run([*argv, "-ldflags", ldflags, "code.gitea.io/gitea"], env=b.goenv(CGO_ENABLED="1"))
+    for sub in ("templates", "options", "public"):
+        _copy_tree(Path(info["Dir"]) / sub, b.stage / "static" / sub)
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -461,6 +538,9 @@ RECIPES: tuple[Recipe, ...] = (
         _build_langhost,
     ),
     Recipe("pulumi-resource-kubernetes", ("pulumi-resource-kubernetes",), _build_k8s_provider),
+    Recipe("source-controller", ("source-controller",), _build_flux_controller),
+    Recipe("kustomize-controller", ("kustomize-controller",), _build_flux_controller),
+    Recipe("gitea", ("gitea",), _build_gitea),
 )
 
 
