@@ -59,7 +59,9 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     for i, r in enumerate(runs):
-        print(f"run {i}: cluster ready {r['start_seconds']:.2f}s, Deployment(3) available {r['deployment_available_seconds']:.2f}s")
+        print(
+            f"run {i}: cluster ready {r['start_seconds']:.2f}s, Deployment(3) available {r['deployment_available_seconds']:.2f}s"
+        )
     print(f"median cluster start: {result['median_start_seconds']:.2f}s")
     print(f"median Deployment-to-Available: {result['median_deployment_available_seconds']:.2f}s")
 

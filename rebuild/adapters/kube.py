@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
+import msgspec
 from lightkube.config import client_adapter
 from lightkube.config.kubeconfig import KubeConfig
 
@@ -211,7 +212,8 @@ class Kube:
         if label_selector:
             params["labelSelector"] = label_selector
         while True:
-            body = self.request("GET", info.path(namespace), params=params, what=f"list {kind}").json()
+            # msgspec decodes large LIST bodies several times faster than json.loads.
+            body = _decode(self.request("GET", info.path(namespace), params=params, what=f"list {kind}").content)
             for item in body.get("items") or []:
                 item.setdefault("apiVersion", info.api_version)
                 item.setdefault("kind", info.kind)
@@ -279,6 +281,14 @@ class Kube:
             return self.http.get("/readyz").status_code == 200
         except (httpx.TransportError, OSError):
             return False
+
+
+_DECODER = msgspec.json.Decoder()
+
+
+def _decode(content: bytes) -> dict[str, Any]:
+    out: dict[str, Any] = _DECODER.decode(content)
+    return out
 
 
 def _retry_after(resp: httpx.Response) -> float | None:

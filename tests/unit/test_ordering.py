@@ -12,8 +12,12 @@ def obj(api_version: str, kind: str, name: str, ns: str = "", body: dict[str, An
 
 
 def test_crds_namespaces_first_custom_resources_after_builtin_webhooks_last() -> None:
-    crd = obj("apiextensions.k8s.io/v1", "CustomResourceDefinition", "widgets.demo.dev",
-              body={"spec": {"group": "demo.dev", "names": {"kind": "Widget"}, "scope": "Namespaced"}})
+    crd = obj(
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        "widgets.demo.dev",
+        body={"spec": {"group": "demo.dev", "names": {"kind": "Widget"}, "scope": "Namespaced"}},
+    )
     objects = [
         obj("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", "hook"),
         obj("demo.dev/v1", "Widget", "w1", "shop"),
@@ -41,5 +45,5 @@ def test_crds_namespaces_first_custom_resources_after_builtin_webhooks_last() ->
 
 
 def test_unknown_builtin_kinds_go_to_other() -> None:
-    (rank, objs), = apply_order([obj("coordination.k8s.io/v1", "Lease", "l", "default")])
+    ((rank, objs),) = apply_order([obj("coordination.k8s.io/v1", "Lease", "l", "default")])
     assert rank.name == "other" and objs[0].ref.kind == "Lease"
