@@ -38,7 +38,7 @@ def test_crds_namespaces_first_custom_resources_after_builtin_webhooks_last() ->
         ("custom-resources", ["Widget"]),
         ("webhooks", ["ValidatingWebhookConfiguration"]),
     ]
-    assert [r.name for r, _ in teardown_order(objects)][0] == "webhooks"
+    assert teardown_order(objects)[0][0].name == "webhooks"
     rows = table(apply_order(objects))
     assert all(row["reason"] for row in rows)
     assert rows[0]["wait"] == "every CRD Established"
