@@ -86,6 +86,8 @@ class ClusterSpec:
 class ReconcilerSpec:
     kind: str = "flux"
     interval: str = "1m"
+    # The SOPS age private key, kept outside git (the one secret a rebuild must bring along).
+    sops_age_key_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -280,7 +282,7 @@ def parse(raw: bytes | str, path: Path) -> Config:
         nodes=c.integer(cl, "nodes", ("cluster",), 1, 1, 1000),
         context=c.string(cl, "context", ("cluster",)),
     )
-    rc = c.mapping(top.get("reconciler"), ("reconciler",), {"kind": "", "interval": ""})
+    rc = c.mapping(top.get("reconciler"), ("reconciler",), {"kind": "", "interval": "", "sops_age_key_file": ""})
     kind = c.string(rc, "kind", ("reconciler",), "flux")
     if kind not in ("flux", "argocd"):
         c.problem(("reconciler", "kind"), f"unknown reconciler {kind!r}", "use flux or argocd")
@@ -295,7 +297,7 @@ def parse(raw: bytes | str, path: Path) -> Config:
         path=path,
         sources=sources,
         cluster=cluster,
-        reconciler=ReconcilerSpec(kind, interval),
+        reconciler=ReconcilerSpec(kind, interval, c.string(rc, "sops_age_key_file", ("reconciler",))),
         stacks=stacks,
         verify=_verify(c, top),
         capture=_capture(c, top),
