@@ -123,7 +123,11 @@ def toolchain_doctor(obj: Ctx) -> None:
 
     def text() -> str:
         width = max(len(r.name) for r in rows)
-        lines = [f"{r.name:<{width}}  {r.version:<10}  {'OK     ' if r.present else 'MISSING'}  {r.path}" for r in rows]
+        lines = [
+            f"{r.name:<{width}}  {r.version:<10}  {'OK     ' if r.present else 'MISSING'}  {r.path}"
+            + (f"\n{'':<{width}}  note: {r.detail}" if r.detail else "")
+            for r in rows
+        ]
         lines.append("")
         lines.append("all tools present" if ok else "some tools are missing: run `rebuild toolchain install`")
         return "\n".join(lines)
@@ -200,6 +204,136 @@ def cluster_status(obj: Ctx, name: str, provider: str) -> None:
 
     obj.emit(st.to_dict(), text)
     sys.exit(EXIT_OK if st.state == "running" else EXIT_FAIL)
+
+
+# --------------------------------------------------------------------------- plan / up / verify
+
+
+def _context(obj: Ctx) -> Any:
+    from rebuild import config as cfgmod
+    from rebuild.clusters.base import state_root
+    from rebuild.recovery import Context
+
+    cfg = cfgmod.load(obj.config)
+    root = state_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"the state dir {root} is not writable ({exc.strerror})", fix="pass --state-dir DIR") from exc
+    return Context(cfg, root, progress=obj.progress)
+
+
+def _revisions(values: tuple[str, ...], ctx: Any) -> dict[str, str]:
+    """--revision SHA (every source) or --revision NAME=SHA."""
+    out: dict[str, str] = {}
+    names = [s.name for s in ctx.config.sources]
+    for v in values:
+        name, sep, sha = v.partition("=")
+        if not sep:
+            name, sha = "", v
+        if name and name not in names:
+            raise ConfigError(f"--revision names source {name!r}, which rebuild.yaml does not have", fix=f"use one of {names}")
+        for n in [name] if name else names:
+            out[n] = sha
+    return out
+
+
+def _verify_text(report: Any) -> list[str]:
+    s = report.summary()
+    lines = [
+        f"verify: {s['verified']}/{s['objects']} objects verified "
+        f"({s['missing']} missing, {s['drifted']} drifted, {s['unhealthy']} not healthy) "
+        f"after {report.seconds:.1f}s"
+    ]
+    for v in report.failing:
+        lines.extend(f"  {p}" for p in v.problems())
+    return lines
+
+
+@main.command("plan")
+@click.option("--revision", multiple=True, help="Commit to plan for: SHA (all sources) or SOURCE=SHA.")
+@click.pass_obj
+def plan_cmd(obj: Ctx, revision: tuple[str, ...]) -> None:
+    """Show what `up` would do: stack previews, the desired objects by kind and namespace, the order. Changes nothing."""
+    from rebuild.recovery import plan
+
+    ctx = _context(obj)
+    res = plan(ctx, _revisions(revision, ctx))
+
+    def text() -> str:
+        lines = ["sources:"]
+        lines += [
+            f"  {s['name']}: {s['url']} {s['branch']}@{s['revision'][:12]} path {s['path']} ({s['objects']} objects)"
+            for s in (x.to_dict() for x in res.desired.sources)
+        ]
+        lines.append("stacks:")
+        for p in res.previews:
+            lines.append(f"  {p['stack']}: {p.get('note') or p['changes']}")
+        lines.append(f"objects: {len(res.desired.objects)}")
+        for row in res.desired.inventory():
+            lines.append(f"  {row['count']:4d}  {row['kind']:<28} {row['namespace']}")
+        lines.append("apply order:")
+        for row in res.order:
+            lines.append(f"  {row['rank']:2d} {row['phase']:<20} {row['count']:4d}  {row['reason']}")
+        return "\n".join(lines)
+
+    obj.emit(res.to_dict(), text)
+
+
+@main.command("up")
+@click.option("--revision", multiple=True, help="Commit to rebuild: SHA (all sources) or SOURCE=SHA (default: branch head).")
+@click.option("--timeout", type=float, default=None, help="Seconds to wait for convergence (default: verify.timeout).")
+@click.pass_obj
+def up_cmd(obj: Ctx, revision: tuple[str, ...], timeout: float | None) -> None:
+    """Rebuild: cluster stack, platform stack, reconciler bootstrap, verify; every phase timed."""
+    from rebuild.recovery import up
+
+    ctx = _context(obj)
+    res = up(ctx, _revisions(revision, ctx), verify_timeout=timeout)
+
+    def text() -> str:
+        lines = [f"rebuild up {ctx.config.cluster.name}: {'CONVERGED' if res.converged else 'NOT CONVERGED'}"]
+        if res.nothing_changed and res.converged:
+            lines.append("nothing changed: the cluster already matched git")
+        lines.append(res.phases.table())
+        if res.report:
+            lines += _verify_text(res.report)
+        if not res.converged:
+            lines.append(f"next: rebuild verify --config {ctx.config.path}   (details per object)")
+        return "\n".join(lines)
+
+    obj.emit(res.to_dict(), text)
+    sys.exit(EXIT_OK if res.converged else EXIT_FAIL)
+
+
+@main.command("verify")
+@click.option(
+    "--timeout", type=float, default=None, help="Seconds to wait for convergence (default: verify.timeout; 0: check once)."
+)
+@click.option("--revision", multiple=True, help="Verify against this commit instead of the branch head.")
+@click.pass_obj
+def verify_cmd(obj: Ctx, timeout: float | None, revision: tuple[str, ...]) -> None:
+    """Is the cluster exactly what git declares, and healthy? Exit 0 converged, 1 not."""
+    from rebuild.adapters.kube import Kube
+    from rebuild.clusters import get_cluster
+    from rebuild.converge import wait_converged
+    from rebuild.recovery import load_desired
+
+    ctx = _context(obj)
+    desired = load_desired(ctx, _revisions(revision, ctx))
+    c = ctx.config.cluster
+    cluster = get_cluster(c.provider, c.name, nodes=c.nodes, context=c.context or None, root=ctx.root)
+    kubeconfig = cluster.kubeconfig()
+    if not kubeconfig.exists():
+        raise ConfigError(f"cluster {c.name} has no kubeconfig at {kubeconfig}", fix="run `rebuild up` first")
+    kube = Kube.from_kubeconfig(kubeconfig)
+    try:
+        report = wait_converged(kube, desired.objects, ctx.config.verify, timeout=timeout, progress=obj.progress)
+    finally:
+        kube.close()
+    data = {"sources": [s.to_dict() for s in desired.sources], **report.to_dict()}
+    obj.emit(data, lambda: "\n".join(_verify_text(report)))
+    sys.exit(EXIT_OK if report.converged else EXIT_FAIL)
 
 
 # --------------------------------------------------------------------------- drill

@@ -116,6 +116,25 @@ class Toolchain:
             )
         return crds
 
+    def flux_config(self, controller: str) -> Path:
+        """The controller's upstream ``config/`` kustomize bases (crd, rbac, manager, default)."""
+        return self.tool_dir(controller) / "config"
+
+    def flux_install_manifest(self) -> Path:
+        """In-cluster install of both Flux controllers (RBAC, Deployments, Services) for clusters
+        whose nodes run Pods, rendered from their own ``config/default`` with kustomize.
+        CRDs and the flux-system Namespace are left out: the platform stack creates those."""
+        from rebuild.adapters.flux_install import render_install
+
+        return render_install(self)
+
+    def argocd_install_manifest(self) -> Path:
+        """Argo CD's ``manifests/install.yaml`` of the pinned version (from its Go module)."""
+        path = self.tool_dir("argocd-manifests") / "install.yaml"
+        if not path.exists():
+            raise ToolchainError(f"Argo CD install manifest missing at {path}", fix="run `rebuild toolchain install`")
+        return path
+
     def gitea_static_root(self) -> Path:
         """Gitea's STATIC_ROOT_PATH: templates/, options/ and public/ copied from its module
         (the binary is built without the ``bindata`` tag, so it reads them from disk)."""
@@ -144,6 +163,8 @@ class Toolchain:
                 path = self.bin_dir(spec.name) / exe
                 ok = path.exists() and self.installed(spec.name)
                 out.append(ToolStatus(exe, version, path, ok))
+            if not spec.binaries:
+                out.append(ToolStatus(spec.name, version, self.tool_dir(spec.name), self.installed(spec.name), spec.note))
         plugin = self.plugin_dir()
         out.append(
             ToolStatus(
@@ -481,11 +502,14 @@ def _build_flux_controller(b: _Build) -> None:
     info = b.module_info(f"{mod}@{v}")
     b.write_module(
         requires=[f"{mod} {v}", f"{mod}/api {b.pins.get('api_version', v)}"],
-        replaces=_replace_lines(Path(info["GoMod"])),
+        replaces=_replace_lines(Path(info["GoMod"])) + _pinned_replaces(b),
         imports=[mod],
     )
     b.progress(f"{b.name} {v}: resolving modules")
-    b.run(["go", "mod", "tidy"])
+    # -e: the proxy here does not serve some modules only the controllers' *tests* import
+    # (fluxcd/pkg/helmtestserver); tidy would fail on them although the build never needs
+    # them. A module the build does need still fails loudly at `go build`.
+    b.run(["go", "mod", "tidy", "-e"])
     b.progress(f"{b.name} {v}: go build (the first build takes several minutes)")
     b.go_build(b.stage / "bin" / b.name, mod)
     crds = b.stage / "crds"
@@ -493,6 +517,17 @@ def _build_flux_controller(b: _Build) -> None:
     for src in sorted((Path(info["Dir"]) / "config" / "crd" / "bases").glob("*.yaml")):
         shutil.copyfile(src, crds / src.name)
         (crds / src.name).chmod(0o644)
+    # The kustomize bases of the in-cluster install (CRDs, RBAC, Deployment, Service) of this
+    # exact version, for clusters whose nodes really run Pods (kind, an existing cluster).
+    for sub in ("crd", "rbac", "manager", "default"):
+        if (Path(info["Dir"]) / "config" / sub).is_dir():
+            _copy_tree(Path(info["Dir"]) / "config" / sub, b.stage / "config" / sub)
+
+
+def _pinned_replaces(b: _Build) -> list[str]:
+    """Extra ``replace`` lines from versions.toml (``replace = "a => a v; b => b v"``): for a
+    dependency version the module proxy does not serve, the nearest one it does."""
+    return [r.strip() for r in b.pins.get("replace", "").split(";") if r.strip()]
 
 
 GITEA_TAGS = "sqlite,sqlite_unlock_notify"
@@ -521,11 +556,37 @@ def _build_gitea(b: _Build) -> None:
         _copy_tree(Path(info["Dir"]) / sub, b.stage / "static" / sub)
 
 
+def _fetch_argocd_manifests(b: _Build) -> None:
+    """Argo CD cannot be built here (its gitops-engine module does not resolve), but its
+    install manifests ship in the module zip, which the proxy serves: take them from there."""
+    v = b.version
+    mod = f"github.com/argoproj/argo-cd/v3@{v}"
+    b.write_module(requires=[], replaces=[], imports=[])
+    (b.dir / "tools.go").unlink(missing_ok=True)
+    # `go mod download` extracts the zip even when it then complains that the module needs a
+    # newer Go (argo-cd 3.6 says go 1.27); only the files matter here.
+    proc = subprocess.run(
+        ["go", "mod", "download", "-json", mod], cwd=b.dir, env=b.goenv(), capture_output=True, text=True, check=False
+    )
+    try:
+        info = json.loads(proc.stdout[proc.stdout.index("{") :])
+    except ValueError as exc:
+        raise ToolchainError(f"go mod download {mod} failed: {proc.stderr.strip()[-300:]}", fix=_PROXY_FIX) from exc
+    gomodcache = subprocess.run(["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=True).stdout.strip()
+    mod_dir = Path(str(info.get("Dir") or Path(gomodcache) / f"github.com/argoproj/argo-cd/v3@{v}"))
+    src = mod_dir / "manifests" / "install.yaml"
+    if not src.is_file():
+        raise ToolchainError(f"{mod} has no manifests/install.yaml ({info.get('Error', '')})", fix=_PROXY_FIX)
+    shutil.copyfile(src, b.stage / "install.yaml")
+    (b.stage / "install.yaml").chmod(0o644)
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
     binaries: tuple[str, ...]
     build: Callable[[_Build], None]
+    note: str = ""
 
 
 RECIPES: tuple[Recipe, ...] = (
@@ -541,6 +602,12 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("source-controller", ("source-controller",), _build_flux_controller),
     Recipe("kustomize-controller", ("kustomize-controller",), _build_flux_controller),
     Recipe("gitea", ("gitea",), _build_gitea),
+    Recipe(
+        "argocd-manifests",
+        (),
+        _fetch_argocd_manifests,
+        note="manifests only: Argo CD's controller cannot be built here, the argocd path is verified at the API level",
+    ),
 )
 
 

@@ -18,8 +18,12 @@ def write(root: Path, rel: str, text: str) -> Path:
 
 
 def test_plain_directory_multi_document_with_lines(tmp_path: Path) -> None:
-    write(tmp_path, "apps/a.yaml", "# header\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  namespace: x\n"
-          "data:\n  k: v\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: x\n")
+    write(
+        tmp_path,
+        "apps/a.yaml",
+        "# header\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  namespace: x\n"
+        "data:\n  k: v\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: x\n",
+    )
     write(tmp_path, "apps/notes.txt", "not yaml")
     r = render(tmp_path, "apps")
     assert not r.problems
@@ -36,7 +40,9 @@ def test_every_problem_reported_together(tmp_path: Path) -> None:
     write(tmp_path, "d/nokind.yaml", "apiVersion: v1\nmetadata:\n  name: z\n")
     write(tmp_path, "d/dup1.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: same, namespace: n}\n")
     write(tmp_path, "d/dup2.yaml", "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: same, namespace: n}\n")
-    write(tmp_path, "d/dupkey.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: k, namespace: n}\ndata:\n  a: 1\n  a: 2\n")
+    write(
+        tmp_path, "d/dupkey.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: k, namespace: n}\ndata:\n  a: 1\n  a: 2\n"
+    )
     write(tmp_path, "d/cr.yaml", "apiVersion: demo.dev/v1\nkind: Widget\nmetadata: {name: w, namespace: n}\n")
     r = render(tmp_path, "d")
     msgs = [str(p) for p in r.problems]
@@ -46,8 +52,10 @@ def test_every_problem_reported_together(tmp_path: Path) -> None:
     assert any(m.startswith("d/dup2.yaml:2: ConfigMap/n/same is declared twice (first at d/dup1.yaml:1)") for m in msgs), msgs
     assert any(m.startswith("d/dupkey.yaml:6: duplicate key 'a'") for m in msgs), msgs
     kinds = [str(p) for p in check_kinds(r.objects, builtin_kinds())]
-    assert kinds == ["d/cr.yaml:1: Widget/n/w: kind Widget (demo.dev/v1) is not defined by Kubernetes, by a "
-                     "CustomResourceDefinition in git or by the cluster"]
+    assert kinds == [
+        "d/cr.yaml:1: Widget/n/w: kind Widget (demo.dev/v1) is not defined by Kubernetes, by a "
+        "CustomResourceDefinition in git or by the cluster"
+    ]
 
 
 def test_paths_and_symlinks_outside_the_repo_are_refused(tmp_path: Path) -> None:
@@ -55,7 +63,7 @@ def test_paths_and_symlinks_outside_the_repo_are_refused(tmp_path: Path) -> None
     write(tmp_path, "outside/secret.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: s, namespace: n}\n")
     write(repo, "k/kustomization.yaml", "resources:\n- ../../outside/secret.yaml\n")
     r = render(repo, "k")
-    assert [str(p) for p in r.problems][0].startswith("k/kustomization.yaml:2: ")
+    assert str(r.problems[0]).startswith("k/kustomization.yaml:2: ")
     assert "outside the repository" in str(r.problems[0])
     write(repo, "plain/ok.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ok, namespace: n}\n")
     os.symlink(tmp_path / "outside" / "secret.yaml", repo / "plain" / "link.yaml")

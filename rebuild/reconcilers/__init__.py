@@ -1,0 +1,1 @@
+"""GitOps reconcilers (Flux, Argo CD): install them, point them at git, tell when they are ready at a revision."""

@@ -1,0 +1,303 @@
+"""The real Flux controllers as host processes, reconciling a local cluster.
+
+Why: the ``local`` provider's nodes are kwok fakes, so Pods never execute and Flux's
+in-cluster Deployments could never run there. The same source-controller and
+kustomize-controller binaries (built by the toolchain from their Go modules) run fine
+outside a cluster: they read ``KUBECONFIG`` from the environment and talk to the API like
+any client. That makes a drill on a local cluster exercise the real reconciler, not a
+stand-in: the real GitRepository fetch over HTTP, the real kustomize build and server-side
+apply with pruning.
+
+What ``start`` does: server-side apply this version's CRDs (shipped with the binaries) and
+wait until they are established, create the ``flux-system`` namespace, start both
+controllers on 127.0.0.1 free ports (source-controller also serves its artifacts there, and
+kustomize-controller downloads them from that address), and wait for their ``/readyz``.
+Leader election stays off (one replica each). Processes and ports are recorded in
+``<state_dir>/flux.json`` (0600) like the cluster's own, so ``stop`` from another CLI call
+stops exactly them. Logs: ``<state_dir>/logs/<controller>.log``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from rebuild.adapters import process
+from rebuild.adapters.kube import Kube
+from rebuild.adapters.process import ProcRecord
+from rebuild.adapters.toolchain import Toolchain
+from rebuild.clusters.base import Component, Progress
+from rebuild.errors import ClusterError
+
+NAMESPACE = "flux-system"
+CONTROLLERS = ("source-controller", "kustomize-controller")
+REQUESTED_AT = "reconcile.fluxcd.io/requestedAt"
+CRD_API = "apiextensions.k8s.io/v1"
+
+FluxState = Literal["running", "degraded", "stopped", "absent"]
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class FluxStatus:
+    state: FluxState
+    components: list[Component] = field(default_factory=list)
+    artifact_server: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "state": self.state,
+            "artifact_server": self.artifact_server,
+            "components": [c.__dict__ for c in self.components],
+        }
+
+
+@dataclass
+class FluxLocal:
+    """source-controller + kustomize-controller for the cluster behind ``kubeconfig``."""
+
+    state_dir: Path
+    kubeconfig: Path
+    toolchain: Toolchain = field(default_factory=Toolchain)
+    namespace: str = NAMESPACE
+    log_level: str = "info"
+
+    # ------------------------------------------------------------------ paths and record
+
+    @property
+    def record_path(self) -> Path:
+        return self.state_dir / "flux.json"
+
+    @property
+    def storage_path(self) -> Path:
+        return self.state_dir / "artifacts"
+
+    def _log(self, name: str) -> Path:
+        return self.state_dir / "logs" / f"{name}.log"
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads(self.record_path.read_text())
+            return data
+        except (OSError, ValueError):
+            return {}
+
+    def _save(self, data: dict[str, Any]) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.record_path.with_name(self.record_path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, (json.dumps(data, indent=2) + "\n").encode())
+        finally:
+            os.close(fd)
+        tmp.replace(self.record_path)
+
+    def _procs(self, data: dict[str, Any] | None = None) -> list[ProcRecord]:
+        data = self._load() if data is None else data
+        return [ProcRecord.from_dict(p) for p in data.get("processes", [])]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def status(self) -> FluxStatus:
+        data = self._load()
+        if not data:
+            return FluxStatus("absent")
+        ports: dict[str, int] = data.get("ports", {})
+        procs = {p.name: p for p in self._procs(data)}
+        comps = [
+            Component(
+                name,
+                procs[name].pid if name in procs else None,
+                name in procs and process.alive(procs[name]),
+                port=ports.get(f"{name}-health"),
+                log=str(self._log(name)),
+            )
+            for name in CONTROLLERS
+        ]
+        n_alive = sum(c.alive for c in comps)
+        state: FluxState
+        if n_alive == 0:
+            state = "stopped"
+        elif n_alive == len(CONTROLLERS) and all(self._healthy(ports[f"{c}-health"]) for c in CONTROLLERS):
+            state = "running"
+        else:
+            state = "degraded"
+        storage = f"http://127.0.0.1:{ports['storage']}" if "storage" in ports else None
+        return FluxStatus(state, comps, storage)
+
+    def start(self, progress: Progress | None = None, timeout: float = 60.0) -> FluxStatus:
+        """Install the CRDs and namespace, start both controllers, wait until they are ready.
+
+        Idempotent: a running pair is left alone; a degraded one is restarted.
+        """
+        say = progress or _noop
+        current = self.status()
+        if current.state == "running":
+            say("flux controllers already running")
+            return current
+        if current.state == "degraded":
+            say("flux controllers degraded; restarting them")
+            self.stop()
+        binaries = {name: self.toolchain.binary(name) for name in CONTROLLERS}
+        t0 = time.monotonic()
+        kube = Kube.from_kubeconfig(self.kubeconfig)
+        try:
+            n = self._install_crds(kube, say)
+            kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}})
+        finally:
+            kube.close()
+        say(f"{n} Flux CRDs established; namespace {self.namespace} present")
+
+        self.storage_path.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        ports = self._choose_ports()
+        data: dict[str, Any] = {"kubeconfig": str(self.kubeconfig), "ports": ports, "processes": []}
+        self._save(data)
+        started: list[ProcRecord] = []
+        try:
+            for name in CONTROLLERS:
+                say(f"starting {name} (health 127.0.0.1:{ports[name + '-health']})")
+                started.append(process.spawn(name, self._argv(name, binaries[name], ports), log=self._log(name), env=self._env()))
+                data["processes"] = [p.to_dict() for p in started]
+                self._save(data)
+            for rec in started:
+                self._wait_healthy(rec, ports[f"{rec.name}-health"], timeout)
+        except BaseException:
+            for rec in reversed(started):
+                process.stop(rec, timeout=5)
+            data["processes"] = []
+            with contextlib.suppress(OSError):
+                self._save(data)
+            raise
+        data["started_seconds"] = round(time.monotonic() - t0, 2)
+        self._save(data)
+        say(f"flux controllers ready in {data['started_seconds']}s")
+        return self.status()
+
+    def ensure_running(self, progress: Progress | None = None) -> bool:
+        """start() unless both controllers already run healthy; True if it had to start them."""
+        if self.status().state == "running":
+            return False
+        self.start(progress)
+        return True
+
+    def stop(self) -> None:
+        """Stop every controller this state folder recorded (never anything else)."""
+        data = self._load()
+        for rec in reversed(self._procs(data)):
+            process.stop(rec)
+        if data:
+            data["processes"] = []
+            with contextlib.suppress(OSError):
+                self._save(data)
+
+    def purge(self) -> None:
+        """stop() and remove the state folder (artifacts, logs, record)."""
+        self.stop()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._procs()]
+
+    # ------------------------------------------------------------------ internals
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        # The controllers take the kubeconfig from the environment only (no flag).
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        env["RUNTIME_NAMESPACE"] = self.namespace
+        env.setdefault("HOME", str(self.state_dir))
+        # Neither variable may redirect them elsewhere: events go nowhere, artifacts are local.
+        for key in ("EVENTS_ADDR", "SOURCE_CONTROLLER_LOCALHOST", "STORAGE_ADV_ADDR", "METRICS_ADDR"):
+            env.pop(key, None)
+        return env
+
+    def _argv(self, name: str, binary: Path, ports: dict[str, int]) -> list[str]:
+        argv = [
+            str(binary),
+            f"--metrics-addr=127.0.0.1:{ports[name + '-metrics']}",
+            f"--health-addr=127.0.0.1:{ports[name + '-health']}",
+            "--log-encoding=console",
+            f"--log-level={self.log_level}",
+            "--watch-all-namespaces=true",
+            "--enable-leader-election=false",
+        ]
+        if name == "source-controller":
+            addr = f"127.0.0.1:{ports['storage']}"
+            argv += [f"--storage-path={self.storage_path}", f"--storage-addr={addr}", f"--storage-adv-addr={addr}"]
+        return argv
+
+    def _choose_ports(self) -> dict[str, int]:
+        keys = [f"{c}-{k}" for c in CONTROLLERS for k in ("metrics", "health")] + ["storage"]
+        ports: dict[str, int] = {}
+        for key in keys:
+            ports[key] = process.free_port(set(ports.values()))
+        return ports
+
+    def _install_crds(self, kube: Kube, say: Progress, timeout: float = 60.0) -> int:
+        names: list[str] = []
+        for controller in CONTROLLERS:
+            for path in self.toolchain.flux_crds(controller):
+                for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+                    if doc:
+                        kube.apply(doc, field_manager="rebuild-flux")
+                        names.append(doc["metadata"]["name"])
+        say(f"applied {len(names)} Flux CRDs; waiting until established")
+        deadline = time.monotonic() + timeout
+        pending = list(names)
+        while pending and time.monotonic() < deadline:
+            pending = [n for n in pending if not _established(kube.get(CRD_API, "CustomResourceDefinition", n))]
+            if pending:
+                time.sleep(0.2)
+        if pending:
+            raise ClusterError(
+                f"Flux CRDs not established after {timeout:.0f}s: {', '.join(pending)}",
+                fix="read the kube-apiserver log",
+            )
+        kube.discovery(refresh=True)
+        return len(names)
+
+    def _healthy(self, port: int) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
+                return int(resp.status) == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _wait_healthy(self, rec: ProcRecord, port: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not process.alive(rec):
+                raise ClusterError(f"{rec.name} exited during start:\n{process.tail(rec.log)}", fix=f"read {rec.log}")
+            if self._healthy(port):
+                return
+            time.sleep(0.2)
+        raise ClusterError(f"{rec.name} not ready (/readyz) after {timeout:.0f}s", fix=f"read {rec.log}")
+
+
+def _established(crd: dict[str, Any] | None) -> bool:
+    for cond in ((crd or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Established" and cond.get("status") == "True":
+            return True
+    return False
+
+
+def request_reconcile(kube: Kube, api_version: str, kind: str, name: str, namespace: str = NAMESPACE) -> str:
+    """Ask Flux to reconcile an object now (what ``flux reconcile`` does); returns the token set."""
+    token = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + f".{time.time_ns() % 10**9:09d}"
+    ref = {"apiVersion": api_version, "kind": kind, "metadata": {"name": name, "namespace": namespace}}
+    kube.patch(ref, {"metadata": {"annotations": {REQUESTED_AT: token}}}, field_manager="rebuild-flux")
+    return token

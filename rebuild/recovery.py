@@ -1,0 +1,403 @@
+"""The recovery itself: plan, up, verify, driven by rebuild.yaml.
+
+``up`` is a sequence of timed phases, each idempotent so a rerun after a failure simply
+continues:
+
+    desired     fetch every source at its revision, render, validate (nothing touched yet)
+    cluster     pulumi up stacks/cluster   (creates or restarts the cluster)
+    platform    pulumi up stacks/platform  (namespaces, reconciler CRDs/config, git credentials, SOPS key)
+    reconciler  start/await the reconciler, wait until it is Ready at the expected revision
+    verify      every desired object present, as declared, and healthy
+
+Broken desired state stops the run in the first phase with every problem and its
+file:line (exit 2), before any cluster is created or changed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rebuild.adapters.git import Checkout, Mirrors
+from rebuild.adapters.kube import Kube
+from rebuild.adapters.pulumi import STACKS_DIR, Pulumi
+from rebuild.adapters.toolchain import Toolchain
+from rebuild.config import Config, SourceSpec
+from rebuild.converge import VerifyReport, wait_converged
+from rebuild.desired import KindInfo, Problem, builtin_kinds, check_kinds, fill_namespaces, render
+from rebuild.errors import ConfigError, RebuildError
+from rebuild.model import DesiredObject, Phases
+from rebuild.ordering import apply_order, table
+from rebuild.reconcilers import flux
+
+Progress = Callable[[str], None]
+
+
+class DesiredStateError(ConfigError):
+    """The revision in git cannot be rebuilt as it is; carries every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(
+            f"the desired state has {len(problems)} problem(s); nothing was applied:\n{lines}",
+            fix="fix them in git (each line names the file and line), or rebuild an earlier revision with --revision",
+        )
+        self.problems = problems
+
+
+@dataclass
+class SourceState:
+    spec: SourceSpec
+    url: str  # the URL the reconciler pulls (local folders: rebuild's git server)
+    checkout: Checkout
+    objects: list[DesiredObject] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.spec.name,
+            "url": self.url,
+            "branch": self.spec.branch,
+            "path": self.spec.path,
+            "revision": self.checkout.sha,
+            "committed_at": self.checkout.committed_at,
+            "objects": len(self.objects),
+        }
+
+
+@dataclass
+class DesiredState:
+    sources: list[SourceState]
+
+    @property
+    def objects(self) -> list[DesiredObject]:
+        return [o for s in self.sources for o in s.objects]
+
+    def inventory(self) -> list[dict[str, Any]]:
+        counts: dict[tuple[str, str], int] = {}
+        for o in self.objects:
+            key = (o.ref.kind, o.ref.namespace or "(cluster)")
+            counts[key] = counts.get(key, 0) + 1
+        return [{"kind": k, "namespace": ns, "count": n} for (k, ns), n in sorted(counts.items())]
+
+
+# --------------------------------------------------------------------------- context
+
+
+@dataclass
+class Context:
+    config: Config
+    root: Path
+    toolchain: Toolchain = field(default_factory=Toolchain)
+    progress: Progress = field(default=lambda _m: None)
+    stacks_dir: Path = STACKS_DIR
+
+    @property
+    def pulumi(self) -> Pulumi:
+        return Pulumi(root=self.root, toolchain=self.toolchain)
+
+    @property
+    def stack(self) -> str:
+        return self.config.cluster.name
+
+    def reconciler_kinds(self) -> dict[tuple[str, str], KindInfo]:
+        """Kinds the reconciler's CRDs will define (so git may use them before the cluster has them)."""
+        if self.config.reconciler.kind == "flux":
+            return {
+                ("source.toolkit.fluxcd.io", k): KindInfo(True, "flux")
+                for k in ("GitRepository", "OCIRepository", "HelmRepository", "HelmChart", "Bucket", "ExternalArtifact")
+            } | {("kustomize.toolkit.fluxcd.io", "Kustomization"): KindInfo(True, "flux")}
+        return {("argoproj.io", k): KindInfo(True, "argocd") for k in ("Application", "AppProject", "ApplicationSet")}
+
+
+# --------------------------------------------------------------------------- desired
+
+
+def source_url(ctx: Context, spec: SourceSpec) -> str:
+    """The URL the reconciler (and rebuild) fetch; a local folder is published by rebuild's git server."""
+    if not spec.is_local():
+        return spec.url
+    from rebuild.adapters import gitserver
+
+    folder = (ctx.config.base_dir / spec.url).resolve()
+    if not folder.is_dir():
+        raise ConfigError(f"source {spec.name}: local folder {folder} does not exist", fix="fix sources[].url in rebuild.yaml")
+    server = gitserver.ensure_server(ctx.root / "gitserver")
+    bare = server.repo_path(spec.name)
+    gitserver.publish_dir(folder, bare, message=f"rebuild: snapshot of {folder}", branch=spec.branch)
+    return server.repo_url(spec.name)
+
+
+def load_desired(
+    ctx: Context, revisions: dict[str, str] | None = None, known: dict[tuple[str, str], KindInfo] | None = None
+) -> DesiredState:
+    """Fetch and render every source; raise DesiredStateError with all problems found."""
+    mirrors = Mirrors(ctx.root)
+    states: list[SourceState] = []
+    problems: list[Problem] = []
+    many = len(ctx.config.sources) > 1
+    for spec in ctx.config.sources:
+        url = source_url(ctx, spec)
+        rev = (revisions or {}).get(spec.name) or spec.revision
+        ctx.progress(f"desired: fetching {spec.name} ({spec.branch}{'@' + rev[:12] if rev else ''})")
+        creds = spec.credentials.resolve(ctx.config.base_dir)
+        co = mirrors.checkout(spec.name, url, spec.branch, rev, creds)
+        rendered = render(co.path, spec.path, label=spec.name if many else "")
+        problems.extend(rendered.problems)
+        states.append(SourceState(spec, url, co, rendered.objects))
+    kinds = {**builtin_kinds(), **ctx.reconciler_kinds(), **(known or {})}
+    all_objects = [o for s in states for o in s.objects]
+    problems.extend(check_kinds(all_objects, kinds))
+    seen: dict[Any, DesiredObject] = {}
+    for o in all_objects:  # the same object from two sources is a conflict too
+        if o.ref in seen and seen[o.ref] is not o:
+            problems.append(Problem(o.source.file, o.source.line, f"{o.ref} is also declared at {seen[o.ref].source}"))
+        seen[o.ref] = o
+    if problems:
+        raise DesiredStateError(problems)
+    fill_namespaces(all_objects, kinds)
+    ctx.progress(f"desired: {len(all_objects)} objects from {len(states)} source(s)")
+    return DesiredState(states)
+
+
+# --------------------------------------------------------------------------- stacks config
+
+
+def cluster_config(ctx: Context) -> dict[str, Any]:
+    c = ctx.config.cluster
+    return {"name": c.name, "provider": c.provider, "nodes": c.nodes, "context": c.context, "stateDir": str(ctx.root)}
+
+
+def platform_config(ctx: Context, desired: DesiredState) -> dict[str, Any]:
+    import pulumi.automation as auto
+
+    rc = ctx.config.reconciler
+    sources = []
+    creds: dict[str, Any] = {}
+    for s in desired.sources:
+        resolved = s.spec.credentials.resolve(ctx.config.base_dir)
+        sources.append(
+            {
+                "name": s.spec.name,
+                "url": s.url,
+                "branch": s.spec.branch,
+                "path": s.spec.path,
+                "revision": s.checkout.sha if s.spec.revision else "",
+                "interval": rc.interval,
+                "hasCredentials": bool(resolved),
+            }
+        )
+        if resolved:
+            creds[s.spec.name] = {
+                "username": auto.ConfigValue(resolved[0], secret=True),
+                "password": auto.ConfigValue(resolved[1], secret=True),
+            }
+    cfg: dict[str, Any] = {
+        "clusterStack": f"organization/rebuild-cluster/{ctx.stack}",
+        "clusterName": ctx.config.cluster.name,
+        "namespaces": ["rebuild-system"],
+        "reconciler": rc.kind,
+        "sources": sources,
+    }
+    if creds:
+        cfg["gitCredentials"] = creds
+    if rc.kind == "flux":
+        cfg["fluxCrds"] = [str(p) for c in ("source-controller", "kustomize-controller") for p in ctx.toolchain.flux_crds(c)]
+        if ctx.config.cluster.provider != "local":
+            cfg["fluxInstallManifest"] = str(ctx.toolchain.flux_install_manifest())
+    else:
+        cfg["argocdInstallManifest"] = str(ctx.toolchain.argocd_install_manifest())
+    if ctx.config.reconciler.sops_age_key_file:
+        cfg["sopsAgeKeyFile"] = str((ctx.config.base_dir / ctx.config.reconciler.sops_age_key_file).resolve())
+    return cfg
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass
+class PlanResult:
+    desired: DesiredState
+    order: list[dict[str, Any]]
+    previews: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sources": [s.to_dict() for s in self.desired.sources],
+            "objects": len(self.desired.objects),
+            "inventory": self.desired.inventory(),
+            "order": self.order,
+            "stacks": self.previews,
+        }
+
+
+def plan(ctx: Context, revisions: dict[str, str] | None = None) -> PlanResult:
+    """Everything `up` would do, changing nothing: stack previews, object inventory, order."""
+    desired = load_desired(ctx, revisions)
+    order = table(apply_order(desired.objects))
+    previews: list[dict[str, Any]] = []
+    pulumi = ctx.pulumi
+    cluster_dir = ctx.stacks_dir / "cluster"
+    ctx.progress("plan: pulumi preview stacks/cluster")
+    res = pulumi.preview(cluster_dir, ctx.stack, cluster_config(ctx))
+    previews.append({"stack": "cluster", "changes": res.summary})
+    has_cluster = _has_output(pulumi, cluster_dir, ctx.stack, "kubeconfig")
+    if has_cluster:
+        ctx.progress("plan: pulumi preview stacks/platform")
+        pres = pulumi.preview(ctx.stacks_dir / "platform", ctx.stack, platform_config(ctx, desired))
+        previews.append({"stack": "platform", "changes": pres.summary})
+    else:
+        previews.append(
+            {
+                "stack": "platform",
+                "changes": {},
+                "note": "previewed after the cluster exists: its kubeconfig is an output of the cluster stack",
+            }
+        )
+    return PlanResult(desired, order, previews)
+
+
+def _has_output(pulumi: Pulumi, project: Path, stack: str, name: str) -> bool:
+    try:
+        pulumi.output(project, stack, name)
+    except RebuildError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- up
+
+
+@dataclass
+class UpResult:
+    phases: Phases
+    desired: DesiredState | None = None
+    report: VerifyReport | None = None
+    changed: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+    @property
+    def converged(self) -> bool:
+        return self.report is not None and self.report.converged
+
+    @property
+    def nothing_changed(self) -> bool:
+        return bool(self.changed) and all(not v for v in self.changed.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "converged": self.converged,
+            "nothing_changed": self.nothing_changed,
+            "rto_seconds": round(self.phases.total, 3),
+            "phases": self.phases.to_list(),
+            "sources": [s.to_dict() for s in self.desired.sources] if self.desired else [],
+            "changes": self.changed,
+            "verify": self.report.to_dict() if self.report else None,
+            "error": self.error,
+        }
+
+
+def _changes(summary: dict[str, int]) -> dict[str, int]:
+    return {k: v for k, v in summary.items() if k != "same" and v}
+
+
+def up(ctx: Context, revisions: dict[str, str] | None = None, *, verify_timeout: float | None = None) -> UpResult:
+    phases = Phases()
+    result = UpResult(phases)
+    with phases.phase("desired"):
+        result.desired = desired = load_desired(ctx, revisions)
+    pulumi = ctx.pulumi
+    with phases.phase("cluster"):
+        ctx.progress(f"cluster: pulumi up stacks/cluster (stack {ctx.stack}, provider {ctx.config.cluster.provider})")
+        res = pulumi.up(ctx.stacks_dir / "cluster", ctx.stack, cluster_config(ctx), ctx.progress)
+        result.changed["cluster"] = _changes(res.summary)
+    kubeconfig = ctx.root / "clusters" / ctx.config.cluster.name / "rebuild-kubeconfig"
+    _write_kubeconfig(pulumi.output(ctx.stacks_dir / "cluster", ctx.stack, "kubeconfig"), kubeconfig)
+    with phases.phase("platform"):
+        ctx.progress("platform: pulumi up stacks/platform")
+        res = pulumi.up(ctx.stacks_dir / "platform", ctx.stack, platform_config(ctx, desired), ctx.progress)
+        result.changed["platform"] = _changes(res.summary)
+    kube = Kube.from_kubeconfig(kubeconfig)
+    try:
+        with phases.phase("reconciler"):
+            result.changed["reconciler"] = start_reconciler(ctx, kube, kubeconfig, desired)
+        with phases.phase("verify") as ph:
+            ctx.progress(f"verify: {len(desired.objects)} objects")
+            report = wait_converged(kube, desired.objects, ctx.config.verify, timeout=verify_timeout, progress=ctx.progress)
+            result.report = report
+            s = report.summary()
+            ph.detail = f"{s['verified']}/{s['objects']} verified"
+            if not report.converged:
+                ph.status = "failed"
+    finally:
+        kube.close()
+    return result
+
+
+def _write_kubeconfig(text: str, path: Path) -> None:
+    from rebuild.clusters.pki import write_private
+
+    write_private(path, text.encode())
+
+
+def start_reconciler(ctx: Context, kube: Kube, kubeconfig: Path, desired: DesiredState) -> dict[str, Any]:
+    """Make sure the reconciler runs and is Ready at every source's revision; return what it had to do."""
+    rc = ctx.config.reconciler
+    if rc.kind != "flux":
+        raise ConfigError(
+            "reconciler argocd: the Argo CD controller cannot run on this machine, so `up` cannot wait for it to sync",
+            fix="use reconciler.kind: flux here; the argocd install and Applications are created by the platform stack",
+        )
+    did: dict[str, Any] = {}
+    if ctx.config.cluster.provider == "local":
+        from rebuild.reconcilers import flux_local
+
+        controllers = flux_local.FluxLocal(
+            ctx.root / "clusters" / ctx.config.cluster.name / "flux", kubeconfig, toolchain=ctx.toolchain
+        )
+        started = controllers.ensure_running()
+        did["controllers_started"] = started
+        if started:
+            ctx.progress("reconciler: started source-controller and kustomize-controller (host processes)")
+    wait_flux_ready(ctx, kube, desired, did)
+    return {k: v for k, v in did.items() if v}
+
+
+def wait_flux_ready(ctx: Context, kube: Kube, desired: DesiredState, did: dict[str, Any], timeout: float = 300) -> None:
+    """Ask Flux to reconcile now (annotation), then wait for every source to be Ready at its commit."""
+    stamp = str(time.time())
+    for s in desired.sources:
+        for api, kind in ((flux.SOURCE_API, "GitRepository"), (flux.KUSTOMIZE_API, "Kustomization")):
+            current = kube.get(api, kind, s.spec.name, flux.NAMESPACE) or {}
+            ready = (flux.source_ready if kind == "GitRepository" else flux.kustomization_ready)(current, s.checkout.sha)
+            if not ready.ready:
+                kube.patch(
+                    current or {"apiVersion": api, "kind": kind, "metadata": {"name": s.spec.name, "namespace": flux.NAMESPACE}},
+                    {"metadata": {"annotations": {flux.REQUESTED_AT: stamp}}},
+                    field_manager="rebuild",
+                )
+                did.setdefault("requested_reconcile", []).append(f"{kind}/{s.spec.name}")
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        states = []
+        for s in desired.sources:
+            repo = flux.source_ready(kube.get(flux.SOURCE_API, "GitRepository", s.spec.name, flux.NAMESPACE), s.checkout.sha)
+            ks = flux.kustomization_ready(
+                kube.get(flux.KUSTOMIZE_API, "Kustomization", s.spec.name, flux.NAMESPACE), s.checkout.sha
+            )
+            states.append((s, repo, ks))
+        if all(r.ready and k.ready for _, r, k in states):
+            return
+        note = "; ".join(f"{s.spec.name}: {k.message if r.ready else r.message}" for s, r, k in states)
+        if note != last:
+            ctx.progress(f"reconciler: {note}")
+            last = note
+        if time.monotonic() > deadline:
+            raise RebuildError(
+                f"Flux did not become Ready at the expected revision in {timeout:.0f}s: {note}",
+                fix="check the controllers' logs (rebuild state dir: clusters/<name>/flux/logs)",
+            )
+        time.sleep(0.5)
