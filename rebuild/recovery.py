@@ -311,7 +311,8 @@ def up(ctx: Context, revisions: dict[str, str] | None = None, *, verify_timeout:
     pulumi = ctx.pulumi
     with phases.phase("cluster"):
         ctx.progress(f"cluster: pulumi up stacks/cluster (stack {ctx.stack}, provider {ctx.config.cluster.provider})")
-        res = pulumi.up(ctx.stacks_dir / "cluster", ctx.stack, cluster_config(ctx), ctx.progress)
+        # refresh: a cluster whose processes died (or a deleted cluster) is noticed and brought back.
+        res = pulumi.up(ctx.stacks_dir / "cluster", ctx.stack, cluster_config(ctx), ctx.progress, refresh=True)
         result.changed["cluster"] = _changes(res.summary)
     kubeconfig = ctx.root / "clusters" / ctx.config.cluster.name / "rebuild-kubeconfig"
     _write_kubeconfig(pulumi.output(ctx.stacks_dir / "cluster", ctx.stack, "kubeconfig"), kubeconfig)

@@ -165,7 +165,13 @@ class Pulumi:
         return st
 
     def _run(
-        self, project_dir: Path, stack_name: str, action: str, config: Mapping[str, Any] | None, progress: Progress | None
+        self,
+        project_dir: Path,
+        stack_name: str,
+        action: str,
+        config: Mapping[str, Any] | None,
+        progress: Progress | None,
+        refresh: bool = False,
     ) -> StackResult:
         project = _project_name(project_dir)
         st = self.stack(project_dir, stack_name, config)
@@ -177,7 +183,7 @@ class Pulumi:
         t0 = time.monotonic()
         try:
             if action == "up":
-                res = st.up(on_output=on_output, color="never", suppress_progress=True)
+                res = st.up(on_output=on_output, color="never", suppress_progress=True, refresh=refresh or None)
                 summary = dict(res.summary.resource_changes or {})
             elif action == "preview":
                 pres = st.preview(on_output=on_output, color="never", suppress_progress=True)
@@ -196,9 +202,16 @@ class Pulumi:
         return StackResult(project, stack_name, action, time.monotonic() - t0, {k: int(v) for k, v in summary.items()}, outputs)
 
     def up(
-        self, project_dir: Path, stack_name: str, config: Mapping[str, Any] | None = None, progress: Progress | None = None
+        self,
+        project_dir: Path,
+        stack_name: str,
+        config: Mapping[str, Any] | None = None,
+        progress: Progress | None = None,
+        *,
+        refresh: bool = False,
     ) -> StackResult:
-        return self._run(project_dir, stack_name, "up", config, progress)
+        """`pulumi up`; with refresh, the state is first refreshed from reality (a stopped cluster is noticed)."""
+        return self._run(project_dir, stack_name, "up", config, progress, refresh)
 
     def preview(
         self, project_dir: Path, stack_name: str, config: Mapping[str, Any] | None = None, progress: Progress | None = None

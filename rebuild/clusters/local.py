@@ -215,6 +215,7 @@ class LocalCluster:
         return self.status()
 
     def delete(self, purge: bool = False) -> None:
+        self._stop_addons()
         data = self._load()
         for rec in reversed(self._procs(data)):
             process.stop(rec)
@@ -224,6 +225,20 @@ class LocalCluster:
                 self._save(data)
         if purge:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _stop_addons(self) -> None:
+        """Stop processes other components run for this cluster (e.g. Flux controllers on the
+        host), recorded as ``<cluster dir>/<addon>/<name>.json`` with a ``processes`` list."""
+        for record in sorted(self.dir.glob("*/*.json")):
+            try:
+                data = json.loads(record.read_text())
+            except (OSError, ValueError):
+                continue
+            if not isinstance(data, dict) or not isinstance(data.get("processes"), list):
+                continue
+            for raw in reversed(data["processes"]):
+                with contextlib.suppress(KeyError, ValueError, TypeError):
+                    process.stop(ProcRecord.from_dict(raw))
 
     # ------------------------------------------------------------------ ports
 

@@ -32,8 +32,9 @@ def _cluster(props: dict[str, Any]) -> Any:
 
 def _outs(props: dict[str, Any], cluster: Any) -> dict[str, Any]:
     st = cluster.status()
-    kubeconfig = Path(cluster.kubeconfig()).read_text(encoding="utf-8")
-    return {**props, "server": st.server or "", "kubeconfig": kubeconfig}
+    kubeconfig = Path(cluster.kubeconfig()).read_text(encoding="utf-8") if st.state != "absent" else ""
+    # `state` makes a refresh notice a stopped or degraded cluster, so the next up restarts it.
+    return {**props, "server": st.server or "", "kubeconfig": kubeconfig, "state": st.state}
 
 
 class ClusterProvider(ResourceProvider):
@@ -44,7 +45,8 @@ class ClusterProvider(ResourceProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         replaces = [k for k in ("provider", "name", "context", "state_dir") if olds.get(k) != news.get(k)]
-        changes = bool(replaces) or olds.get("nodes") != news.get("nodes")
+        not_running = olds.get("state", "running") != "running"
+        changes = bool(replaces) or olds.get("nodes") != news.get("nodes") or not_running
         return DiffResult(changes=changes, replaces=replaces, delete_before_replace=True)
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
@@ -88,6 +90,7 @@ class Cluster(Resource):
             "state_dir": args.state_dir,
             "server": None,
             "kubeconfig": None,
+            "state": None,
         }
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=["kubeconfig"]))
         super().__init__(ClusterProvider(), name, props, opts)
