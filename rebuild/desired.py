@@ -202,6 +202,7 @@ class _PatchSource:
 @dataclass
 class _KustIndex:
     docs: dict[ObjectRef, tuple[str, LoadedDoc]] = field(default_factory=dict)
+    all_docs: list[tuple[str, LoadedDoc]] = field(default_factory=list)
     patches: list[_PatchSource] = field(default_factory=list)
     images: list[tuple[str, Source]] = field(default_factory=list)  # (image name, where)
     replicas: dict[str, Source] = field(default_factory=dict)  # deployment name -> where
@@ -233,6 +234,7 @@ def _index_kustomization(repo: _Repo, kdir: Path, index: _KustIndex, seen: set[P
                 _index_kustomization(repo, target, index, seen)
             elif target.is_file():
                 for doc in repo.load(target):
+                    index.all_docs.append((repo.rel(target), doc))
                     if isinstance(doc.data, dict):
                         ref = ObjectRef.of(doc.data)
                         index.docs.setdefault(ref, (repo.rel(target), doc))
@@ -413,7 +415,14 @@ def render(checkout: Path, path: str = ".", *, label: str = "") -> Rendered:
     if _kustomization_file(target) is not None:
         index = _KustIndex()
         _index_kustomization(repo, target, index, set())
-        if not repo.problems:
+        if repo.problems:
+            # kustomize cannot build this revision; still check the manifests it lists, so
+            # every problem (missing fields, duplicates, unknown kinds) is reported at once.
+            for file, doc in index.all_docs:
+                if doc.data is not None and _check_object(doc.data, f"{prefix}{file}", doc.line, result.problems):
+                    src = Source(f"{prefix}{file}", doc.line)
+                    result.objects.append(DesiredObject(ObjectRef.of(doc.data), str(doc.data["apiVersion"]), doc.data, src))
+        else:
             try:
                 out, err = _kustomize_build(target)
             except FileNotFoundError as exc:

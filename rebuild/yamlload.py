@@ -118,7 +118,10 @@ def load_all(text: str | bytes) -> list[LoadedDoc]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
-        raise YamlLoadError([*walker.problems, YamlProblem(line, f"invalid YAML: {exc.problem or exc}")]) from exc
+        msg = f"invalid YAML: {exc.problem or exc}"
+        if exc.context and exc.context_mark is not None and exc.context_mark.line + 1 != line:
+            msg += f" ({exc.context} at line {exc.context_mark.line + 1})"
+        raise YamlLoadError([*walker.problems, YamlProblem(line, msg)]) from exc
     except yaml.YAMLError as exc:
         raise YamlLoadError([*walker.problems, YamlProblem(0, f"invalid YAML: {exc}")]) from exc
     except RecursionError as exc:

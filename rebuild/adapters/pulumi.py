@@ -143,8 +143,33 @@ class Pulumi:
         env["PULUMI_RUNTIME_VIRTUALENV"] = os.environ.get("VIRTUAL_ENV") or sys.prefix
         return env
 
+    def workspace(self, project_dir: Path) -> Path:
+        """A private copy of a stack program under the state dir, where Pulumi may write its
+        per-stack config files (Pulumi.<stack>.yaml, with encrypted secrets) without touching
+        the user's checkout or colliding between state dirs. The virtualenv becomes absolute."""
+        import yaml
+
+        dest = self.root / "stacks" / project_dir.name
+        dest.mkdir(parents=True, exist_ok=True)
+        for src in project_dir.iterdir():
+            if src.is_file() and not re.match(r"Pulumi\..+\.ya?ml$", src.name):
+                data = src.read_bytes()
+                if src.name == "Pulumi.yaml":
+                    doc = yaml.safe_load(data)
+                    runtime = doc.get("runtime")
+                    if isinstance(runtime, dict):
+                        opts = runtime.setdefault("options", {})
+                        if isinstance(opts, dict) and opts.get("virtualenv"):
+                            opts["virtualenv"] = str((project_dir / str(opts["virtualenv"])).resolve())
+                    data = yaml.safe_dump(doc, sort_keys=False).encode()
+                target = dest / src.name
+                if not target.exists() or target.read_bytes() != data:
+                    target.write_bytes(data)
+        return dest
+
     def stack(self, project_dir: Path, stack_name: str, config: Mapping[str, Any] | None = None) -> auto.Stack:
         self._ensure_backend()
+        project_dir = self.workspace(project_dir)
         pulumi_bin = self.toolchain.binary("pulumi")
         self.toolchain.binary("pulumi-language-python")
         env = self.env()

@@ -132,8 +132,8 @@ def test_plain_pulumi_cli_runs_the_cluster_stack(state_dir: Path, toolchain: Any
     stack = unique("cli")
     name = unique("cli")
 
-    def pulumi(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["pulumi", *args], cwd=CLUSTER, env=env, capture_output=True, text=True, timeout=300)
+    def pulumi(*args: str, cwd: Path = CLUSTER) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["pulumi", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
     try:
         assert pulumi("stack", "init", stack, "--non-interactive").returncode == 0
@@ -145,10 +145,24 @@ def test_plain_pulumi_cli_runs_the_cluster_stack(state_dir: Path, toolchain: Any
         assert LocalCluster(name, root=state_dir).status().state == "running"
         out = pulumi("stack", "output", "server", "--stack", stack)
         assert out.stdout.strip().startswith("https://127.0.0.1:")
+
+        # stacks/platform with the one documented config line (the stack reference).
+        assert pulumi("stack", "init", stack, "--non-interactive", cwd=PLATFORM).returncode == 0
+        ref = f"organization/rebuild-cluster/{stack}"
+        assert pulumi("config", "set", "clusterStack", ref, "--stack", stack, cwd=PLATFORM).returncode == 0
+        pup = pulumi("up", "--yes", "--non-interactive", "--stack", stack, cwd=PLATFORM)
+        assert pup.returncode == 0, pup.stdout + pup.stderr
+        kube = Kube.from_kubeconfig(LocalCluster(name, root=state_dir).kubeconfig())
+        assert kube.get("v1", "ConfigMap", "rebuild-platform", "rebuild-system") is not None
+        pdown = pulumi("destroy", "--yes", "--non-interactive", "--stack", stack, cwd=PLATFORM)
+        assert pdown.returncode == 0, pdown.stdout + pdown.stderr
+
         down = pulumi("destroy", "--yes", "--non-interactive", "--stack", stack)
         assert down.returncode == 0, down.stdout + down.stderr
         assert LocalCluster(name, root=state_dir).status().state == "absent"
     finally:
+        pulumi("stack", "rm", stack, "--yes", "--force", "--non-interactive", cwd=PLATFORM)
         pulumi("stack", "rm", stack, "--yes", "--force", "--non-interactive")
         (CLUSTER / f"Pulumi.{stack}.yaml").unlink(missing_ok=True)
+        (PLATFORM / f"Pulumi.{stack}.yaml").unlink(missing_ok=True)
         LocalCluster(name, root=state_dir).delete(purge=True)

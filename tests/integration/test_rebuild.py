@@ -1,0 +1,165 @@
+"""Issue 3 end to end: `rebuild up` from git to a verified cluster, with the real local
+control plane, rebuild's git server, the real Flux controllers and the real Pulumi engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rebuild.adapters import gitserver, process
+from rebuild.adapters.kube import Kube
+from rebuild.clusters.local import LocalCluster
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+EXAMPLE = REPO / "examples" / "gitops-repo"
+
+
+def rebuild(args: list[str], state: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, REBUILD_STATE_DIR=str(state))
+    return subprocess.run([sys.executable, "-m", "rebuild.cli", *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture
+def example(tmp_path: Path, toolchain: Any) -> Iterator[tuple[Path, Path]]:
+    """A private copy of the example repo and a state dir; everything started is stopped after."""
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLE, repo)
+    state = tmp_path / "state"
+    yield repo / "rebuild.yaml", state
+    LocalCluster("demo", root=state).delete(purge=True)
+    gitserver.stop_server(state / "gitserver")
+
+
+def test_up_converges_then_drift_is_reported_and_reverted(example: tuple[Path, Path]) -> None:
+    config, state = example
+    r = rebuild(["-o", "json", "--config", str(config), "up"], state)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout)
+    assert res["converged"] is True
+    assert [p["name"] for p in res["phases"]] == ["desired", "cluster", "platform", "reconciler", "verify"]
+    assert all(p["status"] == "ok" and p["seconds"] > 0 for p in res["phases"])
+    objects = res["verify"]["objects"]
+    assert len(objects) == 56 and all(o["ok"] and o["present"] and o["health"]["status"] == "healthy" for o in objects)
+    assert res["sources"][0]["revision"] and res["sources"][0]["url"].startswith("http://127.0.0.1:")
+
+    again = rebuild(["-o", "json", "--config", str(config), "up"], state)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads(again.stdout)["nothing_changed"] is True
+
+    kube = Kube.from_kubeconfig(state / "clusters" / "demo" / "kubeconfig")
+    ks = {
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
+        "kind": "Kustomization",
+        "metadata": {"name": "demo", "namespace": "flux-system"},
+    }
+    kube.patch(ks, {"spec": {"suspend": True}}, field_manager="flux-cli")
+    # What `kubectl scale deployment/cart --replicas=5` sends: the /scale subresource, manager "kubectl".
+    dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "cart", "namespace": "shop"}}
+    kube.patch(dep, {"spec": {"replicas": 5}}, field_manager="kubectl", subresource="scale")
+    v = rebuild(["--config", str(config), "verify", "--timeout", "2"], state)
+    assert v.returncode == 1, v.stdout + v.stderr
+    assert (
+        "Deployment/shop/cart: field spec.replicas is 5 live, 3 in git "
+        "(apps/overlays/demo/kustomization.yaml:23); changed by kubectl (Update, scale)"
+    ) in v.stdout
+    vj = json.loads(rebuild(["-o", "json", "--config", str(config), "verify", "--timeout", "0"], state).stdout)
+    cart = next(o for o in vj["objects"] if o["ref"] == "Deployment/shop/cart")
+    assert cart["diffs"][0]["path"] == "spec.replicas" and cart["diffs"][0]["git"] == 3 and cart["diffs"][0]["live"] == 5
+
+    kube.patch(
+        ks,
+        {"spec": {"suspend": False}, "metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": str(time.time())}}},
+        field_manager="flux-cli",
+    )
+    ok = rebuild(["--config", str(config), "verify", "--timeout", "90"], state)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "56/56 objects verified" in ok.stdout
+
+
+def test_broken_revision_is_refused_before_touching_a_cluster(example: tuple[Path, Path]) -> None:
+    config, state = example
+    repo = config.parent
+    (repo / "apps/base/cart/broken.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [oops\n")
+    (repo / "apps/base/cart/widget.yaml").write_text(
+        "apiVersion: widgets.example.com/v1\nkind: Widget\nmetadata:\n  name: w\n  namespace: shop\n"
+    )
+    (repo / "apps/base/cart/dup.yaml").write_text(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: cart\n  namespace: shop\n"
+    )
+    kust = repo / "apps/base/cart/kustomization.yaml"
+    kust.write_text(kust.read_text() + "  - broken.yaml\n  - widget.yaml\n  - dup.yaml\n")
+    for cmd in (["plan"], ["up"]):
+        r = rebuild(["--config", str(config), *cmd], state)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "Traceback" not in r.stderr
+        assert (
+            "apps/base/cart/broken.yaml:5: invalid YAML: did not find expected ',' or ']' "
+            "(while parsing a flow sequence at line 4)"
+        ) in r.stderr
+        assert "apps/base/cart/widget.yaml:1: Widget/shop/w: kind Widget (widgets.example.com/v1) is not defined" in r.stderr
+        assert "apps/base/cart/dup.yaml:1: ServiceAccount/shop/cart is declared twice (first at " in r.stderr
+    assert not (state / "clusters" / "demo").exists()  # nothing was created
+
+
+def test_apiserver_killed_during_up_then_second_up_completes(example: tuple[Path, Path]) -> None:
+    config, state = example
+    env = dict(os.environ, REBUILD_STATE_DIR=str(state))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rebuild.cli", "--config", str(config), "up"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    lines: list[str] = []
+    platform_started = threading.Event()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("· platform:"):
+                platform_started.set()
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    assert platform_started.wait(180), "".join(lines[-20:])
+    cluster = LocalCluster("demo", root=state)
+    api = next(c for c in cluster.status().components if c.name == "kube-apiserver")
+    assert api.pid
+    os.kill(api.pid, signal.SIGKILL)
+    proc.wait(300)
+    t.join(5)
+    assert proc.returncode != 0, "".join(lines[-20:])
+    assert "Traceback" not in "".join(lines)
+
+    # Restart the API server (the provider restarts a degraded cluster on its etcd data) and rerun.
+    assert cluster.status().state == "degraded"
+    cluster.create()
+    r = rebuild(["-o", "json", "--config", str(config), "up"], state)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout)["converged"] is True
+    # Nothing duplicated: one object per desired identity, one of each Flux controller, one Pulumi resource per URN.
+    kube = Kube.from_kubeconfig(cluster.kubeconfig())
+    names = [d["metadata"]["name"] for d in kube.list("apps/v1", "Deployment", "shop")]
+    assert sorted(names) == ["cart", "frontend", "search"]
+    flux = json.loads((state / "clusters/demo/flux/flux.json").read_text())
+    alive = [p for p in flux["processes"] if process.alive(process.ProcRecord.from_dict(p))]
+    assert sorted(p["name"] for p in alive) == ["kustomize-controller", "source-controller"]
+    for project in ("rebuild-cluster", "rebuild-platform"):
+        stack_file = state / "pulumi" / ".pulumi" / "stacks" / project / "demo.json"
+        urns = [res["urn"] for res in json.loads(stack_file.read_text())["checkpoint"]["latest"]["resources"]]
+        assert len(urns) == len(set(urns)), project
