@@ -340,26 +340,34 @@ def verify_cmd(obj: Ctx, timeout: float | None, revision: tuple[str, ...]) -> No
 
 
 @main.command("drill")
-@click.option("--nodes", default=2, show_default=True, type=int, help="kwok nodes of the throwaway cluster.")
-@click.option("--name", default=None, help="Cluster/stack name (default: drill-<random>).")
-@click.option("--keep", is_flag=True, help="Leave the cluster running afterwards (no teardown).")
+@click.option("--revision", multiple=True, help="Commit to rebuild: SHA (all sources) or SOURCE=SHA (default: branch head).")
+@click.option("--name", default=None, help="Throwaway cluster name (default: drill-<random>).")
+@click.option("--keep", is_flag=True, help="Leave the drill cluster running (no teardown).")
+@click.option("--timeout", type=float, default=None, help="Seconds to wait for convergence (default: verify.timeout).")
 @click.pass_obj
-def drill(obj: Ctx, nodes: int, name: str | None, keep: bool) -> None:
-    """Rebuild into a throwaway local cluster, check it, time every phase, tear it down."""
-    from rebuild.clusters.base import state_root
-    from rebuild.drill import run_drill
+def drill(obj: Ctx, revision: tuple[str, ...], name: str | None, keep: bool, timeout: float | None) -> None:
+    """Rebuild git into a throwaway cluster, verify, time every phase, tear down. Exit 0 passed, 1 failed."""
+    import json as _json
 
-    res = run_drill(root=state_root(), nodes=nodes, name=name, keep=keep, progress=obj.progress)
+    from rebuild.clusters.pki import write_private
+    from rebuild.drill import report_dir, run_drill
+
+    ctx = _context(obj)
+    res = run_drill(ctx, revisions=_revisions(revision, ctx), name=name, keep=keep, verify_timeout=timeout)
+    data = res.to_dict()
+    out = report_dir(ctx.root, res)
+    write_private(out / "result.json", (_json.dumps(data, indent=2) + "\n").encode())
 
     def text() -> str:
         lines = [f"drill {res.cluster}: {'PASSED' if res.passed else 'FAILED'}", res.phases.table()]
-        for c in res.checks:
-            lines.append(f"  check {c['check']:<22} {'ok' if c['ok'] else 'FAIL'}  {c['object']}  {c['detail']}")
+        lines.append(f"RTO {data['rto_seconds']:.1f}s; revision age {data['rpo']['revision_age_seconds']}s")
+        lines += [f"  {f['source']}: {f['message']}" for f in res.failures]
         if res.error:
             lines.append(f"error: {res.error}")
+        lines.append(f"result: {out / 'result.json'}")
         return "\n".join(lines)
 
-    obj.emit(res.to_dict(), text)
+    obj.emit(data, text)
     sys.exit(EXIT_OK if res.passed else EXIT_FAIL)
 
 

@@ -146,7 +146,7 @@ def wait_converged(
     spec: VerifySpec,
     *,
     timeout: float | None = None,
-    interval: float = 1.0,
+    interval: float = 0.5,
     progress: Progress | None = None,
     revisions: dict[str, str] | None = None,
 ) -> VerifyReport:

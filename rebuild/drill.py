@@ -1,172 +1,146 @@
-"""A recovery drill: build a throwaway cluster from the stacks, prove it works, tear it down.
+"""A recovery drill: rebuild git into a throwaway cluster, prove it, time it, tear it down.
 
-This is the main job of the bundled example (``make demo``). Every phase is timed, the
-teardown always runs (failure and Ctrl-C included), and the result is a value that the
-CLI renders as text or JSON. Later stages (git desired state, reconciler, verify,
-reports) plug in as further phases.
+A backup nobody restored is a hope, not a plan. The drill runs the same phases as a real
+recovery (``rebuild up``) into a cluster of its own (``drill-<random>``, local provider
+unless told otherwise), verifies convergence, and always tears down: on success, on
+failure and on Ctrl-C. The result follows the run schema ``rebuild.run/v1``
+(docs/reports.md) so reports, history and notifications read one format.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from rebuild.adapters.kube import Kube
-from rebuild.adapters.pulumi import STACKS_DIR, Pulumi
-from rebuild.clusters.base import validate_name
+from rebuild.adapters import gitserver
 from rebuild.errors import RebuildError
 from rebuild.model import Phases
+from rebuild.recovery import Context, DesiredStateError, UpResult, up
 
 Progress = Callable[[str], None]
+SCHEMA = "rebuild.run/v1"
 
-SMOKE_NAMESPACE = "rebuild-smoke"
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@dataclass
+@dataclasses.dataclass
 class DrillResult:
     cluster: str
-    stack: str
-    passed: bool
+    started_at: str
     phases: Phases
-    checks: list[dict[str, Any]] = field(default_factory=list)
+    up: UpResult | None = None
+    finished_at: str = ""
+    passed: bool = False
     error: str = ""
+    failures: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    uncaptured_changes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        sources = [s.to_dict() for s in self.up.desired.sources] if self.up and self.up.desired else []
+        ages = [time.time() - s["committed_at"] for s in sources if s.get("committed_at")]
+        summary = (
+            self.up.report.summary()
+            if self.up and self.up.report
+            else {"objects": 0, "verified": 0, "missing": 0, "drifted": 0, "unhealthy": 0}
+        )
         return {
+            "schema": SCHEMA,
+            "kind": "drill",
             "cluster": self.cluster,
-            "stack": self.stack,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
             "passed": self.passed,
-            "rto_seconds": round(self.phases.total, 3),
+            "rto_seconds": round(sum(p.seconds for p in self.phases.items if p.name != "teardown"), 3),
+            "rpo": {
+                "revision_age_seconds": round(max(ages), 1) if ages else None,
+                "uncaptured_changes": self.uncaptured_changes,
+            },
+            "sources": sources,
             "phases": self.phases.to_list(),
-            "checks": self.checks,
+            "objects": summary,
+            "failures": self.failures,
             "error": self.error,
         }
 
 
-def smoke_objects(namespace: str) -> list[dict[str, Any]]:
-    labels = {"app": "smoke"}
-    return [
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "smoke", "namespace": namespace},
-            "spec": {
-                "replicas": 3,
-                "selector": {"matchLabels": labels},
-                "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}},
-            },
-        }
-    ]
-
-
-def smoke_check(kube: Kube, namespace: str, timeout: float = 120) -> list[dict[str, Any]]:
-    """A Deployment of 3 replicas must become Available with its Pods Running on the cluster's nodes."""
-    for obj in smoke_objects(namespace):
-        kube.apply(obj)
-    deadline = time.monotonic() + timeout
-    while True:
-        dep = kube.get("apps/v1", "Deployment", "smoke", namespace) or {}
-        available = (dep.get("status") or {}).get("availableReplicas", 0)
-        if available == 3:
-            break
-        if time.monotonic() > deadline:
-            raise RebuildError(
-                f"Deployment {namespace}/smoke: {available}/3 replicas available after {timeout:.0f}s",
-                fix="check the cluster's kube-controller-manager, kube-scheduler and kwok logs",
-            )
-        time.sleep(0.2)
-    pods = kube.list("v1", "Pod", namespace, label_selector="app=smoke")
-    running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
-    return [
-        {"check": "deployment-available", "object": f"Deployment/{namespace}/smoke", "ok": True, "detail": "3/3 available"},
-        {"check": "pods-running", "object": f"Pod/{namespace}/smoke-*", "ok": len(running) == 3, "detail": f"{len(running)}/3"},
-    ]
-
-
 def run_drill(
+    ctx: Context,
     *,
-    root: Path,
-    nodes: int = 1,
+    revisions: dict[str, str] | None = None,
     name: str | None = None,
     keep: bool = False,
-    progress: Progress | None = None,
-    stacks_dir: Path = STACKS_DIR,
+    verify_timeout: float | None = None,
 ) -> DrillResult:
-    say = progress or (lambda _m: None)
-    name = validate_name(name or f"drill-{uuid.uuid4().hex[:6]}")
-    stack = name
-    pulumi = Pulumi(root=root)
-    phases = Phases()
-    result = DrillResult(cluster=name, stack=stack, passed=False, phases=phases)
-    cluster_dir, platform_dir = stacks_dir / "cluster", stacks_dir / "platform"
-    created: list[Path] = []
+    """The drill. Never raises for a failed rebuild (that is a failed drill); always tears down."""
+    name = name or f"drill-{uuid.uuid4().hex[:6]}"
+    cluster = dataclasses.replace(ctx.config.cluster, name=name, provider=ctx.config.cluster.provider)
+    if cluster.provider == "kubeconfig":
+        raise RebuildError(
+            "a drill needs a throwaway cluster; provider kubeconfig names an existing one",
+            fix="use cluster.provider local (or kind where a container engine exists) for drills",
+        )
+    dctx = dataclasses.replace(ctx, config=dataclasses.replace(ctx.config, cluster=cluster))
+    result = DrillResult(name, _now(), Phases())
+    server_was_running = gitserver.server_running(ctx.root / "gitserver")
     try:
-        with phases.phase("cluster"):
-            say(f"cluster: pulumi up stacks/cluster (stack {stack}, local provider, {nodes} node(s))")
-            created.append(cluster_dir)
-            pulumi.up(cluster_dir, stack, {"name": name, "nodes": nodes, "provider": "local", "stateDir": str(root)}, say)
-        with phases.phase("platform"):
-            say("platform: pulumi up stacks/platform")
-            created.append(platform_dir)
-            pulumi.up(
-                platform_dir,
-                stack,
-                {
-                    "clusterStack": f"organization/rebuild-cluster/{stack}",
-                    "namespaces": ["rebuild-system", SMOKE_NAMESPACE],
-                    "clusterName": name,
-                },
-                say,
-            )
-        with phases.phase("smoke"):
-            kubeconfig = pulumi.output(cluster_dir, stack, "kubeconfig")
-            kube = _kube_from_text(kubeconfig, root / "clusters" / name / "drill-kubeconfig")
-            try:
-                result.checks = smoke_check(kube, SMOKE_NAMESPACE)
-            finally:
-                kube.close()
-        result.passed = all(c["ok"] for c in result.checks)
+        result.up = up(dctx, revisions, verify_timeout=verify_timeout, phases=result.phases)
+        result.passed = result.up.converged
+        if result.up.report:
+            for v in result.up.report.failing:
+                for p in v.problems():
+                    result.failures.append({"object": str(v.desired.ref), "source": str(v.desired.source), "message": p})
+    except DesiredStateError as err:
+        result.up = getattr(err, "partial", None)
+        result.error = err.message
+        result.failures = [{"object": "", "source": f"{p.file}:{p.line}", "message": p.message} for p in err.problems]
     except RebuildError as err:
+        result.up = getattr(err, "partial", None)
         result.error = str(err)
+    except KeyboardInterrupt:
+        result.error = "interrupted (Ctrl-C); the throwaway cluster was torn down"
+        raise
     finally:
         if keep:
-            phases.skip("teardown", "--keep: cluster left running")
+            result.phases.skip("teardown", "--keep: cluster left running")
         else:
-            with phases.phase("teardown"):
-                say("teardown: pulumi destroy (platform, then cluster)")
-                _teardown(pulumi, created, stack, name, root, result)
+            try:
+                with result.phases.phase("teardown"):
+                    ctx.progress(f"teardown: destroying drill cluster {name}")
+                    teardown(dctx, stop_gitserver=not server_was_running)
+            except RebuildError as err:
+                result.passed = False
+                result.error = (result.error + "\n" if result.error else "") + f"teardown: {err}"
+        result.finished_at = _now()
     return result
 
 
-def _teardown(pulumi: Pulumi, created: list[Path], stack: str, name: str, root: Path, result: DrillResult) -> None:
-    """Destroy every stack that was started, then make sure no cluster process survives."""
+def teardown(ctx: Context, *, stop_gitserver: bool) -> None:
+    """Destroy the drill's stacks, then make sure no process of its cluster survives."""
     from rebuild.clusters.local import LocalCluster
 
+    pulumi = ctx.pulumi
     problems: list[str] = []
-    for project in reversed(created):
+    for project in ("platform", "cluster"):
+        project_dir = ctx.stacks_dir / project
         try:
-            pulumi.destroy(project, stack)
-            pulumi.remove(project, stack)
+            pulumi.destroy(project_dir, ctx.stack)
+            pulumi.remove(project_dir, ctx.stack)
         except RebuildError as err:
-            problems.append(str(err))
-        finally:
-            (project / f"Pulumi.{stack}.yaml").unlink(missing_ok=True)
-    LocalCluster(name, root=root).delete(purge=True)  # belt and braces: nothing left running
+            problems.append(f"{project}: {err.message}")
+    if ctx.config.cluster.provider == "local":
+        LocalCluster(ctx.config.cluster.name, root=ctx.root).delete(purge=True)  # belt and braces
+    if stop_gitserver:
+        gitserver.stop_server(ctx.root / "gitserver")
     if problems:
-        result.passed = False
-        result.error = (result.error + "\n" if result.error else "") + "teardown: " + "; ".join(problems)
-        raise RebuildError("teardown did not finish cleanly: " + "; ".join(problems))
+        raise RebuildError("; ".join(problems), fix="run `rebuild cluster down --purge --name <drill cluster>`")
 
 
-def _kube_from_text(kubeconfig: str, path: Path) -> Kube:
-    from rebuild.clusters.pki import write_private
-
-    yaml.safe_load(kubeconfig)  # fail early on garbage
-    write_private(path, kubeconfig.encode())
-    return Kube.from_kubeconfig(path)
+def report_dir(root: Path, result: DrillResult) -> Path:
+    return root / "drills" / f"{result.started_at.replace(':', '')}-{result.cluster}"

@@ -303,9 +303,25 @@ def _changes(summary: dict[str, int]) -> dict[str, int]:
     return {k: v for k, v in summary.items() if k != "same" and v}
 
 
-def up(ctx: Context, revisions: dict[str, str] | None = None, *, verify_timeout: float | None = None) -> UpResult:
-    phases = Phases()
+def up(
+    ctx: Context,
+    revisions: dict[str, str] | None = None,
+    *,
+    verify_timeout: float | None = None,
+    phases: Phases | None = None,
+) -> UpResult:
+    """The recovery. Phases are recorded into ``phases`` (when given) even if a phase raises."""
+    phases = phases if phases is not None else Phases()
     result = UpResult(phases)
+    try:
+        return _up(ctx, result, revisions, verify_timeout)
+    except RebuildError as err:
+        err.partial = result  # type: ignore[attr-defined]  # what was done before the failure, for reports
+        raise
+
+
+def _up(ctx: Context, result: UpResult, revisions: dict[str, str] | None, verify_timeout: float | None) -> UpResult:
+    phases = result.phases
     with phases.phase("desired"):
         result.desired = desired = load_desired(ctx, revisions)
     pulumi = ctx.pulumi

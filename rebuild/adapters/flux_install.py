@@ -53,6 +53,12 @@ def render_install(tc: Toolchain) -> Path:
         for d in yaml.safe_load_all(proc.stdout):
             if not isinstance(d, dict) or d.get("kind") in ("CustomResourceDefinition", "Namespace"):
                 continue
+            if d.get("kind") == "Deployment":
+                from rebuild.reconcilers.flux_local import SPEED_ARGS
+
+                for container in d["spec"]["template"]["spec"]["containers"]:
+                    if container.get("name") == "manager":
+                        container["args"] = [*container.get("args", []), *SPEED_ARGS.get(c, ())]
             meta = d.get("metadata") or {}
             key = (str(d.get("kind")), str(meta.get("namespace", "")), str(meta.get("name")))
             if key in docs and docs[key] != d:

@@ -497,6 +497,18 @@ def ensure_server(state: Path, *, credentials: Credentials | None = None, port: 
     return srv
 
 
+def server_running(state: Path) -> bool:
+    """Whether the detached git server recorded in a state folder is up and answering."""
+    try:
+        old = json.loads(_record_path(Path(state).resolve()).read_text())
+        return (
+            bool(old.get("process"))
+            and ServerProcess(ProcRecord.from_dict(old["process"]), int(old["port"]), Path(old["root"])).healthy()
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def stop_server(state: Path) -> bool:
     """Stop the detached git server recorded in a state folder; True if one was running."""
     record = _record_path(Path(state))

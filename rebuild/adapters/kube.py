@@ -125,7 +125,7 @@ class Kube:
                     return resp
                 if resp.status_code not in RETRY_STATUSES:
                     raise _api_error(resp, method, path, what)
-                last = f"HTTP {resp.status_code}"
+                last = f"HTTP {resp.status_code}: {_status_message(resp)[:200]}"
                 delay = _retry_after(resp) or min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (attempt - 1))
             if attempt < MAX_ATTEMPTS:
                 log.warning("Request attempt #%d/%d failed; will retry: %s %s -> %s", attempt, MAX_ATTEMPTS, method, path, last)
@@ -299,6 +299,13 @@ def _retry_after(resp: httpx.Response) -> float | None:
         return min(BACKOFF_MAX * 4, max(0.0, float(value)))
     except ValueError:
         return None
+
+
+def _status_message(resp: httpx.Response) -> str:
+    try:
+        return str(resp.json().get("message") or resp.text)
+    except ValueError:
+        return resp.text
 
 
 def _api_error(resp: httpx.Response, method: str, path: str, what: str) -> KubeError:

@@ -41,7 +41,8 @@ from rebuild.errors import ClusterError, ConfigError, PortInUseError
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 PORT_NAMES = ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler")
-SERVICE_CIDR = "10.0.0.0/24"
+# /16: 65k Service IPs (a /24 runs out at 254 Services); 10.0.0.1 stays the API service IP.
+SERVICE_CIDR = "10.0.0.0/16"
 
 
 def _noop(_: str) -> None:

@@ -47,6 +47,15 @@ CRD_API = "apiextensions.k8s.io/v1"
 FluxState = Literal["running", "degraded", "stopped", "absent"]
 
 
+# Flux's client-side limits (50 QPS, burst 300, 4 concurrent SSA operations) are what make a
+# restore of thousands of objects slow (client-go#564); a rebuild raises them and lets the
+# API server's priority and fairness decide. The same flags go to in-cluster installs.
+SPEED_ARGS: dict[str, tuple[str, ...]] = {
+    "source-controller": ("--kube-api-qps=500", "--kube-api-burst=1000"),
+    "kustomize-controller": ("--kube-api-qps=500", "--kube-api-burst=1000", "--concurrent-ssa=16"),
+}
+
+
 def _noop(_: str) -> None:
     pass
 
@@ -234,6 +243,7 @@ class FluxLocal:
             f"--log-level={self.log_level}",
             "--watch-all-namespaces=true",
             "--enable-leader-election=false",
+            *SPEED_ARGS.get(name, ()),
         ]
         if name == "source-controller":
             addr = f"127.0.0.1:{ports['storage']}"

@@ -166,3 +166,47 @@ def test_plain_pulumi_cli_runs_the_cluster_stack(state_dir: Path, toolchain: Any
         (CLUSTER / f"Pulumi.{stack}.yaml").unlink(missing_ok=True)
         (PLATFORM / f"Pulumi.{stack}.yaml").unlink(missing_ok=True)
         LocalCluster(name, root=state_dir).delete(purge=True)
+
+
+def test_platform_stack_bootstraps_argocd_at_the_api_level(state_dir: Path, toolchain: Any) -> None:
+    """Argo CD's real install manifests and Application objects, accepted by a real API server.
+
+    (Argo CD's controller cannot be built here, so sync itself is not exercised; docs/reconcilers.md.)
+    """
+    p = Pulumi(root=state_dir)
+    stack = unique("argo")
+    name = unique("ac")
+    try:
+        p.up(CLUSTER, stack, {"name": name, "stateDir": str(state_dir)})
+        p.up(
+            PLATFORM,
+            stack,
+            {
+                "clusterStack": f"organization/rebuild-cluster/{stack}",
+                "reconciler": "argocd",
+                "argocdInstallManifest": str(toolchain.argocd_install_manifest()),  # type: ignore[attr-defined]
+                "sources": [{"name": "demo", "url": "http://127.0.0.1:1/demo.git", "branch": "main", "path": "clusters/demo"}],
+            },
+        )
+        kube = Kube.from_kubeconfig(LocalCluster(name, root=state_dir).kubeconfig())
+        for crd in ("applications.argoproj.io", "appprojects.argoproj.io"):
+            got = kube.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", crd)
+            assert got is not None
+            conds = {c["type"]: c["status"] for c in got["status"]["conditions"]}
+            assert conds["Established"] == "True"
+        app = kube.get("argoproj.io/v1alpha1", "Application", "demo", "argocd")
+        assert app is not None
+        assert app["spec"]["source"] == {
+            "repoURL": "http://127.0.0.1:1/demo.git",
+            "targetRevision": "main",
+            "path": "clusters/demo",
+        }
+        assert kube.get("argoproj.io/v1alpha1", "AppProject", "rebuild", "argocd") is not None
+        assert kube.get("apps/v1", "Deployment", "argocd-server", "argocd") is not None
+    finally:
+        for project in (PLATFORM, CLUSTER):
+            try:
+                _cleanup_stack(p, project, stack)
+            except Exception:
+                pass
+        LocalCluster(name, root=state_dir).delete(purge=True)
