@@ -127,11 +127,18 @@ def teardown(ctx: Context, *, stop_gitserver: bool) -> None:
 
     pulumi = ctx.pulumi
     problems: list[str] = []
-    for project in ("platform", "cluster"):
-        project_dir = ctx.stacks_dir / project
+    # The cluster is thrown away whole, so its objects need no graceful deletion (pruning 1,000
+    # objects and waiting for namespace finalizers would dominate the drill): stop the cluster,
+    # forget the platform stack's state, then destroy the cluster stack (which purges the data).
+    if ctx.config.cluster.provider == "local":
+        LocalCluster(ctx.config.cluster.name, root=ctx.root).delete()
+    steps = (
+        ("platform", lambda d: pulumi.remove(d, ctx.stack, force=True)),
+        ("cluster", lambda d: (pulumi.destroy(d, ctx.stack), pulumi.remove(d, ctx.stack))),
+    )
+    for project, step in steps:
         try:
-            pulumi.destroy(project_dir, ctx.stack)
-            pulumi.remove(project_dir, ctx.stack)
+            step(ctx.stacks_dir / project)
         except RebuildError as err:
             problems.append(f"{project}: {err.message}")
     if ctx.config.cluster.provider == "local":

@@ -71,12 +71,14 @@ def append_jsonl(
     *,
     what: str = "the drill history",
     unless: Callable[[dict[str, Any]], bool] | None = None,
+    hint: str = "",
 ) -> bool:
     """Append one JSON line under an exclusive lock and fsync it; False if ``unless`` matched an existing line.
 
     Shared by the drill history and the runbook audit log: both must keep every line whole
     when writers run concurrently or one of them is killed mid-write. ``unless`` is checked
-    under the same lock, so "append once" holds against concurrent writers too.
+    under the same lock, so "append once" holds against concurrent writers too; only lines
+    containing ``hint`` are parsed for it (a long history stays cheap to append to).
     """
     line = (json.dumps(obj, ensure_ascii=False, default=str, separators=(",", ":")) + "\n").encode("utf-8")
     try:
@@ -88,7 +90,7 @@ def append_jsonl(
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             size = os.fstat(fd).st_size
-            if unless is not None and size and any(unless(e) for e in _parse_lines(os.pread(fd, size, 0))):
+            if unless is not None and size and any(unless(e) for e in _parse_lines(os.pread(fd, size, 0), hint)):
                 return False
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 # A writer killed mid-line left no newline: end that fragment so ours stays whole.
@@ -106,8 +108,11 @@ def append_jsonl(
     return True
 
 
-def _parse_lines(raw: bytes) -> Iterator[dict[str, Any]]:
+def _parse_lines(raw: bytes, hint: str = "") -> Iterator[dict[str, Any]]:
+    needle = json.dumps(hint, ensure_ascii=False)[1:-1].encode("utf-8")
     for line in raw.splitlines():
+        if needle and needle not in line:
+            continue
         try:
             entry = json.loads(line)
         except ValueError:
@@ -129,7 +134,7 @@ def append(path: Path, result: dict[str, Any]) -> bool:
     """
     entry = summarize(result)
     key = _key(entry)
-    return append_jsonl(path, entry, unless=lambda e: _key(e) == key)
+    return append_jsonl(path, entry, unless=lambda e: _key(e) == key, hint=key[2])
 
 
 @dataclass

@@ -1006,12 +1006,12 @@ class _Executor:
             try:
                 rc = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                _kill_group(proc.pid)
+                _kill_group(proc.pid, proc)
                 proc.wait()
                 st["child"] = None
                 return f"timed out after {_dur(timeout)}; output in {log}"
             except BaseException:
-                _kill_group(proc.pid)
+                _kill_group(proc.pid, proc)
                 proc.wait()
                 st["child"] = None
                 raise
@@ -1022,14 +1022,20 @@ class _Executor:
         return ""
 
 
-def _kill_group(pid: int) -> None:
-    """SIGTERM the process group, then SIGKILL what is left after 5 seconds."""
+def _kill_group(pid: int, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after 5 seconds.
+
+    ``proc``: our own child leading the group; it is reaped while waiting, since a zombie
+    still counts as a member of its group.
+    """
     try:
         os.killpg(pid, signal.SIGTERM)
     except (ProcessLookupError, PermissionError):
         return
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
+        if proc is not None:
+            proc.poll()
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:
@@ -1067,7 +1073,7 @@ def _preflight_confirm(rb: Runbook, steps: Iterable[Step], yes: bool, can_prompt
         )
 
 
-def dry_run_plan(rb: Runbook, values: Mapping[str, str], *, yes: bool, can_prompt: bool) -> list[str]:
+def dry_run_plan(rb: Runbook, values: Mapping[str, str], *, yes: bool, can_prompt: bool, cwd: Path | None = None) -> list[str]:
     """What ``run`` would do, step by step; runs nothing (env/file preconditions are only looked at)."""
     lines = [f"runbook {rb.name} ({rb.path}, sha256 {rb.sha256[:12]})"]
     shown = {k: v for k, v in values.items() if k not in BUILTIN_PARAMS}
@@ -1093,7 +1099,7 @@ def dry_run_plan(rb: Runbook, values: Mapping[str, str], *, yes: bool, can_promp
             if pre.kind == "env":
                 now = " [set now]" if os.environ.get(pre.value) else " [NOT set now]"
             elif pre.kind == "file_exists":
-                now = " [exists now]" if Path(_resolve(pre.value, values)).exists() else " [missing now]"
+                now = " [exists now]" if ((cwd or Path.cwd()) / _resolve(pre.value, values)).exists() else " [missing now]"
             lines.append(f"      precondition: {pre.describe(values)}{now}")
         if s.confirm:
             how = "approved by --yes" if yes else "will ask y/N" if can_prompt else "NEEDS --yes (no terminal)"
@@ -1128,7 +1134,7 @@ def run(
     values = _param_values(runbook, params or {})
     builtins = {"run_id": "<run-id>" if dry_run else run_id, "state_dir": str(state_dir), "runbook_dir": str(runbook.path.parent)}
     if dry_run:
-        plan = dry_run_plan(runbook, {**values, **builtins}, yes=yes, can_prompt=can_prompt)
+        plan = dry_run_plan(runbook, {**values, **builtins}, yes=yes, can_prompt=can_prompt, cwd=cwd)
         return RunResult("", runbook.name, str(runbook.path), "dry-run", plan=plan)
     _preflight_confirm(runbook, runbook.steps, yes, can_prompt)
     run_dir = runs_dir(state_dir) / run_id

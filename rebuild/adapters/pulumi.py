@@ -246,10 +246,12 @@ class Pulumi:
     def destroy(self, project_dir: Path, stack_name: str, progress: Progress | None = None) -> StackResult:
         return self._run(project_dir, stack_name, "destroy", None, progress)
 
-    def remove(self, project_dir: Path, stack_name: str) -> None:
+    def remove(self, project_dir: Path, stack_name: str, *, force: bool = False) -> None:
+        """Remove a stack; ``force`` drops its state even if it still lists resources (they
+        must be gone another way, e.g. with the cluster they lived in)."""
         st = self.stack(project_dir, stack_name)
         try:
-            st.workspace.remove_stack(stack_name)
+            st.workspace.remove_stack(stack_name, force=force or None)
         except auto.errors.CommandError as exc:
             raise classify(exc, stack=stack_name, project=_project_name(project_dir)) from exc
 
