@@ -132,13 +132,12 @@ def teardown(ctx: Context, *, stop_gitserver: bool) -> None:
     # forget the platform stack's state, then destroy the cluster stack (which purges the data).
     if ctx.config.cluster.provider == "local":
         LocalCluster(ctx.config.cluster.name, root=ctx.root).delete()
-    steps = (
-        ("platform", lambda d: pulumi.remove(d, ctx.stack, force=True)),
-        ("cluster", lambda d: (pulumi.destroy(d, ctx.stack), pulumi.remove(d, ctx.stack))),
-    )
-    for project, step in steps:
+    for project in ("platform", "cluster"):
+        project_dir = ctx.stacks_dir / project
         try:
-            step(ctx.stacks_dir / project)
+            if project == "cluster":
+                pulumi.destroy(project_dir, ctx.stack)
+            pulumi.remove(project_dir, ctx.stack, force=project == "platform")
         except RebuildError as err:
             problems.append(f"{project}: {err.message}")
     if ctx.config.cluster.provider == "local":
