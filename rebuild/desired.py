@@ -244,7 +244,16 @@ def _index_kustomization(repo: _Repo, kdir: Path, index: _KustIndex, seen: set[P
         if isinstance(entry, dict):
             body = entry.get("path") or entry.get("patch")
             _add_patch(
-                repo, kdir, index, krel, line("patches", i), body, entry.get("target") or {}, smp=None, inline="patch" in entry
+                repo,
+                kdir,
+                index,
+                krel,
+                # inline patch text starts on the line after `patch: |`; line N inside it is P + N
+                line("patches", i, "patch") if "patch" in entry else line("patches", i),
+                body,
+                entry.get("target") or {},
+                smp=None,
+                inline="patch" in entry,
             )
     for i, entry in enumerate(k.get("patchesJson6902") or []):
         if isinstance(entry, dict):
@@ -253,7 +262,7 @@ def _index_kustomization(repo: _Repo, kdir: Path, index: _KustIndex, seen: set[P
                 kdir,
                 index,
                 krel,
-                line("patchesJson6902", i),
+                line("patchesJson6902", i, "patch") if "patch" in entry else line("patchesJson6902", i),
                 entry.get("path") or entry.get("patch"),
                 entry.get("target") or {},
                 smp=False,

@@ -373,6 +373,8 @@ def _item_matches(info: _Parsed, item: Node, sel: list[tuple[str, str]]) -> bool
         return False
     for key, want in sel:
         hits = [v for k, v in item.value if isinstance(k, ScalarNode) and k.value == key]
+        if not hits and key == "protocol" and want == "TCP":
+            continue  # Kubernetes defaults a port's protocol to TCP; manifests usually omit it
         if len(hits) != 1 or not isinstance(hits[0], ScalarNode) or hits[0].value != want:
             return False
     return True
