@@ -38,7 +38,7 @@ from rebuild.model import DesiredObject, ObjectRef, Source
 from rebuild.recovery import Context, up
 
 
-def generate(n: int, ns_prefix: str = "bench") -> list[dict[str, Any]]:
+def generate(n: int, ns_prefix: str = "bench", replicas: int = 1) -> list[dict[str, Any]]:
     """n objects: per namespace 1 Namespace + groups of (ConfigMap, Service, Deployment)."""
     per_ns = 60
     objs: list[dict[str, Any]] = []
@@ -60,7 +60,7 @@ def generate(n: int, ns_prefix: str = "bench") -> list[dict[str, Any]]:
             if len(objs) < n:
                 objs.append({
                     "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns},
-                    "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                    "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
                              "template": {"metadata": {"labels": labels},
                                           "spec": {"containers": [{"name": "app", "image": "nginx:1.27.3",
                                                                    "ports": [{"containerPort": 8080}]}]}}},

@@ -705,7 +705,7 @@ def render_html(result: dict[str, Any], history: list[dict[str, Any]]) -> str:
         "<main>",
         '<section class="cards">',
         f'<div class="card"><div class="k">RTO</div><div class="v" id="rto">{_h(fmt_seconds(v.rto))}</div>'
-        f'<div class="s">{v.rto:.2f} s over {len(v.phases)} phases</div></div>',
+        f'<div class="s">{v.rto:.2f} s; all {len(v.phases)} phases: {sum(p.seconds for p in v.phases):.1f} s</div></div>',
         f'<div class="card"><div class="k">RPO: revision age</div><div class="v" id="rpo">{_h(fmt_seconds(v.revision_age))}</div>'
         f'<div class="s">uncaptured manual changes: '
         f"{'not measured' if v.uncaptured is None else _h(v.uncaptured)}</div></div>",

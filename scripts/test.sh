@@ -4,6 +4,11 @@
 # `make test`, which first makes sure the virtualenv and the toolchain are installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The HTML report test drives headless Chromium (Debian's package; no browser download).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "installing chromium (Debian package) for the report screenshot test" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 .venv/bin/ruff check rebuild stacks tests bench
 .venv/bin/mypy
 exec .venv/bin/pytest -p no:cacheprovider "$@"

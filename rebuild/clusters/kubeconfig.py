@@ -24,9 +24,29 @@ from rebuild.clusters.base import ClusterStatus, Progress, state_root, validate_
 from rebuild.errors import ClusterError, ConfigError
 
 
+SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
 def _default_kubeconfig() -> Path:
     env = os.environ.get("KUBECONFIG")
     return Path(env.split(os.pathsep)[0]) if env else Path.home() / ".kube" / "config"
+
+
+def in_cluster_kubeconfig() -> dict[str, Any] | None:
+    """Inside a Pod (e.g. the scheduled-capture CronJob): the ServiceAccount's token *file*
+    and CA, so the token rotates without rebuild ever copying it."""
+    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    if not host or not (SA_DIR / "token").exists():
+        return None
+    server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "in-cluster", "cluster": {"server": server, "certificate-authority": str(SA_DIR / "ca.crt")}}],
+        "users": [{"name": "in-cluster", "user": {"tokenFile": str(SA_DIR / "token")}}],
+        "contexts": [{"name": "in-cluster", "context": {"cluster": "in-cluster", "user": "in-cluster"}}],
+        "current-context": "in-cluster",
+    }
 
 
 def flatten(source: dict[str, Any], context: str | None, base_dir: Path) -> dict[str, Any]:
@@ -75,6 +95,15 @@ class KubeconfigCluster:
 
     def kubeconfig(self) -> Path:
         out = self.root / "clusters" / self.name / "kubeconfig"
+        if self.context == "in-cluster" or (not self.source.exists() and in_cluster_kubeconfig()):
+            incluster = in_cluster_kubeconfig()
+            if incluster is None:
+                raise ConfigError(
+                    "context in-cluster: not running in a Pod with a ServiceAccount token",
+                    fix="run inside the cluster, or name a kubeconfig context",
+                )
+            pki.write_private(out, yaml.safe_dump(incluster, sort_keys=False).encode())
+            return out
         try:
             src = yaml.safe_load(self.source.read_text(encoding="utf-8")) or {}
         except OSError as exc:
