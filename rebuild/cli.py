@@ -336,6 +336,40 @@ def verify_cmd(obj: Ctx, timeout: float | None, revision: tuple[str, ...]) -> No
     sys.exit(EXIT_OK if report.converged else EXIT_FAIL)
 
 
+# --------------------------------------------------------------------------- capture
+
+
+@main.command("capture")
+@click.option("--dry-run", is_flag=True, help="Print the diff of the files and the PR text; push nothing.")
+@click.option("--include-deletions", is_flag=True, help="Remove objects deleted live from git (default: list them in the PR).")
+@click.pass_obj
+def capture_cmd(obj: Ctx, dry_run: bool, include_deletions: bool) -> None:
+    """Backport manual changes in the live cluster to git as one pull request. Exit 0 no drift, 1 drift."""
+    from rebuild.capture import capture
+
+    ctx = _context(obj)
+    res = capture(ctx, dry_run=dry_run, include_deletions=include_deletions)
+    data = res.to_dict()
+    if dry_run:
+        data["diff"] = res.diff
+        data["body"] = res.backport.body if res.drift else ""
+
+    def text() -> str:
+        if not res.drift:
+            return f"no drift: the live cluster matches git ({res.report.coverage.summary()})"
+        lines = [f.message() for f in res.report.findings]
+        if dry_run:
+            lines += ["", res.diff, f"title: {res.backport.title}", "", res.backport.body]
+        else:
+            pr = res.pr or {}
+            lines.append(f"pull request {res.action}: {pr.get('url', '')} (branch {pr.get('head', '')})")
+        lines.append(res.report.coverage.summary())
+        return "\n".join(lines)
+
+    obj.emit(data, text)
+    sys.exit(EXIT_FAIL if res.drift else EXIT_OK)
+
+
 # --------------------------------------------------------------------------- drill
 
 
@@ -344,31 +378,334 @@ def verify_cmd(obj: Ctx, timeout: float | None, revision: tuple[str, ...]) -> No
 @click.option("--name", default=None, help="Throwaway cluster name (default: drill-<random>).")
 @click.option("--keep", is_flag=True, help="Leave the drill cluster running (no teardown).")
 @click.option("--timeout", type=float, default=None, help="Seconds to wait for convergence (default: verify.timeout).")
+@click.option(
+    "--report-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to write result.json, report.md, junit.xml, report.html (default: <state>/drills/<time>-<cluster>).",
+)
+@click.option(
+    "--history",
+    "history_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Drill history, JSON lines (default: <state>/drills/history.jsonl).",
+)
+@click.option(
+    "--notify",
+    "notify_url",
+    envvar="REBUILD_NOTIFY_URL",
+    default=None,
+    metavar="URL",
+    help="POST a Slack-compatible summary to this webhook (or set $REBUILD_NOTIFY_URL, better in CI).",
+)
 @click.pass_obj
-def drill(obj: Ctx, revision: tuple[str, ...], name: str | None, keep: bool, timeout: float | None) -> None:
+def drill(
+    obj: Ctx,
+    revision: tuple[str, ...],
+    name: str | None,
+    keep: bool,
+    timeout: float | None,
+    report_dir: Path | None,
+    history_file: Path | None,
+    notify_url: str | None,
+) -> None:
     """Rebuild git into a throwaway cluster, verify, time every phase, tear down. Exit 0 passed, 1 failed."""
-    import json as _json
-
-    from rebuild.clusters.pki import write_private
-    from rebuild.drill import report_dir, run_drill
+    from rebuild import history
+    from rebuild.drill import report_dir as default_report_dir
+    from rebuild.drill import run_drill
+    from rebuild.notify import NotifyError, notify
 
     ctx = _context(obj)
     res = run_drill(ctx, revisions=_revisions(revision, ctx), name=name, keep=keep, verify_timeout=timeout)
     data = res.to_dict()
-    out = report_dir(ctx.root, res)
-    write_private(out / "result.json", (_json.dumps(data, indent=2) + "\n").encode())
+    paths = _write_run_reports(
+        obj, data, report_dir or default_report_dir(ctx.root, res), history_file or history.default_path(ctx.root)
+    )
+    notify_error: NotifyError | None = None
+    if notify_url:
+        try:
+            notify(notify_url, data, report_path=paths["html"], progress=obj.progress)
+        except NotifyError as err:
+            notify_error = err
 
     def text() -> str:
         lines = [f"drill {res.cluster}: {'PASSED' if res.passed else 'FAILED'}", res.phases.table()]
         lines.append(f"RTO {data['rto_seconds']:.1f}s; revision age {data['rpo']['revision_age_seconds']}s")
-        lines += [f"  {f['source']}: {f['message']}" for f in res.failures]
+        lines += [f"  {f['object']}  {f['source']}: {f['message']}" for f in res.failures]
         if res.error:
             lines.append(f"error: {res.error}")
-        lines.append(f"result: {out / 'result.json'}")
+        lines.append(f"reports: {paths['markdown']}, {paths['junit']}, {paths['json']}")
+        lines.append(f"report: {paths['html']}")  # last line: the page to open
         return "\n".join(lines)
 
-    obj.emit(data, text)
-    sys.exit(EXIT_OK if res.passed else EXIT_FAIL)
+    obj.emit({**data, "reports": {k: str(v) for k, v in paths.items()}}, text)
+    if notify_error is not None:
+        click.echo(f"error: {notify_error.message}", err=True)
+        if notify_error.fix:
+            click.echo(f"  fix: {notify_error.fix}", err=True)
+    sys.exit(EXIT_ERROR if notify_error is not None and res.passed else EXIT_OK if res.passed else EXIT_FAIL)
+
+
+# --------------------------------------------------------------------------- runbook
+# (paste into rebuild/cli.py after the drill command; needs only the imports cli.py already has)
+
+
+def _param_pairs(values: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for v in values:
+        name, sep, value = v.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--param {v!r} is not NAME=VALUE", fix="e.g. --param config=prod/rebuild.yaml")
+        out[name] = value
+    return out
+
+
+def _write_run_reports(obj: Ctx, result: dict[str, Any], out: Path, history_path: Path | None) -> dict[str, Path]:
+    """The four reports of a run; the history (when given) is read for the trend, then appended (once per run)."""
+    from rebuild import history, report
+
+    past = history.load(history_path, warn=lambda m: obj.progress(f"history: {m}")) if history_path else []
+    problems = report.validate_result(result)
+    if problems:  # still reported (reports are lenient), but kept out of the trend
+        obj.progress(f"the result does not follow {report.SCHEMA} ({'; '.join(problems[:3])}); not added to the history")
+    elif history_path:
+        history.append(history_path, result)
+    return report.write_reports(result, out, history=past)
+
+
+def _runbook_stages(obj: Ctx) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
+    """Runbook stage names (docs/runbooks.md) -> the functions behind the commands."""
+    from rebuild.config import parse_duration
+
+    def ctx_for(p: dict[str, Any]) -> Any:
+        return _context(Ctx(obj.output, Path(str(p["config"])) if p.get("config") else obj.config, None))
+
+    def revisions(p: dict[str, Any], ctx: Any) -> dict[str, str]:
+        rev = str(p.get("revision") or "")
+        return _revisions((rev,) if rev else (), ctx)
+
+    def seconds(p: dict[str, Any], key: str) -> float | None:
+        if p.get(key) in (None, ""):
+            return None
+        value = parse_duration(p[key])
+        if value is None:
+            raise ConfigError(f"stage parameter {key}={p[key]!r} is not a duration", fix="use e.g. 10m or 600")
+        return value
+
+    def output_of(p: dict[str, Any]) -> dict[str, Any]:
+        step = str(p.get("from_step") or "")
+        out: dict[str, Any] = p["_context"]["outputs"].get(step) or {}
+        if step and not out:
+            raise RebuildError(f"step {step!r} has no result to use", fix=f"check that step {step} ran and succeeded")
+        return out
+
+    def up_stage(p: dict[str, Any]) -> dict[str, Any]:
+        from rebuild.recovery import up
+
+        ctx = ctx_for(p)
+        res = up(ctx, revisions(p, ctx), verify_timeout=seconds(p, "verify_timeout"))
+        return {**res.to_dict(), "ok": res.converged}
+
+    def phase_stage(name: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        def stage(p: dict[str, Any]) -> dict[str, Any]:
+            import time as _time
+
+            from rebuild.recovery import load_desired, run_phase
+
+            ctx = ctx_for(p)
+            t0 = _time.monotonic()
+            desired = load_desired(ctx, revisions(p, ctx))
+            changes = run_phase(ctx, name, desired)
+            return {
+                "ok": True,
+                "phase": name,
+                "seconds": round(_time.monotonic() - t0, 3),
+                "changes": changes,
+                "sources": [s.to_dict() for s in desired.sources],
+                "cluster": ctx.config.cluster.name,
+            }
+
+        return stage
+
+    def verify_stage(p: dict[str, Any]) -> dict[str, Any]:
+        from rebuild.adapters.kube import Kube
+        from rebuild.clusters import get_cluster
+        from rebuild.converge import wait_converged
+        from rebuild.recovery import load_desired
+
+        ctx = ctx_for(p)
+        desired = load_desired(ctx, revisions(p, ctx))
+        c = ctx.config.cluster
+        cluster = get_cluster(c.provider, c.name, nodes=c.nodes, context=c.context or None, root=ctx.root)
+        kube = Kube.from_kubeconfig(cluster.kubeconfig())
+        try:
+            timeout = seconds(p, "timeout")
+            report = wait_converged(kube, desired.objects, ctx.config.verify, timeout=timeout, progress=obj.progress)
+        finally:
+            kube.close()
+        return {**report.to_dict(), "ok": report.converged, "message": "" if report.converged else "not converged"}
+
+    def drill_stage(p: dict[str, Any]) -> dict[str, Any]:
+        from rebuild.drill import run_drill
+
+        ctx = ctx_for(p)
+        res = run_drill(ctx, revisions=revisions(p, ctx), verify_timeout=seconds(p, "verify_timeout"))
+        # ok: the drill ran (passed or not); the report step carries the verdict
+        return {**res.to_dict(), "ok": True}
+
+    def cluster_down_stage(p: dict[str, Any]) -> dict[str, Any]:
+        from rebuild.clusters import get_cluster
+
+        name = str(p.get("name") or output_of(p).get("cluster") or "")
+        if not name:
+            return {"ok": True, "message": "no cluster named; nothing to stop"}
+        get_cluster(str(p.get("provider") or "local"), name).delete(purge=bool(p.get("purge")))
+        return {"ok": True, "cluster": name}
+
+    def report_stage(p: dict[str, Any]) -> dict[str, Any]:
+        from rebuild import history
+        from rebuild.clusters.base import state_root
+        from rebuild.notify import notify
+
+        result = _assemble_run(p) if p.get("from_steps") else output_of(p)
+        out = Path(str(p.get("out") or Path(p["_context"]["run_dir"]) / "report"))
+        hist = history.default_path(state_root()) if p.get("history") else None
+        paths = _write_run_reports(obj, result, out, hist)
+        url = os.environ.get(str(p.get("notify_url_env") or ""), "") if p.get("notify_url_env") else ""
+        if url:
+            notify(url, result, report_path=paths["html"], progress=obj.progress)
+        passed = result.get("passed", result.get("converged")) is not False
+        return {
+            "ok": passed,
+            "message": "" if passed else f"the run reported in {paths['html']} did not pass",
+            "reports": {k: str(v) for k, v in paths.items()},
+        }
+
+    def capture_stage(p: dict[str, Any]) -> dict[str, Any]:
+        from rebuild.capture import capture
+
+        res = capture(ctx_for(p), dry_run=not p.get("open_pr"), include_deletions=bool(p.get("include_deletions")))
+        return {**res.to_dict(), "ok": True}  # drift found is what capture is for, not a failed step
+
+    def _assemble_run(p: dict[str, Any]) -> dict[str, Any]:
+        """A rebuild.run/v1 result from the outputs of phase-by-phase steps (cluster, platform, ...)."""
+        import datetime as _dt
+
+        outputs = p["_context"]["outputs"]
+        steps = [outputs.get(str(s)) or {} for s in p["from_steps"]]
+        phases = [{"name": o["phase"], "seconds": o["seconds"], "status": "ok", "detail": ""} for o in steps if o.get("phase")]
+        verify = next((o for o in steps if "summary" in o), {})
+        if verify:
+            phases.append(
+                {
+                    "name": "verify",
+                    "seconds": verify.get("seconds", 0.0),
+                    "status": "ok" if verify.get("converged") else "failed",
+                    "detail": "",
+                }
+            )
+        first = next((o for o in steps if o.get("sources")), {})
+        now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        failures = [
+            {"object": o["ref"], "source": o.get("source") or "", "message": m}
+            for o in verify.get("objects", [])
+            if not o.get("ok")
+            for m in o.get("problems", [])
+        ]
+        return {
+            "schema": "rebuild.run/v1",
+            "kind": "up",
+            "cluster": first.get("cluster", ""),
+            "started_at": now,
+            "finished_at": now,
+            "passed": bool(verify.get("converged")),
+            "rto_seconds": round(sum(ph["seconds"] for ph in phases), 3),
+            "rpo": {"revision_age_seconds": None, "uncaptured_changes": None},
+            "sources": first.get("sources", []),
+            "phases": phases,
+            "objects": verify.get("summary", {"objects": 0, "verified": 0, "missing": 0, "drifted": 0, "unhealthy": 0}),
+            "failures": failures,
+            "error": "",
+        }
+
+    return {
+        "cluster": phase_stage("cluster"),
+        "platform": phase_stage("platform"),
+        "reconciler": phase_stage("reconciler"),
+        "up": up_stage,
+        "verify": verify_stage,
+        "drill": drill_stage,
+        "capture": capture_stage,
+        "cluster-down": cluster_down_stage,
+        "report": report_stage,
+    }
+
+
+@main.group()
+def runbook() -> None:
+    """DR runbooks as data: show them, run them (resumable, audited), resume after a crash."""
+
+
+@runbook.command("show")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.pass_obj
+def runbook_show(obj: Ctx, file: Path) -> None:
+    """Render a runbook as Markdown (with -o json: its steps as data). Validates it on the way."""
+    from rebuild import runbook as rb
+
+    book = rb.load(file, stages=None)
+    obj.emit(book.to_dict(), lambda: rb.render_markdown(book))
+
+
+@runbook.command("run")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="A runbook parameter (repeatable).")
+@click.option("--yes", is_flag=True, help="Approve every destructive (confirm: true) step without asking.")
+@click.option("--dry-run", is_flag=True, help="Show every step, its command or stage and the confirm gates; run nothing.")
+@click.pass_obj
+def runbook_run(obj: Ctx, file: Path, params: tuple[str, ...], yes: bool, dry_run: bool) -> None:
+    """Execute a runbook, keeping a state file and an audit log. Exit 0 done, 1 a step failed, 2 error."""
+    from rebuild import runbook as rb
+    from rebuild.clusters.base import state_root
+
+    stages = _runbook_stages(obj)
+    book = rb.load(file, stages=stages)
+    res = rb.run(
+        book,
+        state_dir=state_root(),
+        stages=stages,
+        yes=yes,
+        dry_run=dry_run,
+        interactive=sys.stdin.isatty(),
+        progress=obj.progress,
+        params=_param_pairs(params),
+    )
+    obj.emit(res.to_dict(), res.text)
+    sys.exit(res.exit_code)
+
+
+@runbook.command("resume")
+@click.argument("run_id", default="latest")
+@click.option("--yes", is_flag=True, help="Approve every remaining destructive step without asking.")
+@click.option("--allow-changed", is_flag=True, help="Resume although the runbook file changed since the run started.")
+@click.pass_obj
+def runbook_resume(obj: Ctx, run_id: str, yes: bool, allow_changed: bool) -> None:
+    """Continue a run (default: the latest) at its first unfinished step; completed steps are not redone."""
+    from rebuild import runbook as rb
+    from rebuild.clusters.base import state_root
+
+    res = rb.resume(
+        state_root(),
+        run_id,
+        stages=_runbook_stages(obj),
+        yes=yes,
+        interactive=sys.stdin.isatty(),
+        progress=obj.progress,
+        allow_changed=allow_changed,
+    )
+    obj.emit(res.to_dict(), res.text)
+    sys.exit(res.exit_code)
 
 
 if __name__ == "__main__":

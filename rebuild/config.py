@@ -122,7 +122,25 @@ class VerifySpec:
 
 
 @dataclass(frozen=True)
+class ForgeSpec:
+    """Where capture opens pull requests. The token comes from an env var or a file."""
+
+    kind: str = ""  # gitea | github | gitlab ("" = no forge: capture can only --dry-run or push)
+    url: str = ""  # API base (Gitea/GitLab: the server URL; GitHub: https://api.github.com)
+    repo: str = ""  # owner/name (GitLab: group/project path)
+    token_env: str = ""
+    token_file: str = ""
+
+    def token(self, base: Path) -> str:
+        if not (self.token_env or self.token_file):
+            raise ConfigError("capture.forge has no token_env or token_file", fix="set capture.forge.token_env")
+        return _read_secret(self.token_env, self.token_file, base, "forge token")
+
+
+@dataclass(frozen=True)
 class CaptureSpec:
+    forge: ForgeSpec = field(default_factory=ForgeSpec)
+    source: str = ""  # which sources[].name receives the pull request (default: the first)
     namespaces: tuple[str, ...] = ()
     kinds: tuple[str, ...] = ()
     new_objects_dir: str = "captured"
@@ -388,12 +406,40 @@ def _capture(c: _Checker, top: dict[str, Any]) -> CaptureSpec:
     m = c.mapping(
         top.get("capture"),
         p,
-        {"namespaces": "", "kinds": "", "new_objects_dir": "", "humans": "", "controllers": "", "reconcilers": ""},
+        {
+            "namespaces": "",
+            "kinds": "",
+            "new_objects_dir": "",
+            "humans": "",
+            "controllers": "",
+            "reconcilers": "",
+            "forge": "",
+            "source": "",
+        },
     )
+    fp: tuple[str | int, ...] = (*p, "forge")
+    fm = c.mapping(m.get("forge"), fp, {"kind": "", "url": "", "repo": "", "token_env": "", "token_file": "", "token": ""})
+    if "token" in fm:
+        c.problem((*fp, "token"), "tokens are not written in rebuild.yaml", "use token_env or token_file")
+    forge = ForgeSpec(
+        c.string(fm, "kind", fp),
+        c.string(fm, "url", fp),
+        c.string(fm, "repo", fp),
+        c.string(fm, "token_env", fp),
+        c.string(fm, "token_file", fp),
+    )
+    if forge.kind and forge.kind not in ("gitea", "github", "gitlab"):
+        c.problem((*fp, "kind"), f"unknown forge {forge.kind!r}", "use gitea, github or gitlab")
+    if forge.kind and (not forge.repo or "/" not in forge.repo):
+        c.problem((*fp, "repo"), "repo must be owner/name", "e.g. `repo: platform/gitops`")
+    if re.match(r"^[a-z+]+://[^/@]*:[^/@]*@", forge.url):
+        c.problem((*fp, "url"), "the URL contains credentials", "remove them; use token_env")
     new_dir = c.string(m, "new_objects_dir", p, "captured")
     if new_dir.startswith("/") or ".." in Path(new_dir).parts:
         c.problem((*p, "new_objects_dir"), f"{new_dir!r} must be a relative path inside the repository", "e.g. apps/captured")
     return CaptureSpec(
+        forge=forge,
+        source=c.string(m, "source", p),
         namespaces=c.strings(m, "namespaces", p),
         kinds=c.strings(m, "kinds", p),
         new_objects_dir=new_dir,

@@ -320,26 +320,18 @@ def up(
         raise
 
 
+PHASES = ("cluster", "platform", "reconciler")
+
+
 def _up(ctx: Context, result: UpResult, revisions: dict[str, str] | None, verify_timeout: float | None) -> UpResult:
     phases = result.phases
     with phases.phase("desired"):
         result.desired = desired = load_desired(ctx, revisions)
-    pulumi = ctx.pulumi
-    with phases.phase("cluster"):
-        ctx.progress(f"cluster: pulumi up stacks/cluster (stack {ctx.stack}, provider {ctx.config.cluster.provider})")
-        # refresh: a cluster whose processes died (or a deleted cluster) is noticed and brought back.
-        res = pulumi.up(ctx.stacks_dir / "cluster", ctx.stack, cluster_config(ctx), ctx.progress, refresh=True)
-        result.changed["cluster"] = _changes(res.summary)
-    kubeconfig = ctx.root / "clusters" / ctx.config.cluster.name / "rebuild-kubeconfig"
-    _write_kubeconfig(pulumi.output(ctx.stacks_dir / "cluster", ctx.stack, "kubeconfig"), kubeconfig)
-    with phases.phase("platform"):
-        ctx.progress("platform: pulumi up stacks/platform")
-        res = pulumi.up(ctx.stacks_dir / "platform", ctx.stack, platform_config(ctx, desired), ctx.progress)
-        result.changed["platform"] = _changes(res.summary)
-    kube = Kube.from_kubeconfig(kubeconfig)
+    for name in PHASES:
+        with phases.phase(name):
+            result.changed[name] = run_phase(ctx, name, desired)
+    kube = Kube.from_kubeconfig(kubeconfig_path(ctx))
     try:
-        with phases.phase("reconciler"):
-            result.changed["reconciler"] = start_reconciler(ctx, kube, kubeconfig, desired)
         with phases.phase("verify") as ph:
             ctx.progress(f"verify: {len(desired.objects)} objects")
             report = wait_converged(kube, desired.objects, ctx.config.verify, timeout=verify_timeout, progress=ctx.progress)
@@ -351,6 +343,32 @@ def _up(ctx: Context, result: UpResult, revisions: dict[str, str] | None, verify
     finally:
         kube.close()
     return result
+
+
+def kubeconfig_path(ctx: Context) -> Path:
+    return ctx.root / "clusters" / ctx.config.cluster.name / "rebuild-kubeconfig"
+
+
+def run_phase(ctx: Context, name: str, desired: DesiredState) -> dict[str, Any]:
+    """One phase of `up`, idempotent on its own (so a runbook can run, and resume, phase by phase)."""
+    pulumi = ctx.pulumi
+    if name == "cluster":
+        ctx.progress(f"cluster: pulumi up stacks/cluster (stack {ctx.stack}, provider {ctx.config.cluster.provider})")
+        # refresh: a cluster whose processes died (or a deleted cluster) is noticed and brought back.
+        res = pulumi.up(ctx.stacks_dir / "cluster", ctx.stack, cluster_config(ctx), ctx.progress, refresh=True)
+        _write_kubeconfig(pulumi.output(ctx.stacks_dir / "cluster", ctx.stack, "kubeconfig"), kubeconfig_path(ctx))
+        return _changes(res.summary)
+    if name == "platform":
+        ctx.progress("platform: pulumi up stacks/platform")
+        res = pulumi.up(ctx.stacks_dir / "platform", ctx.stack, platform_config(ctx, desired), ctx.progress)
+        return _changes(res.summary)
+    if name == "reconciler":
+        kube = Kube.from_kubeconfig(kubeconfig_path(ctx))
+        try:
+            return start_reconciler(ctx, kube, kubeconfig_path(ctx), desired)
+        finally:
+            kube.close()
+    raise ValueError(f"unknown phase {name!r}")
 
 
 def _write_kubeconfig(text: str, path: Path) -> None:

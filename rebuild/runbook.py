@@ -62,7 +62,7 @@ Stage = Callable[[dict[str, Any]], dict[str, Any]]
 Prompt = Callable[[str], bool]
 
 # The stage names the shipped runbooks use; the CLI maps each to a real function.
-STAGE_NAMES = ("up", "verify", "drill", "capture", "cluster-down", "report")
+STAGE_NAMES = ("cluster", "platform", "reconciler", "up", "verify", "drill", "capture", "cluster-down", "report")
 # Values every runbook may reference without declaring them.
 BUILTIN_PARAMS = ("run_id", "state_dir", "runbook_dir")
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish", "csh", "tcsh", "busybox", "pwsh", "cmd"})
@@ -976,6 +976,9 @@ class _Executor:
 
     def _run_argv(self, step: Step, st: dict[str, Any], log: Path, attempt: int) -> str:
         argv = [str(a) for a in _resolve(list(step.argv), self._values())]
+        if argv and argv[0] == "rebuild":
+            # The same rebuild that runs the runbook (its virtualenv may not be on PATH).
+            argv = [sys.executable, "-m", "rebuild.cli", *argv[1:]]
         timeout = step.timeout if step.timeout is not None else DEFAULT_ARGV_TIMEOUT
         env = {
             **os.environ,

@@ -1,0 +1,268 @@
+"""Capture: find what people changed by hand in the live cluster and backport it to git as a PR.
+
+The rebuild that hurts is the one that loses last month's kubectl hotfix. This stage reads
+the live state of every object git declares and of every object in the namespaces git
+manages (one paginated LIST per kind, concurrently, no client-side rate limit), turns the
+differences into attributed findings (``rebuild.drift``), plans the edits of the very
+files that declare the drifted fields (``rebuild.backport``), and opens or updates exactly
+one pull request on the forge. The same drift opens no second PR; changed drift updates the
+open PR's branch. Secret values are never written anywhere.
+
+Exit codes (CLI): 0 no drift, 1 drift found (a PR was opened, updated or already open),
+2 error.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import git
+
+from rebuild.adapters.git import auth_env, scrub
+from rebuild.adapters.kube import Kube, ResourceInfo
+from rebuild.backport import Backport, plan_backport
+from rebuild.clusters import get_cluster
+from rebuild.drift import DriftReport, find_drift
+from rebuild.errors import ConfigError, GitError, KubeError
+from rebuild.recovery import Context, DesiredState, SourceState, load_desired
+
+Progress = Callable[[str], None]
+
+# Kinds never worth listing for capture (controller output, high churn); drift would
+# exclude them anyway, but not listing them keeps capture cheap on busy clusters.
+SKIP_LIST = frozenset(
+    {
+        "Event",
+        "Pod",
+        "ReplicaSet",
+        "ControllerRevision",
+        "Endpoints",
+        "EndpointSlice",
+        "Lease",
+        "PodMetrics",
+        "Binding",
+        "LocalSubjectAccessReview",
+        "TokenReview",
+        "SelfSubjectReview",
+    }
+)
+HEAD_PREFIX = "rebuild/capture-"
+
+
+def marker(digest: str) -> str:
+    from rebuild.adapters.forge import marker as forge_marker
+
+    return forge_marker(digest)
+
+
+@dataclass
+class CaptureResult:
+    report: DriftReport
+    backport: Backport
+    source: str
+    diff: str = ""
+    pr: dict[str, Any] | None = None
+    action: str = "none"  # none | dry-run | created | updated | unchanged
+    listed_objects: int = 0
+
+    @property
+    def drift(self) -> bool:
+        return self.report.has_drift
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "drift": self.drift,
+            "action": self.action,
+            "source": self.source,
+            "pull_request": self.pr,
+            "branch": self.backport.branch if self.drift else None,
+            "title": self.backport.title if self.drift else None,
+            "files": sorted({*self.backport.edits, *self.backport.new_files}),
+            "deleted_files": self.backport.deleted_files,
+            "listed": self.backport.listed,
+            "live_objects_listed": self.listed_objects,
+            "report": self.report.to_dict(),
+        }
+
+
+# --------------------------------------------------------------------------- live state
+
+
+def list_live(
+    kube: Kube,
+    namespaces: Sequence[str],
+    desired_cluster_kinds: set[tuple[str, str]],
+    include_kinds: Sequence[str] = (),
+    workers: int = 16,
+) -> list[dict[str, Any]]:
+    """Every object of every listable kind in the namespaces, plus cluster-scoped kinds git declares."""
+    disc = kube.discovery(refresh=True)
+    include = {k.split(".", 1)[0] for k in include_kinds if not k.startswith("-")}
+    # One version per group/kind: the first served (discovery lists the preferred one first).
+    chosen: dict[tuple[str, str], ResourceInfo] = {}
+    for info in disc.values():
+        chosen.setdefault((info.group, info.kind), info)
+    jobs: list[tuple[ResourceInfo, str | None]] = []
+    for (group, kind), info in sorted(chosen.items()):
+        if "list" not in info.verbs or (kind in SKIP_LIST and kind not in include):
+            continue
+        if info.namespaced:
+            jobs.extend((info, ns) for ns in namespaces)
+        elif (group, kind) in desired_cluster_kinds:
+            jobs.append((info, None))
+
+    def one(job: tuple[ResourceInfo, str | None]) -> list[dict[str, Any]]:
+        info, ns = job
+        try:
+            return kube.list(info.api_version, info.kind, ns)
+        except KubeError as exc:
+            if exc.status in (403, 404, 405):  # not allowed to list it (read-only SA) or gone: skip
+                return []
+            raise
+
+    out: list[dict[str, Any]] = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        for items in pool.map(one, jobs):
+            out.extend(items)
+    return out
+
+
+# --------------------------------------------------------------------------- git
+
+
+def _repo_files(root: Path) -> dict[str, str]:
+    files: dict[str, str] = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.suffix in (".yaml", ".yml") and ".git" not in p.parts:
+            try:
+                files[str(p.relative_to(root))] = p.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue
+    return files
+
+
+def _source_for(desired: DesiredState, name: str) -> SourceState:
+    if not name:
+        return desired.sources[0]
+    for s in desired.sources:
+        if s.spec.name == name:
+            return s
+    raise ConfigError(f"capture.source {name!r} is not one of the sources", fix="name a sources[].name")
+
+
+def push_branch(ctx: Context, src: SourceState, branch: str, bp: Backport, base_sha: str) -> str:
+    """Commit the backport on ``branch`` (from the rebuilt base commit) and force-push it; returns the new sha."""
+    work = ctx.root / "capture" / src.spec.name
+    creds = src.spec.credentials.resolve(ctx.config.base_dir)
+    env = auth_env(creds)
+    try:
+        if not (work / ".git").exists():
+            shutil.rmtree(work, ignore_errors=True)
+            work.parent.mkdir(parents=True, exist_ok=True)
+            repo = git.Repo.init(work)
+            repo.git.remote("add", "origin", src.url)
+        repo = git.Repo(work)
+        repo.git.fetch("origin", f"+refs/heads/{src.spec.branch}:refs/remotes/origin/{src.spec.branch}", env=env)
+        repo.git.checkout("-B", branch, base_sha, "--force")
+        repo.git.clean("-fdx")
+        for path, text in {**bp.edits, **bp.new_files}.items():
+            target = work / path
+            if path in bp.deleted_files:
+                repo.git.rm("-q", "--", path)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+            repo.git.add("--", path)
+        with repo.config_writer() as cw:
+            cw.set_value("user", "name", "rebuild capture")
+            cw.set_value("user", "email", "rebuild@localhost")
+        repo.git.commit("-q", "-m", bp.commit_message)
+        repo.git.push("--force", "origin", f"HEAD:refs/heads/{branch}", env=env)
+        return str(repo.head.commit.hexsha)
+    except git.GitCommandError as exc:
+        raise GitError(
+            f"pushing branch {branch} of source {src.spec.name} failed: {scrub(str(exc.stderr), creds)[-400:]}",
+            fix="check the source's credentials (they need push access) and the git server",
+        ) from exc
+
+
+# --------------------------------------------------------------------------- stage
+
+
+def capture(ctx: Context, *, dry_run: bool = False, include_deletions: bool = False, kube: Kube | None = None) -> CaptureResult:
+    spec = ctx.config.capture
+    desired = load_desired(ctx)
+    src = _source_for(desired, spec.source)
+    objects = desired.objects
+    namespaces = list(spec.namespaces) or sorted({o.ref.namespace for o in objects if o.ref.namespace})
+    own_kube = kube is None
+    if kube is None:
+        c = ctx.config.cluster
+        cluster = get_cluster(c.provider, c.name, nodes=c.nodes, context=c.context or None, root=ctx.root)
+        kubeconfig = cluster.kubeconfig()
+        if not kubeconfig.exists():
+            raise ConfigError(f"cluster {c.name} has no kubeconfig at {kubeconfig}", fix="run `rebuild up` first")
+        kube = Kube.from_kubeconfig(kubeconfig)
+    try:
+        ctx.progress(f"capture: listing live objects in {', '.join(namespaces)}")
+        cluster_kinds = {(o.ref.group, o.ref.kind) for o in objects if not o.ref.namespace}
+        live = list_live(kube, namespaces, cluster_kinds, spec.kinds)
+    finally:
+        if own_kube:
+            kube.close()
+    report = find_drift(objects, live, spec=spec, managed_namespaces=namespaces)
+    ctx.progress(f"capture: {len(report.findings)} manual change(s), {len(report.noise)} controller/reconciler change(s) ignored")
+    files = _repo_files(src.checkout.path)
+    root_kust = next(
+        (
+            f"{src.spec.path.strip('/')}/{n}".lstrip("./")
+            for n in ("kustomization.yaml", "kustomization.yml")
+            if f"{src.spec.path.strip('/')}/{n}".lstrip("./") in files
+        ),
+        None,
+    )
+    bp = plan_backport(
+        report,
+        {o.ref: o for o in src.objects},
+        files,
+        new_objects_dir=spec.new_objects_dir,
+        include_deletions=include_deletions,
+        root_kustomization=root_kust,
+    )
+    result = CaptureResult(report, bp, src.spec.name, diff=bp.diff(files), listed_objects=len(live))
+    if not report.has_drift:
+        return result
+    bp.body = bp.body.rstrip() + "\n\n" + marker(report.digest()) + "\n"
+    if dry_run:
+        result.action = "dry-run"
+        return result
+    if not spec.forge.kind:
+        raise ConfigError("drift found but capture.forge is not configured", fix="add capture.forge, or use --dry-run")
+    from rebuild.adapters import forge as forge_mod
+
+    token = spec.forge.token(ctx.config.base_dir)
+    want = marker(report.digest())
+    with forge_mod.forge_from_config(spec.forge.kind, spec.forge.url, spec.forge.repo, token) as fg:
+        current = forge_mod.current_pull_request(fg, head_prefix=HEAD_PREFIX, base=src.spec.branch, digest=report.digest())
+        if current is not None and forge_mod.parse_marker(current.body or "") == report.digest():
+            result.action = "unchanged"
+            result.pr = _pr_dict(current)
+            return result
+        branch = current.head if current is not None else bp.branch
+        ctx.progress(f"capture: pushing {branch}")
+        push_branch(ctx, src, branch, bp, src.checkout.sha)
+        pr, action = forge_mod.ensure_pull_request(
+            fg, head=branch, base=src.spec.branch, title=bp.title, body=bp.body, head_prefix=HEAD_PREFIX, marker=want
+        )
+    result.action = action
+    result.pr = _pr_dict(pr)
+    return result
+
+
+def _pr_dict(pr: Any) -> dict[str, Any]:
+    return {"number": pr.number, "url": pr.url, "head": pr.head, "base": pr.base, "title": pr.title}

@@ -1,0 +1,220 @@
+"""Issue 4 end to end: manual changes in a real cluster become one pull request on a real Gitea,
+the PR is idempotent, merging it and rebuilding a fresh cluster loses nothing, controller
+noise yields no finding, and a Secret's value never leaves the cluster."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rebuild.adapters import gitserver
+from rebuild.adapters.gitea import Gitea
+from rebuild.adapters.kube import Kube
+from rebuild.clusters.local import LocalCluster
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+EXAMPLE = REPO / "examples" / "gitops-repo"
+SECRET_VALUE = "s3cr3t-rotated-by-hand-7731"
+
+
+def git(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True).stdout
+
+
+def rebuild(args: list[str], state: Path, env_extra: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, REBUILD_STATE_DIR=str(state), **env_extra)
+    return subprocess.run([sys.executable, "-m", "rebuild.cli", *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture
+def setup(tmp_path: Path, toolchain: Any) -> Iterator[dict[str, Any]]:
+    forge = Gitea(tmp_path / "gitea", toolchain=toolchain)
+    state = tmp_path / "state"
+    try:
+        forge.start()
+        forge.create_repo("gitops", auto_init=False)
+        url = forge.clone_url(forge.admin_user, "gitops")
+        work = tmp_path / "seed"
+        shutil.copytree(EXAMPLE, work, ignore=shutil.ignore_patterns("rebuild.yaml"))
+        env = forge.git_env()
+        git("init", "-q", "-b", "main", cwd=work)
+        git("add", ".", cwd=work)
+        git("-c", "user.name=seed", "-c", "user.email=seed@localhost", "commit", "-qm", "seed", cwd=work)
+        git("push", "-q", url, "main", cwd=work, env=env)
+        cfg = yaml.safe_load((EXAMPLE / "rebuild.yaml").read_text())
+        cfg["sources"][0].update(url=url, credentials={"username_env": "GITEA_USER", "password_env": "GITEA_TOKEN"})
+        cfg["capture"]["forge"] = {
+            "kind": "gitea",
+            "url": forge.url,
+            "repo": f"{forge.admin_user}/gitops",
+            "token_env": "GITEA_TOKEN",
+        }
+        config = tmp_path / "rebuild.yaml"
+        config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        yield {
+            "forge": forge,
+            "config": config,
+            "state": state,
+            "url": url,
+            "tmp": tmp_path,
+            "env": {"GITEA_USER": forge.admin_user, "GITEA_TOKEN": forge.token},
+        }
+    finally:
+        for name in ("demo", "demo-fresh"):
+            LocalCluster(name, root=state).delete(purge=True)
+        gitserver.stop_server(state / "gitserver")
+        forge.stop()
+
+
+def open_prs(forge: Gitea) -> list[Any]:
+    return [p for p in forge.list_pull_requests(forge.admin_user, "gitops", "open")]
+
+
+def test_capture_opens_one_pr_that_brings_everything_back(setup: dict[str, Any]) -> None:
+    forge: Gitea = setup["forge"]
+    config, state, env = setup["config"], setup["state"], setup["env"]
+    r = rebuild(["--config", str(config), "up"], state, env)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    kube = Kube.from_kubeconfig(state / "clusters/demo/kubeconfig")
+    ks = {
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
+        "kind": "Kustomization",
+        "metadata": {"name": "demo", "namespace": "flux-system"},
+    }
+    kube.patch(ks, {"spec": {"suspend": True}}, field_manager="flux-cli")
+
+    def dep(name: str, ns: str = "shop") -> dict[str, Any]:
+        return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns}}
+
+    # Controller noise first: an HPA-style replicas change and status updates by controllers.
+    kube.patch(
+        dep("payments-api", "payments"), {"spec": {"replicas": 4}}, field_manager="kube-controller-manager", subresource="scale"
+    )
+    # The manual changes, with the field managers kubectl uses.
+    kube.patch(dep("cart"), {"spec": {"replicas": 5}}, field_manager="kubectl", subresource="scale")
+    kube.patch(
+        dep("frontend"),
+        {"spec": {"template": {"spec": {"containers": [{"name": "nginx", "image": "nginx:1.27.9"}]}}}},
+        field_manager="kubectl-edit",
+        patch_type="strategic",
+    )
+    kube.patch(dep("search"), {"metadata": {"labels": {"team": "search-oncall"}}}, field_manager="kubectl-label")
+    kube.patch(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "frontend-nginx", "namespace": "shop"}},
+        {"data": {"cache-ttl-seconds": "120"}},
+        field_manager="kubectl-patch",
+    )
+    kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "hotfix-flags", "namespace": "shop"},
+            "data": {"DISABLE_RECS": "true"},
+        },
+        field_manager="kubectl-create",
+    )
+    kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "debug", "namespace": "shop"},
+            "spec": {"selector": {"app": "cart"}, "ports": [{"port": 9000, "targetPort": 9000}]},
+        },
+        field_manager="kubectl-create",
+    )
+    kube.delete("v1", "Service", "ledger", "payments")
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "payments-db", "namespace": "payments"}}
+    kube.patch(secret, {"data": {"password": base64.b64encode(SECRET_VALUE.encode()).decode()}}, field_manager="kubectl-edit")
+
+    first = rebuild(["-o", "json", "--config", str(config), "capture"], state, env)
+    assert first.returncode == 1, first.stderr[-3000:]
+    res = json.loads(first.stdout)
+    assert res["action"] == "created"
+    prs = open_prs(forge)
+    assert len(prs) == 1
+    pr = prs[0]
+    body = pr["body"]
+    for manager in ("kubectl-edit", "kubectl-label", "kubectl-patch", "kubectl (Update, scale)", "kubectl-create"):
+        assert manager in body, manager
+    assert "Service/payments/ledger" in body and "deleted live" in body
+    assert "Secret/payments/payments-db" in body and "password" in body
+    assert "payments-api" not in body  # controller noise: no finding
+
+    # The PR's diff: exactly the drifted fields, everything else byte-identical.
+    work = setup["tmp"] / "review"
+    git("clone", "-q", setup["url"], str(work), env=forge.git_env())
+    git("fetch", "-q", "origin", pr["head"]["ref"], cwd=work, env=forge.git_env())
+    diff = git("diff", "--unified=0", "origin/main", "FETCH_HEAD", cwd=work)
+    changed = [ln for ln in diff.splitlines() if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
+    edits = [ln for ln in changed if not ln.startswith("+") or "apps/captured" not in ln]
+    assert "-    count: 3" in edits and "+    count: 5" in edits  # overlay replicas: entry
+    assert "-    newTag: 1.27.4" in edits and "+    newTag: 1.27.9" in edits  # overlay images: entry
+    assert '-  cache-ttl-seconds: "60"' in edits and '+  cache-ttl-seconds: "120"' in edits  # the SMP patch file
+    assert "+    team: search-oncall" in edits  # base manifest
+    assert "+  - ../../apps/captured" in edits
+    removed = [ln for ln in changed if ln.startswith("-")]
+    assert sorted(removed) == sorted(["-    count: 3", "-    newTag: 1.27.4", '-  cache-ttl-seconds: "60"'])
+    names = git("diff", "--name-status", "origin/main", "FETCH_HEAD", cwd=work)
+    assert "A\tapps/captured/shop/configmap-hotfix-flags.yaml" in names
+    assert "A\tapps/captured/shop/service-debug.yaml" in names
+    git("checkout", "-q", "FETCH_HEAD", cwd=work)
+    new_cm = yaml.safe_load((work / "apps/captured/shop/configmap-hotfix-flags.yaml").read_text())
+    assert new_cm == {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "hotfix-flags", "namespace": "shop"},
+        "data": {"DISABLE_RECS": "true"},
+    }
+    new_svc = yaml.safe_load((work / "apps/captured/shop/service-debug.yaml").read_text())
+    assert "status" not in new_svc and "clusterIP" not in new_svc["spec"] and "uid" not in new_svc["metadata"]
+
+    # The Secret's value is nowhere: not in the branch, the PR, the JSON, the logs.
+    grep = subprocess.run(["git", "grep", "-I", "-l", SECRET_VALUE, "FETCH_HEAD"], cwd=work, capture_output=True, text=True)
+    assert grep.stdout == ""
+    b64 = base64.b64encode(SECRET_VALUE.encode()).decode()
+    for text in (body, first.stdout, first.stderr, git("log", "-p", "FETCH_HEAD", cwd=work)):
+        assert SECRET_VALUE not in text and b64 not in text
+
+    # Same drift again: no second PR.
+    again = rebuild(["-o", "json", "--config", str(config), "capture"], state, env)
+    assert again.returncode == 1 and json.loads(again.stdout)["action"] == "unchanged"
+    assert len(open_prs(forge)) == 1
+
+    # One more manual change: the same PR is updated.
+    kube.patch(dep("cart"), {"metadata": {"labels": {"hotfix": "INC-4711"}}}, field_manager="kubectl-label")
+    third = rebuild(["-o", "json", "--config", str(config), "capture"], state, env)
+    assert third.returncode == 1 and json.loads(third.stdout)["action"] == "updated", third.stderr[-2000:]
+    prs = open_prs(forge)
+    assert len(prs) == 1 and prs[0]["number"] == pr["number"] and "INC-4711" in prs[0]["body"]
+
+    # Merge it, rebuild a fresh cluster from git, verify: every manual change is there.
+    forge.api("POST", f"/repos/{forge.admin_user}/gitops/pulls/{pr['number']}/merge", {"Do": "merge"})
+    fresh = yaml.safe_load(config.read_text())
+    fresh["cluster"]["name"] = "demo-fresh"
+    fresh_config = config.with_name("rebuild-fresh.yaml")
+    fresh_config.write_text(yaml.safe_dump(fresh, sort_keys=False))
+    up2 = rebuild(["-o", "json", "--config", str(fresh_config), "up"], state, env)
+    assert up2.returncode == 0, up2.stderr[-3000:]
+    assert json.loads(up2.stdout)["converged"] is True
+    k2 = Kube.from_kubeconfig(state / "clusters/demo-fresh/kubeconfig")
+    assert (k2.get("apps/v1", "Deployment", "cart", "shop") or {})["spec"]["replicas"] == 5
+    assert (k2.get("apps/v1", "Deployment", "cart", "shop") or {})["metadata"]["labels"]["hotfix"] == "INC-4711"
+    front = k2.get("apps/v1", "Deployment", "frontend", "shop") or {}
+    assert front["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.27.9"
+    assert (k2.get("apps/v1", "Deployment", "search", "shop") or {})["metadata"]["labels"]["team"] == "search-oncall"
+    assert (k2.get("v1", "ConfigMap", "frontend-nginx", "shop") or {})["data"]["cache-ttl-seconds"] == "120"
+    assert k2.get("v1", "ConfigMap", "hotfix-flags", "shop") is not None
+    assert k2.get("v1", "Service", "debug", "shop") is not None

@@ -1,0 +1,159 @@
+"""Issue 5 end to end: drills into throwaway clusters with reports and history, a broken
+revision, and a DR runbook killed with SIGKILL in the middle of its platform step."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rebuild.adapters import gitserver
+from rebuild.clusters.local import LocalCluster
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+EXAMPLE = REPO / "examples" / "gitops-repo"
+
+
+def cli(args: list[str], state: Path, timeout: float = 900, **kw: Any) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, REBUILD_STATE_DIR=str(state))
+    env.pop("REBUILD_NOTIFY_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "rebuild.cli", *args], capture_output=True, text=True, env=env, timeout=timeout, **kw
+    )
+
+
+def our_processes(state: Path) -> list[str]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if str(state) in cmd:
+                out.append(f"{entry.name}: {cmd[:200]}")
+    return out
+
+
+def test_ten_drills_pass_with_reports_and_history(tmp_path: Path, toolchain: Any) -> None:
+    state = tmp_path / "state"
+    config = str(EXAMPLE / "rebuild.yaml")
+    last: dict[str, Any] = {}
+    try:
+        for i in range(10):
+            r = cli(["-o", "json", "--config", config, "drill"], state)
+            assert r.returncode == 0, f"drill {i}: {r.stderr[-3000:]}"
+            last = json.loads(r.stdout)
+            assert last["passed"] is True and last["schema"] == "rebuild.run/v1"
+            assert our_processes(state / "clusters") == [], f"drill {i} left processes behind"
+    finally:
+        gitserver.stop_server(state / "gitserver")
+    reports = {k: Path(v) for k, v in last["reports"].items()}
+    assert set(reports) == {"json", "markdown", "junit", "html"} and all(p.exists() for p in reports.values())
+    assert [p["name"] for p in last["phases"]] == ["desired", "cluster", "platform", "reconciler", "verify", "teardown"]
+    assert last["objects"]["verified"] == 56 and last["rto_seconds"] > 0
+    suite = ET.parse(reports["junit"]).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    assert suite is not None and int(suite.get("failures", "0")) == 0 and int(suite.get("tests", "0")) >= 6
+    history = (state / "drills" / "history.jsonl").read_text().splitlines()
+    assert len(history) == 10
+    html = reports["html"].read_text()
+    assert "Trend of past drills" in html and "10 runs, 10 passed" in html
+    assert our_processes(state) == []
+
+
+def test_drill_of_a_broken_revision_fails_tears_down_and_names_the_problem(tmp_path: Path, toolchain: Any) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLE, repo)
+    (repo / "apps/base/cart/widget.yaml").write_text(
+        "apiVersion: widgets.example.com/v1\nkind: Widget\nmetadata:\n  name: w\n  namespace: shop\n"
+    )
+    kust = repo / "apps/base/cart/kustomization.yaml"
+    kust.write_text(kust.read_text() + "  - widget.yaml\n")
+    state = tmp_path / "state"
+    try:
+        r = cli(["-o", "json", "--config", str(repo / "rebuild.yaml"), "drill"], state)
+    finally:
+        gitserver.stop_server(state / "gitserver")
+    assert r.returncode == 1, r.stderr[-3000:]
+    res = json.loads(r.stdout)
+    assert res["passed"] is False
+    assert any(p["name"] == "teardown" and p["status"] == "ok" for p in res["phases"])
+    assert not any((state / "clusters").glob("drill-*/cluster.json"))
+    want = "apps/base/cart/widget.yaml:1"
+    assert any(f["source"] == want and "Widget/shop/w" in f["message"] for f in res["failures"])
+    for kind in ("markdown", "junit", "html"):
+        text = Path(res["reports"][kind]).read_text()
+        assert want in text and "Widget/shop/w" in text, kind
+    assert our_processes(state) == []
+
+
+def test_runbook_killed_during_platform_step_resumes_without_redoing(tmp_path: Path, toolchain: Any) -> None:
+    state = tmp_path / "state"
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLE, repo)
+    env = dict(os.environ, REBUILD_STATE_DIR=str(state))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rebuild.cli",
+            "runbook",
+            "run",
+            str(REPO / "runbooks/full-rebuild.yaml"),
+            "--param",
+            f"config={repo / 'rebuild.yaml'}",
+            "--yes",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    audit = state / "runbooks" / "audit.jsonl"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            events = [json.loads(x) for x in audit.read_text().splitlines()] if audit.exists() else []
+            if any(e.get("step") == "platform" and e.get("event") in ("step-start", "start") for e in events):
+                break
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            time.sleep(0.2)
+        else:
+            pytest.fail("the platform step never started")
+        time.sleep(1.5)  # in the middle of `pulumi up` of the platform stack
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+
+        r = cli(["runbook", "resume", "latest", "--yes"], state)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        events = [json.loads(x) for x in audit.read_text().splitlines()]
+        starts = [e for e in events if e.get("event") in ("step-start", "start") and e.get("step")]
+        per_step: dict[str, int] = {}
+        for e in starts:
+            per_step[e["step"]] = per_step.get(e["step"], 0) + 1
+        assert per_step["cluster"] == 1 and per_step["preflight"] == 1 and per_step["plan"] == 1  # not redone
+        assert per_step["platform"] == 2  # interrupted, then run again
+        assert per_step["reconciler"] == 1 and per_step["verify"] == 1 and per_step["report"] == 1
+        sessions = {e.get("session") or e.get("pid") for e in events}
+        assert len(sessions) >= 2  # the audit log shows both runs
+        report = next(state.glob("runbooks/runs/*/report/result.json"))
+        assert json.loads(report.read_text())["passed"] is True
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        LocalCluster(yaml.safe_load((repo / "rebuild.yaml").read_text())["cluster"]["name"], root=state).delete(purge=True)
+        gitserver.stop_server(state / "gitserver")
