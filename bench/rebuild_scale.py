@@ -52,19 +52,41 @@ def generate(n: int, ns_prefix: str = "bench", replicas: int = 1) -> list[dict[s
                 break
             name = f"app-{i}"
             labels = {"app": name}
-            objs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns},
-                         "data": {"app.yaml": f"name: {name}\nreplicas: 1\n", "LOG_LEVEL": "info"}})
+            objs.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": name, "namespace": ns},
+                    "data": {"app.yaml": f"name: {name}\nreplicas: 1\n", "LOG_LEVEL": "info"},
+                }
+            )
             if len(objs) < n:
-                objs.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
-                             "spec": {"selector": labels, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}})
+                objs.append(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Service",
+                        "metadata": {"name": name, "namespace": ns},
+                        "spec": {"selector": labels, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+                    }
+                )
             if len(objs) < n:
-                objs.append({
-                    "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns},
-                    "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                             "template": {"metadata": {"labels": labels},
-                                          "spec": {"containers": [{"name": "app", "image": "nginx:1.27.3",
-                                                                   "ports": [{"containerPort": 8080}]}]}}},
-                })
+                objs.append(
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "Deployment",
+                        "metadata": {"name": name, "namespace": ns},
+                        "spec": {
+                            "replicas": replicas,
+                            "selector": {"matchLabels": labels},
+                            "template": {
+                                "metadata": {"labels": labels},
+                                "spec": {
+                                    "containers": [{"name": "app", "image": "nginx:1.27.3", "ports": [{"containerPort": 8080}]}]
+                                },
+                            },
+                        },
+                    }
+                )
             i += 1
         ns_index += 1
     return objs[:n]

@@ -107,27 +107,37 @@ def list_live(
     chosen: dict[tuple[str, str], ResourceInfo] = {}
     for info in disc.values():
         chosen.setdefault((info.group, info.kind), info)
-    jobs: list[tuple[ResourceInfo, str | None]] = []
+    kinds: list[ResourceInfo] = []
     for (group, kind), info in sorted(chosen.items()):
         if "list" not in info.verbs or (kind in SKIP_LIST and kind not in include):
             continue
-        if info.namespaced:
-            jobs.extend((info, ns) for ns in namespaces)
-        elif (group, kind) in desired_cluster_kinds:
-            jobs.append((info, None))
+        if info.namespaced or (group, kind) in desired_cluster_kinds:
+            kinds.append(info)
+    wanted = set(namespaces)
 
-    def one(job: tuple[ResourceInfo, str | None]) -> list[dict[str, Any]]:
-        info, ns = job
+    def one(info: ResourceInfo) -> list[dict[str, Any]]:
+        # One cluster-wide LIST per kind (a handful of requests, however many namespaces);
+        # an identity allowed to read only some namespaces falls back to per-namespace LISTs.
         try:
-            return kube.list(info.api_version, info.kind, ns)
+            items = kube.list(info.api_version, info.kind)
+            return [o for o in items if not info.namespaced or (o.get("metadata") or {}).get("namespace") in wanted]
         except KubeError as exc:
-            if exc.status in (403, 404, 405):  # not allowed to list it (read-only SA) or gone: skip
+            if exc.status == 403 and info.namespaced:
+                out: list[dict[str, Any]] = []
+                for ns in namespaces:
+                    try:
+                        out.extend(kube.list(info.api_version, info.kind, ns))
+                    except KubeError as inner:
+                        if inner.status not in (403, 404, 405):
+                            raise
+                return out
+            if exc.status in (403, 404, 405):  # not allowed to list it, or gone: skip
                 return []
             raise
 
     out: list[dict[str, Any]] = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        for items in pool.map(one, jobs):
+        for items in pool.map(one, kinds):
             out.extend(items)
     return out
 

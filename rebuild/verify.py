@@ -223,7 +223,10 @@ def compare(
     result = ObjectResult(desired.ref, live is not None, source=desired.source)
     if live is None:
         return result
-    cmp = _Comparer(desired, live, ownership(live), classifier, report_additions)
+    # Additions are only ever reported when a human manager introduced them: without one in
+    # managedFields there is nothing to look for (most objects of a big cluster), and ownership
+    # is only parsed when a difference needs its owners.
+    cmp = _Comparer(desired, live, None, classifier, report_additions and _any_human_manager(live, classifier))
     cmp.run()
     allow = controller_owned_ok or _always
     for d in cmp.diffs:
@@ -238,6 +241,17 @@ def compare(
             continue
         result.diffs.append(d)
     return result
+
+
+def _any_human_manager(live: Mapping[str, Any], classifier: ManagerClassifier) -> bool:
+    meta = live.get("metadata")
+    entries = meta.get("managedFields") if isinstance(meta, Mapping) else None
+    for e in entries or []:
+        if isinstance(e, Mapping):
+            owner = Owner(str(e.get("manager") or ""), str(e.get("operation") or ""), str(e.get("subresource") or ""))
+            if classifier(owner) == "human":
+                return True
+    return False
 
 
 def _rule_text(rule: IgnoreRule) -> str:
@@ -262,18 +276,24 @@ class _Comparer:
         self,
         desired: DesiredObject,
         live: Mapping[str, Any],
-        owned: Ownership,
+        owned: Ownership | None,
         classifier: ManagerClassifier,
         report_additions: bool,
     ) -> None:
         self.desired = desired
         self.live = live
-        self.owned = owned
+        self._owned = owned
         self.classifier = classifier
         self.report_additions = report_additions
         self.kind = desired.ref.kind
         self.is_secret = desired.ref.kind == "Secret" and desired.ref.group == ""
         self.diffs: list[FieldDiff] = []
+
+    @property
+    def owned(self) -> Ownership:
+        if self._owned is None:
+            self._owned = ownership(self.live)
+        return self._owned
 
     # ---- emit
 

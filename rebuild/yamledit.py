@@ -17,6 +17,7 @@ no text is produced. Pure functions over ``str``; no I/O.
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import math
 import re
@@ -137,11 +138,17 @@ class _Parsed:
     nl: str
 
 
+# libyaml's loader when present: several times faster on big multi-document files, same data.
+_FastLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _load_all(text: str) -> list[Any]:
-    return list(yaml.safe_load_all(text))
+    return list(yaml.load_all(text, Loader=_FastLoader))
 
 
+@functools.lru_cache(maxsize=16)
 def _parse(text: str) -> _Parsed:
+    """Parse once per distinct text (an edit looks a file up several times); results are read-only."""
     loader = _Loader(text)
     events: Any = loader  # the Parser half of the loader is untyped in the stubs
     roots: list[Node] = []

@@ -87,8 +87,9 @@ def test_shipped_runbooks_validate_and_render(name: str) -> None:
 
 def test_full_rebuild_gates_the_destructive_step() -> None:
     rb = runbook.load(REPO / "runbooks" / "full-rebuild.yaml")
-    up = [s for s in rb.steps if s.stage == "up"]
-    assert up and all(s.confirm for s in up)
+    # the first step that creates infrastructure (the cluster phase) asks for confirmation
+    cluster = [s for s in rb.steps if s.stage == "cluster"]
+    assert cluster and all(s.confirm for s in cluster)
     assert "DESTRUCTIVE" in runbook.render_markdown(rb)
 
 
