@@ -377,6 +377,7 @@ def capture_cmd(obj: Ctx, dry_run: bool, include_deletions: bool) -> None:
 @click.option("--revision", multiple=True, help="Commit to rebuild: SHA (all sources) or SOURCE=SHA (default: branch head).")
 @click.option("--name", default=None, help="Throwaway cluster name (default: drill-<random>).")
 @click.option("--keep", is_flag=True, help="Leave the drill cluster running (no teardown).")
+@click.option("--live", is_flag=True, help="First count manual changes in the live cluster of rebuild.yaml not yet in git (RPO).")
 @click.option("--timeout", type=float, default=None, help="Seconds to wait for convergence (default: verify.timeout).")
 @click.option(
     "--report-dir",
@@ -409,6 +410,7 @@ def drill(
     report_dir: Path | None,
     history_file: Path | None,
     notify_url: str | None,
+    live: bool,
 ) -> None:
     """Rebuild git into a throwaway cluster, verify, time every phase, tear down. Exit 0 passed, 1 failed."""
     from rebuild import history
@@ -417,7 +419,7 @@ def drill(
     from rebuild.notify import NotifyError, notify
 
     ctx = _context(obj)
-    res = run_drill(ctx, revisions=_revisions(revision, ctx), name=name, keep=keep, verify_timeout=timeout)
+    res = run_drill(ctx, revisions=_revisions(revision, ctx), name=name, keep=keep, verify_timeout=timeout, live=live)
     data = res.to_dict()
     paths = _write_run_reports(
         obj, data, report_dir or default_report_dir(ctx.root, res), history_file or history.default_path(ctx.root)

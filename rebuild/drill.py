@@ -77,8 +77,19 @@ def run_drill(
     name: str | None = None,
     keep: bool = False,
     verify_timeout: float | None = None,
+    live: bool = False,
 ) -> DrillResult:
-    """The drill. Never raises for a failed rebuild (that is a failed drill); always tears down."""
+    """The drill. Never raises for a failed rebuild (that is a failed drill); always tears down.
+
+    ``live``: first count the manual changes in the live cluster of rebuild.yaml that git does
+    not have yet (``capture --dry-run``): what a rebuild would lose today, the RPO in changes.
+    """
+    uncaptured: int | None = None
+    if live:
+        from rebuild.capture import capture
+
+        ctx.progress(f"rpo: looking for uncaptured manual changes in the live cluster {ctx.config.cluster.name}")
+        uncaptured = len(capture(ctx, dry_run=True).report.findings)
     name = name or f"drill-{uuid.uuid4().hex[:6]}"
     cluster = dataclasses.replace(ctx.config.cluster, name=name, provider=ctx.config.cluster.provider)
     if cluster.provider == "kubeconfig":
@@ -87,7 +98,7 @@ def run_drill(
             fix="use cluster.provider local (or kind where a container engine exists) for drills",
         )
     dctx = dataclasses.replace(ctx, config=dataclasses.replace(ctx.config, cluster=cluster))
-    result = DrillResult(name, _now(), Phases())
+    result = DrillResult(name, _now(), Phases(), uncaptured_changes=uncaptured)
     server_was_running = gitserver.server_running(ctx.root / "gitserver")
     try:
         result.up = up(dctx, revisions, verify_timeout=verify_timeout, phases=result.phases)

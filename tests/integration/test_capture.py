@@ -151,20 +151,20 @@ def test_capture_opens_one_pr_that_brings_everything_back(setup: dict[str, Any])
         assert manager in body, manager
     assert "Service/payments/ledger" in body and "deleted live" in body
     assert "Secret/payments/payments-db" in body and "password" in body
-    assert "payments-api" not in body  # controller noise: no finding
+    assert "Deployment/payments/payments-api" not in body  # controller noise: no finding
 
     # The PR's diff: exactly the drifted fields, everything else byte-identical.
     work = setup["tmp"] / "review"
-    git("clone", "-q", setup["url"], str(work), env=forge.git_env())
+    git("clone", "-q", setup["url"], str(work), cwd=setup["tmp"], env=forge.git_env())
     git("fetch", "-q", "origin", pr["head"]["ref"], cwd=work, env=forge.git_env())
     diff = git("diff", "--unified=0", "origin/main", "FETCH_HEAD", cwd=work)
     changed = [ln for ln in diff.splitlines() if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
-    edits = [ln for ln in changed if not ln.startswith("+") or "apps/captured" not in ln]
+    edits = changed
     assert "-    count: 3" in edits and "+    count: 5" in edits  # overlay replicas: entry
     assert "-    newTag: 1.27.4" in edits and "+    newTag: 1.27.9" in edits  # overlay images: entry
     assert '-  cache-ttl-seconds: "60"' in edits and '+  cache-ttl-seconds: "120"' in edits  # the SMP patch file
     assert "+    team: search-oncall" in edits  # base manifest
-    assert "+  - ../../apps/captured" in edits
+    assert "+  - ../../apps/captured" in edits, diff  # the cluster's kustomization includes the new folder
     removed = [ln for ln in changed if ln.startswith("-")]
     assert sorted(removed) == sorted(["-    count: 3", "-    newTag: 1.27.4", '-  cache-ttl-seconds: "60"'])
     names = git("diff", "--name-status", "origin/main", "FETCH_HEAD", cwd=work)
@@ -199,6 +199,11 @@ def test_capture_opens_one_pr_that_brings_everything_back(setup: dict[str, Any])
     assert third.returncode == 1 and json.loads(third.stdout)["action"] == "updated", third.stderr[-2000:]
     prs = open_prs(forge)
     assert len(prs) == 1 and prs[0]["number"] == pr["number"] and "INC-4711" in prs[0]["body"]
+
+    # RPO of a drill run now: the manual changes in the live cluster that git does not have yet.
+    drill = rebuild(["-o", "json", "--config", str(config), "drill", "--live"], state, env)
+    assert drill.returncode == 0, drill.stderr[-3000:]
+    assert json.loads(drill.stdout)["rpo"]["uncaptured_changes"] == len(json.loads(third.stdout)["report"]["findings"])
 
     # Merge it, rebuild a fresh cluster from git, verify: every manual change is there.
     forge.api("POST", f"/repos/{forge.admin_user}/gitops/pulls/{pr['number']}/merge", {"Do": "merge"})

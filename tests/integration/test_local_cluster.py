@@ -177,3 +177,25 @@ def test_missing_binary_is_exit_2(tmp_path: Path, state_dir: Path) -> None:
     assert r.returncode == 2
     assert "is not installed" in r.stderr and "rebuild toolchain install" in r.stderr
     assert not (state_dir / "clusters" / "x").exists()
+
+
+def test_scheduled_capture_example_is_accepted_by_the_api(cluster_factory: Any) -> None:
+    """examples/scheduled-capture: every manifest passes a server-side dry run on a real API server."""
+    import yaml
+
+    from tests.conftest import REPO
+
+    c: LocalCluster = cluster_factory("cron")
+    c.create()
+    kube = Kube.from_kubeconfig(c.kubeconfig())
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "rebuild-system"}})
+    folder = REPO / "examples" / "scheduled-capture"
+    docs = [d for f in ("rbac.yaml", "config.yaml", "cronjob.yaml") for d in yaml.safe_load_all((folder / f).read_text()) if d]
+    assert {d["kind"] for d in docs} == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "CronJob"}
+    for d in docs:
+        kube.apply(d, dry_run=True)
+    role = next(d for d in docs if d["kind"] == "ClusterRole")
+    assert all(set(rule["verbs"]) <= {"get", "list", "watch"} for rule in role["rules"])  # read-only
+    drill_docs = [d for d in yaml.safe_load_all((REPO / "examples/scheduled-drill/cronjob.yaml").read_text()) if d]
+    for d in drill_docs:
+        kube.apply(d, dry_run=True)
