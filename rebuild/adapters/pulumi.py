@@ -9,9 +9,11 @@ Automation API raises a handful of generic exceptions with the CLI's stderr insi
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
+import socket
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -200,6 +202,7 @@ class Pulumi:
     ) -> StackResult:
         project = _project_name(project_dir)
         st = self.stack(project_dir, stack_name, config)
+        self.recover_interrupted(st, project, stack_name, progress)
 
         def on_output(line: str) -> None:
             if progress and line.strip():
@@ -225,6 +228,45 @@ class Pulumi:
         except auto.errors.CommandError as exc:
             raise classify(exc, stack=stack_name, project=project) from exc
         return StackResult(project, stack_name, action, time.monotonic() - t0, {k: int(v) for k, v in summary.items()}, outputs)
+
+    def recover_interrupted(self, st: auto.Stack, project: str, stack_name: str, progress: Progress | None = None) -> bool:
+        """Clear what an update killed mid-way (kill -9, a lost machine) leaves behind.
+
+        Its lock file names a pid on this host that no longer runs, and its checkpoint lists
+        pending operations; both would block every later update. A lock held by a live
+        process, or by another host, is left alone (that is a concurrent update: retry).
+        The pending operations are dropped: the next update re-applies those resources
+        (server-side apply adopts objects that were created meanwhile).
+        """
+        locks = self.backend_dir / ".pulumi" / "locks" / "organization" / project / stack_name
+        removed = False
+        for lock in sorted(locks.glob("*.json")):
+            try:
+                info = json.loads(lock.read_text())
+                pid = int(info.get("pid", 0))
+            except (OSError, ValueError, TypeError):
+                continue
+            if info.get("hostname") != socket.gethostname() or pid <= 0 or _pid_alive(pid):
+                continue
+            lock.unlink(missing_ok=True)
+            lock.with_name(lock.name + ".attrs").unlink(missing_ok=True)
+            removed = True
+            if progress:
+                progress(f"{project}: removed the lock of an interrupted update (pid {pid} is gone)")
+        if not removed:
+            return False
+        try:
+            dep = st.export_stack()
+            state = dict(dep.deployment or {})
+            pending = state.get("pending_operations")
+            if pending:
+                state["pending_operations"] = []
+                st.import_stack(auto.Deployment(version=dep.version, deployment=state))
+                if progress:
+                    progress(f"{project}: dropped {len(pending)} pending operation(s) of the interrupted update")
+        except auto.errors.CommandError as exc:
+            raise classify(exc, stack=stack_name, project=project) from exc
+        return True
 
     def up(
         self,
@@ -284,6 +326,16 @@ def _flatten_config(project: str, config: Mapping[str, Any]) -> dict[str, auto.C
     for k, v in config.items():
         walk(k if ":" in k else f"{project}:{k}", v)
     return out
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _scalar(v: Any) -> str:
