@@ -13,6 +13,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import sys
 import time
@@ -169,8 +170,38 @@ class Pulumi:
                     target.write_bytes(data)
         return dest
 
+    def repair_state_files(self, project: str, stack_name: str) -> list[str]:
+        """Undo what a file-backend write cut short by kill -9 leaves behind, before Pulumi reads it.
+
+        Seen here: an empty ``<stack>.json.attrs`` sidecar (Pulumi then fails with "failed to
+        load checkpoint: EOF"), and a checkpoint that is empty or not JSON while its ``.bak`` is
+        whole. The sidecar only holds blob metadata and is safe to drop; the checkpoint is
+        restored from the backup Pulumi wrote before the interrupted update.
+        """
+        fixed: list[str] = []
+        stacks = self.backend_dir / ".pulumi" / "stacks" / project
+        for attrs in sorted(stacks.glob(f"{stack_name}.json*.attrs")):
+            try:
+                json.loads(attrs.read_text() or "x")
+            except (OSError, ValueError):
+                attrs.unlink(missing_ok=True)
+                fixed.append(f"removed the truncated {attrs.name}")
+        checkpoint, backup = stacks / f"{stack_name}.json", stacks / f"{stack_name}.json.bak"
+        if checkpoint.exists() and backup.exists():
+            try:
+                json.loads(checkpoint.read_text() or "x")
+            except (OSError, ValueError):
+                try:
+                    json.loads(backup.read_text())
+                except (OSError, ValueError):
+                    return fixed
+                shutil.copyfile(backup, checkpoint)
+                fixed.append(f"restored {checkpoint.name} from {backup.name}")
+        return fixed
+
     def stack(self, project_dir: Path, stack_name: str, config: Mapping[str, Any] | None = None) -> auto.Stack:
         self._ensure_backend()
+        self.repair_state_files(_project_name(project_dir), stack_name)
         project_dir = self.workspace(project_dir)
         pulumi_bin = self.toolchain.binary("pulumi")
         self.toolchain.binary("pulumi-language-python")
