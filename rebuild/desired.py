@@ -27,29 +27,20 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from rebuild.model import DesiredObject, FieldPath, ObjectRef, PathSeg, Source
+from rebuild.model import (
+    CONTAINER_PORT_KEYS,
+    LIST_KEYS,
+    SERVICE_PORT_KEYS,
+    DesiredObject,
+    FieldPath,
+    ObjectRef,
+    PathSeg,
+    Source,
+)
 from rebuild.yamlload import LoadedDoc, YamlLoadError, load_all
 
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 MAX_FILE_BYTES = 20 * 1024 * 1024
-
-# Lists Kubernetes merges by key (x-kubernetes-list-map-keys of the core types); items of
-# these lists are addressed by key, not index, in field paths.
-LIST_KEYS: dict[str, tuple[str, ...]] = {
-    "containers": ("name",),
-    "initContainers": ("name",),
-    "ephemeralContainers": ("name",),
-    "env": ("name",),
-    "volumes": ("name",),
-    "volumeMounts": ("mountPath",),
-    "volumeDevices": ("devicePath",),
-    "imagePullSecrets": ("name",),
-    "hostAliases": ("ip",),
-    "topologySpreadConstraints": ("topologyKey", "whenUnsatisfiable"),
-    "resourceClaims": ("name",),
-}
-# `ports` is keyed differently in a container (containerPort) and in a Service (port).
-PORT_KEYS = {"containerPort": ("containerPort", "protocol"), "port": ("port", "protocol")}
 
 
 @dataclass(frozen=True)
@@ -113,7 +104,7 @@ def selector_path(index_path: tuple[str | int, ...], data: Any) -> FieldPath:
             item = node[seg] if 0 <= seg < len(node) else None
             keys = LIST_KEYS.get(parent_key)
             if parent_key == "ports" and isinstance(item, dict):
-                keys = PORT_KEYS["containerPort"] if "containerPort" in item else PORT_KEYS["port"]
+                keys = CONTAINER_PORT_KEYS if "containerPort" in item else SERVICE_PORT_KEYS
             if keys and isinstance(item, dict) and keys[0] in item:
                 values = [str(item.get(k, "TCP" if k == "protocol" else "")) for k in keys]
                 out.append((",".join(keys), ",".join(values)) if len(keys) > 1 else (keys[0], values[0]))

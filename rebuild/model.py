@@ -105,6 +105,26 @@ class Source:
 # (("name", "app") means "the item whose name is app"). Rendered as
 # spec.template.spec.containers[name=app].image.
 PathSeg = str | int | tuple[str, str]
+
+# Lists Kubernetes merges by key (x-kubernetes-list-map-keys of the core types), by field
+# name: their items are addressed by key, not index, in field paths, and compared by key.
+LIST_KEYS: dict[str, tuple[str, ...]] = {
+    "containers": ("name",),
+    "initContainers": ("name",),
+    "ephemeralContainers": ("name",),
+    "env": ("name",),
+    "volumes": ("name",),
+    "volumeMounts": ("mountPath",),
+    "volumeDevices": ("devicePath",),
+    "imagePullSecrets": ("name",),
+    "hostAliases": ("ip",),
+    "topologySpreadConstraints": ("topologyKey", "whenUnsatisfiable"),
+    "resourceClaims": ("name",),
+    "ownerReferences": ("uid",),
+}
+# `ports` is keyed differently in a container (containerPort) and in a Service (port).
+CONTAINER_PORT_KEYS = ("containerPort", "protocol")
+SERVICE_PORT_KEYS = ("port", "protocol")
 FieldPath = tuple[PathSeg, ...]
 
 

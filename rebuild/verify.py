@@ -65,7 +65,19 @@ from rebuild.managedfields import (
     selector,
     set_item,
 )
-from rebuild.model import DesiredObject, FieldPath, ObjectRef, Source, render_path
+from rebuild.model import (
+    CONTAINER_PORT_KEYS,
+    LIST_KEYS,
+    SERVICE_PORT_KEYS,
+    DesiredObject,
+    FieldPath,
+    ObjectRef,
+    Source,
+    render_path,
+)
+
+# `ports` is keyed only inside a container (vs a Service); elsewhere such names are atomic lists.
+CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
 
 __all__ = [
     "LIST_KEYS",
@@ -82,27 +94,6 @@ __all__ = [
 
 Change = Literal["changed", "missing", "added"]
 
-# x-kubernetes-list-map-keys of the core types, by field name (kept equal to
-# rebuild.desired.LIST_KEYS for the names both know; a unit test checks it).
-LIST_KEYS: dict[str, tuple[str, ...]] = {
-    "containers": ("name",),
-    "initContainers": ("name",),
-    "ephemeralContainers": ("name",),
-    "env": ("name",),
-    "volumes": ("name",),
-    "volumeMounts": ("mountPath",),
-    "volumeDevices": ("devicePath",),
-    "imagePullSecrets": ("name",),
-    "hostAliases": ("ip",),
-    "topologySpreadConstraints": ("topologyKey", "whenUnsatisfiable"),
-    "resourceClaims": ("name",),
-    "ownerReferences": ("uid",),
-}
-# Keyed only in some places: `ports` in a container vs a Service; `webhooks` in admission
-# configurations. Elsewhere these names are atomic lists.
-CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
-CONTAINER_PORT_KEYS = ("containerPort", "protocol")
-SERVICE_PORT_KEYS = ("port", "protocol")
 WEBHOOK_KINDS = {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}
 # Merge-key defaults the API server fills in when git leaves them out.
 KEY_DEFAULTS = {"protocol": "TCP"}
