@@ -3,9 +3,9 @@
 Usage: .venv/bin/python -m bench.capture_scale --objects 1000 10000
 
 For each size N: a generated repo of N objects (Namespaces, ConfigMaps, Services,
-Deployments) is applied to a fresh local cluster by one process with server-side apply as
-field manager kustomize-controller (what Flux would have done); five manual changes are made
-with kubectl's field managers. Then, in the same run:
+Deployments; one file per app, as in examples/gitops-repo) is applied to a fresh local
+cluster by one process with server-side apply as field manager kustomize-controller (what
+Flux would have done); five manual changes are made with kubectl's field managers. Then, in the same run:
 
 - floor: bare paginated LIST calls of the kinds the repo declares (cluster-wide, 16 at a
   time), nothing else;
@@ -56,7 +56,7 @@ def run(n: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"rebuild-capture-{n}-") as tmp:
         base = Path(tmp)
         objs = generate(n, replicas=0)  # no Pods: keep the controllers quiet while measuring
-        write_repo(base / "repo", objs)
+        write_repo(base / "repo", objs, per_app=True)
         cluster = LocalCluster("capbench", nodes=8, root=base / "state", unsafe_fast_storage=True)
         try:
             cluster.create()

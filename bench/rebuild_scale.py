@@ -92,14 +92,17 @@ def generate(n: int, ns_prefix: str = "bench", replicas: int = 1) -> list[dict[s
     return objs[:n]
 
 
-def write_repo(root: Path, objs: list[dict[str, Any]]) -> Path:
-    by_ns: dict[str, list[dict[str, Any]]] = {}
+def write_repo(root: Path, objs: list[dict[str, Any]], *, per_app: bool = False) -> Path:
+    """One file per namespace (60 documents each), or with ``per_app`` one file per app (its
+    ConfigMap, Service and Deployment), the way repos like examples/gitops-repo are laid out."""
+    by_file: dict[Path, list[dict[str, Any]]] = {}
     for o in objs:
         ns = o["metadata"].get("namespace") or o["metadata"]["name"]
-        by_ns.setdefault(ns, []).append(o)
-    for ns, items in by_ns.items():
-        (root / "apps" / ns).mkdir(parents=True, exist_ok=True)
-        (root / "apps" / ns / "objects.yaml").write_text(yaml.safe_dump_all(items, sort_keys=False))
+        name = o["metadata"]["name"] if per_app and o["kind"] != "Namespace" else "objects"
+        by_file.setdefault(root / "apps" / ns / f"{name}.yaml", []).append(o)
+    for path, items in by_file.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump_all(items, sort_keys=False))
     cfg = {
         "sources": [{"name": "bench", "url": ".", "branch": "main", "path": "apps"}],
         "cluster": {"provider": "local", "name": "bench", "nodes": 4},
