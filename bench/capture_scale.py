@@ -7,8 +7,8 @@ Deployments; one file per app, as in examples/gitops-repo) is applied to a fresh
 cluster by one process with server-side apply as field manager kustomize-controller (what
 Flux would have done); five manual changes are made with kubectl's field managers. Then, in the same run:
 
-- floor: bare paginated LIST calls of the kinds the repo declares (cluster-wide, 16 at a
-  time), nothing else;
+- floor: the bare paginated LIST calls of the same kinds capture lists (every listable
+  namespaced kind, cluster-wide, 16 at a time), nothing else;
 - capture: LIST + drift findings (ownership, attribution, noise, coverage) + the backport
   plan (file edits, PR text) from the rendered repo;
 - kubectl diff: `kubectl diff --server-side --force-conflicts -f` over the same manifests.
@@ -34,7 +34,7 @@ import yaml
 from bench.rebuild_scale import generate, write_repo
 from rebuild.adapters.kube import Kube
 from rebuild.backport import plan_backport
-from rebuild.capture import _repo_files, list_live
+from rebuild.capture import _repo_files, list_live, listed_kinds
 from rebuild.clusters.local import LocalCluster
 from rebuild.config import CaptureSpec
 from rebuild.desired import builtin_kinds, fill_namespaces, render
@@ -89,7 +89,7 @@ def run(n: int) -> dict[str, Any]:
             cluster_kinds = {(o.ref.group, o.ref.kind) for o in desired if not o.ref.namespace}
             _settle(kube, len(objs))
             floors, captures, parts = [], [], []
-            kinds = sorted({(o["apiVersion"], o["kind"]) for o in objs})
+            kinds = [(i.api_version, i.kind) for i in listed_kinds(kube, cluster_kinds)]  # the same kinds
             for _ in range(3):  # alternate, best of 3: neither side benefits from a warmer cache
                 t0 = time.perf_counter()
                 with concurrent.futures.ThreadPoolExecutor(16) as pool:  # the bare LISTs of the same kinds

@@ -93,14 +93,10 @@ class CaptureResult:
 # --------------------------------------------------------------------------- live state
 
 
-def list_live(
-    kube: Kube,
-    namespaces: Sequence[str],
-    desired_cluster_kinds: set[tuple[str, str]],
-    include_kinds: Sequence[str] = (),
-    workers: int = 16,
-) -> list[dict[str, Any]]:
-    """Every object of every listable kind in the namespaces, plus cluster-scoped kinds git declares."""
+def listed_kinds(
+    kube: Kube, desired_cluster_kinds: set[tuple[str, str]], include_kinds: Sequence[str] = ()
+) -> list[ResourceInfo]:
+    """The kinds capture lists: every listable namespaced kind (minus noise), plus the cluster-scoped kinds git declares."""
     disc = kube.discovery(refresh=True)
     include = {k.split(".", 1)[0] for k in include_kinds if not k.startswith("-")}
     # One version per group/kind: the first served (discovery lists the preferred one first).
@@ -113,6 +109,18 @@ def list_live(
             continue
         if info.namespaced or (group, kind) in desired_cluster_kinds:
             kinds.append(info)
+    return kinds
+
+
+def list_live(
+    kube: Kube,
+    namespaces: Sequence[str],
+    desired_cluster_kinds: set[tuple[str, str]],
+    include_kinds: Sequence[str] = (),
+    workers: int = 16,
+) -> list[dict[str, Any]]:
+    """Every object of every listable kind in the namespaces, plus cluster-scoped kinds git declares."""
+    kinds = listed_kinds(kube, desired_cluster_kinds, include_kinds)
     wanted = set(namespaces)
 
     def one(info: ResourceInfo) -> list[dict[str, Any]]:
