@@ -10,6 +10,7 @@ environment, never argv, because /proc/<pid>/cmdline is world-readable.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rebuild.errors import PortInUseError
 
@@ -147,6 +149,27 @@ def free_port(avoid: set[int] | None = None) -> int:
         if port not in avoid:
             return port
     raise PortInUseError("could not find a free port on 127.0.0.1", fix="free some ports and retry")
+
+
+def load_record(path: Path) -> dict[str, Any]:
+    """A JSON record of started processes and ports; {} when absent or unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def save_record(path: Path, data: dict[str, Any]) -> None:
+    """Write a record atomically with mode 0600 from the first byte."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, (json.dumps(data, indent=2) + "\n").encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 def tail(path: str | Path, lines: int = 12) -> str:

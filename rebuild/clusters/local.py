@@ -90,14 +90,10 @@ class LocalCluster:
     # ------------------------------------------------------------------ record
 
     def _load(self) -> dict[str, object]:
-        try:
-            data: dict[str, object] = json.loads(self.record_path.read_text())
-            return data
-        except (OSError, ValueError):
-            return {}
+        return process.load_record(self.record_path)
 
     def _save(self, data: dict[str, object]) -> None:
-        pki.write_private(self.record_path, (json.dumps(data, indent=2) + "\n").encode())
+        process.save_record(self.record_path, dict(data))
 
     def _procs(self, data: dict[str, object] | None = None) -> list[ProcRecord]:
         data = self._load() if data is None else data

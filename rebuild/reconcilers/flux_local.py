@@ -20,7 +20,6 @@ stops exactly them. Logs: ``<state_dir>/logs/<controller>.log``.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import time
@@ -98,21 +97,10 @@ class FluxLocal:
         return self.state_dir / "logs" / f"{name}.log"
 
     def _load(self) -> dict[str, Any]:
-        try:
-            data: dict[str, Any] = json.loads(self.record_path.read_text())
-            return data
-        except (OSError, ValueError):
-            return {}
+        return process.load_record(self.record_path)
 
     def _save(self, data: dict[str, Any]) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.record_path.with_name(self.record_path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, (json.dumps(data, indent=2) + "\n").encode())
-        finally:
-            os.close(fd)
-        tmp.replace(self.record_path)
+        process.save_record(self.record_path, data)
 
     def _procs(self, data: dict[str, Any] | None = None) -> list[ProcRecord]:
         data = self._load() if data is None else data
