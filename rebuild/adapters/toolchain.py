@@ -162,7 +162,8 @@ class Toolchain:
             for exe in spec.binaries:
                 path = self.bin_dir(spec.name) / exe
                 ok = path.exists() and self.installed(spec.name)
-                out.append(ToolStatus(exe, version, path, ok))
+                shown = self.versions[spec.name].get(exe, version)  # e.g. etcd's own pin in [kubernetes]
+                out.append(ToolStatus(exe, shown, path, ok))
             if not spec.binaries:
                 out.append(ToolStatus(spec.name, version, self.tool_dir(spec.name), self.installed(spec.name), spec.note))
         plugin = self.plugin_dir()
