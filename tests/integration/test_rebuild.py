@@ -167,3 +167,38 @@ def test_apiserver_killed_during_up_then_second_up_completes(example: tuple[Path
         stack_file = state / "pulumi" / ".pulumi" / "stacks" / project / "demo.json"
         urns = [res["urn"] for res in json.loads(stack_file.read_text())["checkpoint"]["latest"]["resources"]]
         assert len(urns) == len(set(urns)), project
+
+
+def test_two_sources_each_bootstrapped_as_its_own_reconciler_source(tmp_path: Path, toolchain: Any) -> None:
+    """A platform repo and an apps repo: one GitRepository + Kustomization each, one verified cluster."""
+    platform, apps = tmp_path / "platform-repo", tmp_path / "apps-repo"
+    shutil.copytree(EXAMPLE / "infrastructure", platform / "infrastructure")
+    shutil.copytree(EXAMPLE / "apps", apps / "apps")
+    state = tmp_path / "state"
+    config = tmp_path / "rebuild.yaml"
+    config.write_text(
+        "sources:\n"
+        f"  - {{name: platform, url: {platform}, branch: main, path: infrastructure}}\n"
+        f"  - {{name: apps, url: {apps}, branch: main, path: apps/overlays/demo}}\n"
+        "cluster: {provider: local, name: multi, nodes: 2}\n"
+        "reconciler: {kind: flux, interval: 1m}\n"
+        "verify: {timeout: 3m}\n"
+    )
+    try:
+        r = rebuild(["-o", "json", "--config", str(config), "up"], state)
+        assert r.returncode == 0, r.stderr[-3000:]
+        res = json.loads(r.stdout)
+        assert res["converged"] is True
+        assert sorted(s["name"] for s in res["sources"]) == ["apps", "platform"]
+        assert len(res["verify"]["objects"]) == 56
+        # every object's source names the repo it came from
+        sources = {o["ref"]: o["source"] for o in res["verify"]["objects"]}
+        assert sources["Namespace/shop"].startswith("platform:infrastructure/")
+        assert sources["Deployment/shop/cart"].startswith("apps:apps/base/cart/")
+        kube = Kube.from_kubeconfig(state / "clusters" / "multi" / "kubeconfig")
+        for name in ("platform", "apps"):
+            assert kube.get("source.toolkit.fluxcd.io/v1", "GitRepository", name, "flux-system") is not None
+            assert kube.get("kustomize.toolkit.fluxcd.io/v1", "Kustomization", name, "flux-system") is not None
+    finally:
+        LocalCluster("multi", root=state).delete(purge=True)
+        gitserver.stop_server(state / "gitserver")
