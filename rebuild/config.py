@@ -351,6 +351,9 @@ def _sources(c: _Checker, top: dict[str, Any]) -> tuple[SourceSpec, ...]:
         spath = c.string(m, "path", p, ".")
         if spath.startswith("/") or ".." in Path(spath).parts:
             c.problem((*p, "path"), f"{spath!r} must be a relative path inside the repository", "e.g. clusters/prod")
+        branch = c.string(m, "branch", p, "main")
+        if not re.match(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/-]+(?<![./])$", branch):
+            c.problem((*p, "branch"), f"{branch!r} is not a valid branch name", "use letters, digits, '.', '_', '-' and '/'")
         revision = c.string(m, "revision", p)
         if revision and not re.match(r"^[0-9a-f]{7,40}$", revision):
             c.problem((*p, "revision"), f"{revision!r} is not a commit SHA", "use a 7-40 character hex SHA")
@@ -363,7 +366,7 @@ def _sources(c: _Checker, top: dict[str, Any]) -> tuple[SourceSpec, ...]:
             if forbidden in cm:
                 c.problem((*p, "credentials", forbidden), "secrets are not written in rebuild.yaml", f"use {forbidden}_env")
         creds = Credentials(**{k: c.string(cm, k, (*p, "credentials")) for k in Credentials.__dataclass_fields__})
-        out.append(SourceSpec(name, url, c.string(m, "branch", p, "main"), spath, revision, creds))
+        out.append(SourceSpec(name, url, branch, spath, revision, creds))
     return tuple(out)
 
 

@@ -120,6 +120,15 @@ class Mirrors:
                     with tarfile.open(fileobj=fh) as tar:
                         tar.extractall(tmp, filter="data")  # refuses absolute paths and links out of the tree
                 tmp.rename(dest)
+            except tarfile.FilterError as exc:
+                shutil.rmtree(tmp, ignore_errors=True)
+                member = getattr(getattr(exc, "tarinfo", None), "name", "?")
+                target = getattr(getattr(exc, "tarinfo", None), "linkname", "")
+                raise GitError(
+                    f"source {name} at {sha[:12]}: {member} is a link to {target or 'a path'} outside the repository; "
+                    "nothing was applied",
+                    fix=f"remove or replace the link {member} in git",
+                ) from exc
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
