@@ -588,16 +588,20 @@ class GiteaForge(_HttpForge):
         return head_repo is None or base_repo is None or head_repo == base_repo
 
     def _parse(self, raw: dict[str, Any]) -> PullRequest:
-        state = "merged" if raw.get("merged") else _str(raw.get("state"))
-        return PullRequest(
-            number=int(raw["number"]),
-            url=_str(raw.get("html_url")),
-            head=_str((raw.get("head") or {}).get("ref")),
-            base=_str((raw.get("base") or {}).get("ref")),
-            title=_str(raw.get("title")),
-            body=_str(raw.get("body")),
-            state=state,
-        )
+        return _pull_request(raw, merged=bool(raw.get("merged")))
+
+
+def _pull_request(raw: dict[str, Any], *, merged: bool) -> PullRequest:
+    """Gitea and GitHub describe a pull request with the same fields (head/base refs, html_url)."""
+    return PullRequest(
+        number=int(raw["number"]),
+        url=_str(raw.get("html_url")),
+        head=_str((raw.get("head") or {}).get("ref")),
+        base=_str((raw.get("base") or {}).get("ref")),
+        title=_str(raw.get("title")),
+        body=_str(raw.get("body")),
+        state="merged" if merged else _str(raw.get("state")),
+    )
 
 
 # --------------------------------------------------------------------------- GitHub
@@ -672,16 +676,7 @@ class GitHubForge(_HttpForge):
         return super()._rate_limit(resp)
 
     def _parse(self, raw: dict[str, Any]) -> PullRequest:
-        state = "merged" if raw.get("merged_at") or raw.get("merged") else _str(raw.get("state"))
-        return PullRequest(
-            number=int(raw["number"]),
-            url=_str(raw.get("html_url")),
-            head=_str((raw.get("head") or {}).get("ref")),
-            base=_str((raw.get("base") or {}).get("ref")),
-            title=_str(raw.get("title")),
-            body=_str(raw.get("body")),
-            state=state,
-        )
+        return _pull_request(raw, merged=bool(raw.get("merged_at") or raw.get("merged")))
 
 
 # --------------------------------------------------------------------------- GitLab
