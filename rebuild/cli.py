@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -19,9 +20,9 @@ from typing import Any, NoReturn
 import click
 
 from rebuild import __version__
-from rebuild.errors import ConfigError, RebuildError
+from rebuild.errors import ConfigError, Interrupted, RebuildError
 
-EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+EXIT_OK, EXIT_FAIL, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class Ctx:
@@ -59,15 +60,27 @@ class Group(click.Group):
     """Turns our errors into exit 2 with one clear line, everywhere."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        # A scheduler's (or runbook's) SIGTERM stops a run the way Ctrl-C does: cleanly.
+        signal.signal(signal.SIGTERM, _terminate)
         try:
             return super().invoke(ctx)
+        except Interrupted as err:
+            click.echo(f"interrupted: {err.message}", err=True)
+            if err.fix:
+                click.echo(f"  fix: {err.fix}", err=True)
+            sys.exit(EXIT_INTERRUPTED)
         except RebuildError as err:
             if os.environ.get("REBUILD_DEBUG"):
                 traceback.print_exc()
             fail(err)
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
+            click.echo("interrupted: stopped before finishing; nothing was left half-written", err=True)
+            click.echo("  fix: rerun the same command to continue", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @click.group(cls=Group)
@@ -162,7 +175,10 @@ def cluster_up(
 ) -> None:
     """Create (or restart) a cluster and wait until it is ready."""
     from rebuild.clusters import get_cluster
+    from rebuild.clusters.base import check_state_dir, state_root
 
+    if provider == "local":
+        check_state_dir(state_root(), "cluster")
     c = get_cluster(provider, name, nodes=nodes, api_port=api_port, context=context, unsafe_fast_storage=unsafe_fast_storage)
     st = c.create(progress=obj.progress)
     obj.emit(
@@ -209,17 +225,15 @@ def cluster_status(obj: Ctx, name: str, provider: str) -> None:
 # --------------------------------------------------------------------------- plan / up / verify
 
 
-def _context(obj: Ctx) -> Any:
+def _context(obj: Ctx, need: str = "read") -> Any:
+    """Config and state dir for a command; ``need="cluster"`` for commands that may create one."""
     from rebuild import config as cfgmod
-    from rebuild.clusters.base import state_root
+    from rebuild.clusters.base import check_state_dir, state_root
     from rebuild.recovery import Context
 
     cfg = cfgmod.load(obj.config)
     root = state_root()
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"the state dir {root} is not writable ({exc.strerror})", fix="pass --state-dir DIR") from exc
+    check_state_dir(root, need)
     return Context(cfg, root, progress=obj.progress)
 
 
@@ -288,7 +302,7 @@ def up_cmd(obj: Ctx, revision: tuple[str, ...], timeout: float | None) -> None:
     """Rebuild: cluster stack, platform stack, reconciler bootstrap, verify; every phase timed."""
     from rebuild.recovery import up
 
-    ctx = _context(obj)
+    ctx = _context(obj, "cluster")
     res = up(ctx, _revisions(revision, ctx), verify_timeout=timeout)
 
     def text() -> str:
@@ -418,7 +432,7 @@ def drill(
     from rebuild.drill import run_drill
     from rebuild.notify import NotifyError, notify
 
-    ctx = _context(obj)
+    ctx = _context(obj, "cluster")
     res = run_drill(ctx, revisions=_revisions(revision, ctx), name=name, keep=keep, verify_timeout=timeout, live=live)
     data = res.to_dict()
     paths = _write_run_reports(
@@ -669,10 +683,12 @@ def runbook_show(obj: Ctx, file: Path) -> None:
 def runbook_run(obj: Ctx, file: Path, params: tuple[str, ...], yes: bool, dry_run: bool) -> None:
     """Execute a runbook, keeping a state file and an audit log. Exit 0 done, 1 a step failed, 2 error."""
     from rebuild import runbook as rb
-    from rebuild.clusters.base import state_root
+    from rebuild.clusters.base import check_state_dir, state_root
 
     stages = _runbook_stages(obj)
     book = rb.load(file, stages=stages)
+    if not dry_run:
+        check_state_dir(state_root(), "cluster")
     res = rb.run(
         book,
         state_dir=state_root(),
@@ -695,8 +711,9 @@ def runbook_run(obj: Ctx, file: Path, params: tuple[str, ...], yes: bool, dry_ru
 def runbook_resume(obj: Ctx, run_id: str, yes: bool, allow_changed: bool) -> None:
     """Continue a run (default: the latest) at its first unfinished step; completed steps are not redone."""
     from rebuild import runbook as rb
-    from rebuild.clusters.base import state_root
+    from rebuild.clusters.base import check_state_dir, state_root
 
+    check_state_dir(state_root(), "cluster")
     res = rb.resume(
         state_root(),
         run_id,

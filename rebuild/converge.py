@@ -18,7 +18,7 @@ import tenacity
 
 from rebuild.adapters.kube import Kube
 from rebuild.config import IgnoreRule, VerifySpec
-from rebuild.errors import KubeError
+from rebuild.errors import ClusterError, KubeError
 from rebuild.health import Health, assess
 from rebuild.model import DesiredObject, ObjectRef
 from rebuild.verify import ObjectResult, compare, message
@@ -172,10 +172,18 @@ def wait_converged(
                 last_note[0] = note
         return report
 
+    def outage(state: tenacity.RetryCallState) -> None:
+        # The API server stopped answering even after the client's own retries (a restart,
+        # etcd down): keep waiting within the verify timeout instead of failing the check.
+        exc = state.outcome.exception() if state.outcome else None
+        if exc is not None and progress:
+            progress(f"verify: the API server is not answering ({str(exc).splitlines()[0][:160]}); still waiting")
+
     retrying = tenacity.Retrying(
         stop=tenacity.stop_after_delay(limit),
         wait=tenacity.wait_fixed(interval),
-        retry=tenacity.retry_if_result(lambda r: not r.converged),
+        retry=tenacity.retry_if_result(lambda r: not r.converged) | tenacity.retry_if_exception_type(ClusterError),
+        before_sleep=outage,
         retry_error_callback=lambda rs: rs.outcome.result() if rs.outcome else None,
         reraise=True,
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rebuild.adapters import gitserver
-from rebuild.errors import RebuildError
+from rebuild.errors import Interrupted, RebuildError
 from rebuild.model import Phases
 from rebuild.recovery import Context, DesiredStateError, UpResult, up
 
@@ -107,6 +107,9 @@ def run_drill(
             for v in result.up.report.failing:
                 for p in v.problems():
                     result.failures.append({"object": str(v.desired.ref), "source": str(v.desired.source), "message": p})
+    except (KeyboardInterrupt, Interrupted):
+        result.error = "interrupted (Ctrl-C); the throwaway cluster was torn down"
+        raise
     except DesiredStateError as err:
         result.up = getattr(err, "partial", None)
         result.error = err.message
@@ -114,9 +117,6 @@ def run_drill(
     except RebuildError as err:
         result.up = getattr(err, "partial", None)
         result.error = str(err)
-    except KeyboardInterrupt:
-        result.error = "interrupted (Ctrl-C); the throwaway cluster was torn down"
-        raise
     finally:
         if keep:
             result.phases.skip("teardown", "--keep: cluster left running")

@@ -76,3 +76,16 @@ class GitError(RebuildError):
 
 class ForgeError(RebuildError):
     """The forge (Gitea, GitHub, GitLab) refused or failed a request."""
+
+
+class Interrupted(RebuildError):
+    """The user pressed Ctrl-C (SIGINT) or the run was terminated; exit code 130.
+
+    Raised only once whatever was running has stopped cleanly (a Pulumi update cancelled
+    and its lock released, files written atomically), so the message can honestly say that
+    rerunning the same command continues from where it stopped.
+    """
+
+    def __init__(self, message: str, *, fix: str | None = None, phase: str = "") -> None:
+        super().__init__(message, fix=fix)
+        self.phase = phase

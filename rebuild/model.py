@@ -8,7 +8,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-PhaseStatus = Literal["ok", "failed", "skipped"]
+from rebuild.errors import Interrupted
+
+PhaseStatus = Literal["ok", "failed", "skipped", "interrupted"]
 
 
 @dataclass
@@ -40,7 +42,7 @@ class Phases:
         try:
             yield p
         except BaseException as exc:
-            p.status = "failed"
+            p.status = "interrupted" if isinstance(exc, (KeyboardInterrupt, Interrupted)) else "failed"
             if not p.detail:
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 p.detail = first[:300]

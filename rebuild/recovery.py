@@ -28,7 +28,7 @@ from rebuild.adapters.toolchain import Toolchain
 from rebuild.config import Config, SourceSpec
 from rebuild.converge import VerifyReport, wait_converged
 from rebuild.desired import KindInfo, Problem, builtin_kinds, check_kinds, fill_namespaces, render
-from rebuild.errors import ConfigError, RebuildError
+from rebuild.errors import ConfigError, Interrupted, RebuildError
 from rebuild.model import DesiredObject, Phases
 from rebuild.ordering import apply_order, table
 from rebuild.reconcilers import flux
@@ -318,6 +318,15 @@ def up(
     except RebuildError as err:
         err.partial = result  # type: ignore[attr-defined]  # what was done before the failure, for reports
         raise
+    except KeyboardInterrupt:
+        phase = next((p.name for p in reversed(phases.items) if p.status == "interrupted"), "")
+        stopped = Interrupted(
+            f"rebuild up was interrupted during the {phase or 'first'} phase; what was running stopped cleanly",
+            fix="rerun the same command: finished phases are checked and skipped quickly, the interrupted one starts over",
+            phase=phase,
+        )
+        stopped.partial = result  # type: ignore[attr-defined]
+        raise stopped from None
 
 
 PHASES = ("cluster", "platform", "reconciler")
@@ -386,6 +395,7 @@ def start_reconciler(ctx: Context, kube: Kube, kubeconfig: Path, desired: Desire
             fix="use reconciler.kind: flux here; the argocd install and Applications are created by the platform stack",
         )
     did: dict[str, Any] = {}
+    watchdog: Callable[[], None] | None = None
     if ctx.config.cluster.provider == "local":
         from rebuild.reconcilers import flux_local
 
@@ -396,12 +406,31 @@ def start_reconciler(ctx: Context, kube: Kube, kubeconfig: Path, desired: Desire
         did["controllers_started"] = started
         if started:
             ctx.progress("reconciler: started source-controller and kustomize-controller (host processes)")
-    wait_flux_ready(ctx, kube, desired, did)
+
+        def watchdog() -> None:
+            # A controller that dies while we wait (OOM, kill) would turn the wait into a timeout.
+            dead = [c.name for c in controllers.status().components if not c.alive]
+            if dead:
+                ctx.progress(f"reconciler: {', '.join(dead)} stopped running; restarting the Flux controllers")
+                controllers.ensure_running()
+                did["controllers_restarted"] = did.get("controllers_restarted", 0) + 1
+
+    wait_flux_ready(ctx, kube, desired, did, watchdog=watchdog)
     return {k: v for k, v in did.items() if v}
 
 
-def wait_flux_ready(ctx: Context, kube: Kube, desired: DesiredState, did: dict[str, Any], timeout: float = 300) -> None:
-    """Ask Flux to reconcile now (annotation), then wait for every source to be Ready at its commit."""
+def wait_flux_ready(
+    ctx: Context,
+    kube: Kube,
+    desired: DesiredState,
+    did: dict[str, Any],
+    timeout: float = 300,
+    watchdog: Callable[[], None] | None = None,
+) -> None:
+    """Ask Flux to reconcile now (annotation), then wait for every source to be Ready at its commit.
+
+    ``watchdog`` runs on every poll (on the local provider: restart a controller that died).
+    """
     stamp = str(time.time())
     for s in desired.sources:
         for api, kind in ((flux.SOURCE_API, "GitRepository"), (flux.KUSTOMIZE_API, "Kustomization")):
@@ -417,6 +446,8 @@ def wait_flux_ready(ctx: Context, kube: Kube, desired: DesiredState, did: dict[s
     deadline = time.monotonic() + timeout
     last = ""
     while True:
+        if watchdog is not None:
+            watchdog()
         states = []
         for s in desired.sources:
             repo = flux.source_ready(kube.get(flux.SOURCE_API, "GitRepository", s.spec.name, flux.NAMESPACE), s.checkout.sha)

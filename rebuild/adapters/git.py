@@ -8,11 +8,16 @@ extracted once into ``<state>/checkouts/<name>/<sha>/`` (read-only by convention
 Credentials never appear in argv, URLs or logs: they are passed to git through
 ``GIT_CONFIG_COUNT``/``GIT_CONFIG_KEY_n``/``GIT_CONFIG_VALUE_n`` environment variables as an
 ``http.extraHeader`` (the same mechanism CI systems use), and error messages are scrubbed.
+
+A fetch that fails on the wire (refused, reset, cut mid-pack, a 5xx from the server) is
+retried (FETCH_ATTEMPTS, with backoff); an interrupted fetch never moves a ref, so the mirror
+stays at its last good state. Anything else (auth, a missing branch) fails at once.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import re
 import shutil
@@ -22,10 +27,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import git
+import tenacity
 
 from rebuild.errors import GitError
 
+log = logging.getLogger("rebuild.git")
+
 SHA_RE = re.compile(r"^[0-9a-f]{7,40}$")
+FETCH_ATTEMPTS = 4
+FETCH_BACKOFF = (0.5, 4.0)  # first wait, longest wait (seconds)
+# What git prints when the transport failed rather than the request: worth another try.
+TRANSIENT_GIT = re.compile(
+    r"Connection refused|Failed to connect|Could not connect|Connection reset|connection was reset|early EOF|"
+    r"unexpected disconnect|RPC failed|transfer closed|timed out|Operation too slow|"
+    r"requested URL returned error: 5\d\d|remote end hung up|invalid index-pack output|"
+    r"fetch-pack: protocol error|Empty reply from server|SSL_read|gnutls_handshake",
+    re.I,
+)
+
+
+def transient(exc: BaseException) -> bool:
+    """Did git fail on the wire (retry) rather than on the request (report)?"""
+    return isinstance(exc, git.GitCommandError) and bool(TRANSIENT_GIT.search(str(exc.stderr)))
 
 
 def auth_env(credentials: tuple[str, str] | None, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -64,6 +87,11 @@ class Checkout:
     committed_at: int  # unix seconds of the commit (for RPO: age of the rebuilt revision)
 
 
+def _last_line(exc: BaseException | None) -> str:
+    text = str(getattr(exc, "stderr", "") or exc or "").strip()
+    return text.splitlines()[-1][:300] if text else ""
+
+
 class Mirrors:
     """Bare mirrors and per-commit checkouts under one folder."""
 
@@ -86,7 +114,21 @@ class Mirrors:
             repo = git.Repo(path)
             if repo.remotes.origin.url != url:
                 repo.git.remote("set-url", "origin", url)
-            repo.git.fetch("origin", f"+refs/heads/{branch}:refs/heads/{branch}", "--prune", "--no-tags", env=env)
+            for attempt in tenacity.Retrying(
+                stop=tenacity.stop_after_attempt(FETCH_ATTEMPTS),
+                wait=tenacity.wait_exponential(multiplier=FETCH_BACKOFF[0], max=FETCH_BACKOFF[1]),
+                retry=tenacity.retry_if_exception(transient),
+                before_sleep=lambda rs: log.warning(
+                    "Fetch attempt #%d/%d of source %s failed; will retry: %s",
+                    rs.attempt_number,
+                    FETCH_ATTEMPTS,
+                    name,
+                    scrub(_last_line(rs.outcome.exception() if rs.outcome else None), credentials),
+                ),
+                reraise=True,
+            ):
+                with attempt:
+                    repo.git.fetch("origin", f"+refs/heads/{branch}:refs/heads/{branch}", "--prune", "--no-tags", env=env)
             return repo
         except git.GitCommandError as exc:
             raise GitError(

@@ -14,8 +14,11 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi.automation as auto
+from pulumi.automation.errors import create_command_error
 
 from rebuild.adapters.toolchain import Toolchain
 from rebuild.clusters.base import state_root
@@ -57,6 +61,109 @@ def _interesting(text: str) -> str:
     keep = keep or [ln for ln in lines if re.search(r"(error|Error|exception|Exception|failed)", ln)]
     keep = list(dict.fromkeys(keep))  # de-duplicate, keep order
     return "\n".join(keep[-8:]) or "\n".join(lines[-8:])
+
+
+class Command(auto.PulumiCommand):
+    """The toolchain's pulumi CLI, run in its own process group so that Ctrl-C is ours to pass on.
+
+    Why: with the stock command, Ctrl-C reaches the CLI and Python together; Python leaves
+    at once, closes the pipes, and the CLI dies mid-cancel: the stack stays locked and its
+    plugins keep running as orphans. Here the first interrupt asks the CLI to cancel
+    (SIGINT: it finishes the operations in flight, saves its checkpoint and releases the
+    lock), a second one terminates it (SIGTERM), a third kills its group. Either way this
+    returns only after the CLI has exited and its leftover plugins are stopped, and then
+    raises KeyboardInterrupt, which the caller reports as an interruption.
+    """
+
+    def run(
+        self,
+        args: list[str],
+        cwd: str,
+        additional_env: Mapping[str, str],
+        on_output: Callable[[str], Any] | None = None,
+        on_error: Callable[[str], Any] | None = None,
+    ) -> auto.CommandResult:
+        sep = args.index("--") if "--" in args else len(args)
+        if "--non-interactive" not in args[:sep]:
+            args.insert(0, "--non-interactive")
+        env = {**os.environ, **additional_env, "PULUMI_AUTOMATION_API": "true"}
+        if os.path.isabs(self.command):
+            env["PATH"] = os.pathsep.join([os.path.dirname(self.command), env.get("PATH", "")])
+        out: list[str] = []
+        err: list[str] = []
+
+        def consume(stream: Any, callback: Callable[[str], Any] | None, chunks: list[str]) -> None:
+            for line in iter(stream.readline, ""):
+                stripped = line.rstrip()
+                if callback:
+                    callback(stripped)
+                chunks.append(stripped)
+            stream.close()
+
+        proc = subprocess.Popen(
+            [self.command, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+            encoding="utf-8",
+            start_new_session=True,
+        )
+        readers = [
+            threading.Thread(target=consume, args=(proc.stdout, on_output, out), daemon=True),
+            threading.Thread(target=consume, args=(proc.stderr, on_error, err), daemon=True),
+        ]
+        for t in readers:
+            t.start()
+        interrupts = 0
+        while True:
+            try:
+                proc.wait()
+                break
+            except KeyboardInterrupt:
+                interrupts += 1
+                _signal_cli(proc, interrupts)
+        for t in readers:
+            t.join(timeout=10)
+        if interrupts:
+            _stop_group(proc.pid)
+            raise KeyboardInterrupt
+        result = auto.CommandResult(stdout="\n".join(out), stderr="\n".join(err), code=proc.returncode)
+        if proc.returncode != 0:
+            raise create_command_error(result)
+        return result
+
+
+def _signal_cli(proc: subprocess.Popen[str], interrupts: int) -> None:
+    """1st interrupt: SIGINT to the CLI (cancel); 2nd: SIGTERM; then SIGKILL to its whole group."""
+    try:
+        if interrupts == 1:
+            proc.send_signal(signal.SIGINT)
+        elif interrupts == 2:
+            proc.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _stop_group(pgid: int, grace: float = 5.0) -> None:
+    """Stop what is left of a process group (plugins whose engine is gone): TERM, then KILL."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def classify(exc: Exception, *, stack: str, project: str) -> StackError | ConfigError:
@@ -206,7 +313,7 @@ class Pulumi:
         pulumi_bin = self.toolchain.binary("pulumi")
         self.toolchain.binary("pulumi-language-python")
         env = self.env()
-        cmd = auto.PulumiCommand(root=str(pulumi_bin.parent.parent), skip_version_check=True)
+        cmd = Command(root=str(pulumi_bin.parent.parent), skip_version_check=True)
         opts = auto.LocalWorkspaceOptions(
             work_dir=str(project_dir),
             pulumi_home=str(self.toolchain.pulumi_home),
@@ -257,8 +364,29 @@ class Pulumi:
                 raise ValueError(action)
             outputs = {k: ("[secret]" if v.secret else v.value) for k, v in st.outputs().items()} if action != "preview" else {}
         except auto.errors.CommandError as exc:
-            raise classify(exc, stack=stack_name, project=project) from exc
+            err = classify(exc, stack=stack_name, project=project)
+            if isinstance(err, StackLockedError):
+                holders = self.lock_holders(project, stack_name)
+                if holders:
+                    err.message += f" ({'; '.join(holders)})"
+            raise err from exc
         return StackResult(project, stack_name, action, time.monotonic() - t0, {k: int(v) for k, v in summary.items()}, outputs)
+
+    def lock_holders(self, project: str, stack_name: str) -> list[str]:
+        """Who holds the stack's lock, as people read it: pid, host, since when, still running or not."""
+        locks = self.backend_dir / ".pulumi" / "locks" / "organization" / project / stack_name
+        out = []
+        for lock in sorted(locks.glob("*.json")):
+            try:
+                info = json.loads(lock.read_text())
+                pid = int(info.get("pid", 0))
+            except (OSError, ValueError, TypeError):
+                continue
+            host = str(info.get("hostname", "?"))
+            here = host == socket.gethostname()
+            state = ("still running" if _pid_alive(pid) else "no longer running") if here else "on another host"
+            out.append(f"held by pid {pid} on {host} since {info.get('timestamp', '?')}, {state}; lock file {lock}")
+        return out
 
     def recover_interrupted(self, st: auto.Stack, project: str, stack_name: str, progress: Progress | None = None) -> bool:
         """Clear what an update killed mid-way (kill -9, a lost machine) leaves behind.

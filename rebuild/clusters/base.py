@@ -88,3 +88,42 @@ def state_root() -> Path:
     xdg = os.environ.get("XDG_STATE_HOME")
     base = Path(xdg) if xdg else Path.home() / ".local" / "state"
     return (base / "rebuild").resolve()
+
+
+# What a run needs free in the state dir before it starts: git mirrors, checkouts and Pulumi
+# state are small; a local cluster's etcd preallocates 64 MB WAL segments.
+MIN_FREE_MB = {"read": 16, "cluster": 256}
+
+
+def check_state_dir(root: Path, need: str = "read") -> None:
+    """Refuse to start in a state dir that cannot be written or is (nearly) full.
+
+    Why before anything runs: a write failing half-way through a rebuild is an outage of
+    its own; one clear refusal up front names the folder and the fix instead. The probe
+    creates, fsyncs and removes a file, so read-only mounts are caught even for root.
+    """
+    import tempfile
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=root)
+        try:
+            os.write(fd, b"ok")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(
+            f"the state dir {root} is not writable ({exc.strerror})",
+            fix="make it writable, or pass --state-dir DIR (or set REBUILD_STATE_DIR) to a writable folder",
+        ) from exc
+    st = os.statvfs(root)
+    free_mb = st.f_bavail * st.f_frsize // (1024 * 1024)
+    want = MIN_FREE_MB[need]
+    if free_mb < want:
+        raise ConfigError(
+            f"the state dir {root} has {free_mb} MB free; this command needs at least {want} MB there",
+            fix="free some space on that filesystem, or pass --state-dir DIR on one with room",
+        )
+
