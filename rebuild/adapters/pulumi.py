@@ -324,10 +324,40 @@ class Pulumi:
         try:
             st = auto.create_or_select_stack(stack_name=stack_name, work_dir=str(project_dir), opts=opts)
             if config:
-                st.set_all_config(_flatten_config(project, config), path=True)
+                self._set_config(st, _flatten_config(project, config), pulumi_bin, project_dir, env)
         except auto.errors.CommandError as exc:
             raise classify(exc, stack=stack_name, project=project) from exc
         return st
+
+    def _set_config(
+        self, st: auto.Stack, flat: dict[str, auto.ConfigValue], pulumi_bin: Path, work_dir: Path, env: dict[str, str]
+    ) -> None:
+        """Plain values in one ``pulumi config set-all``; each secret through stdin, never argv.
+
+        Why: the Automation API passes every value as an argument (``set-all --secret
+        key=value``), and /proc/<pid>/cmdline is world-readable; ``pulumi config set --secret
+        KEY`` reads the value from stdin when stdin is not a terminal (one trailing newline
+        is dropped, hence the one added). Found by tests/integration/test_secrets_audit.py.
+        """
+        plain = {k: v for k, v in flat.items() if not v.secret}
+        if plain:
+            st.set_all_config(plain, path=True)
+        for key, value in flat.items():
+            if not value.secret:
+                continue
+            argv = [str(pulumi_bin), "--non-interactive", "config", "set", "--stack", st.name, "--path", "--secret", key]
+            proc = subprocess.run(
+                argv,
+                input=value.value + "\n",
+                cwd=work_dir,
+                env={**os.environ, "PULUMI_HOME": str(self.toolchain.pulumi_home), **env},
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if proc.returncode != 0:
+                result = auto.CommandResult(stdout=proc.stdout, stderr=proc.stderr, code=proc.returncode)
+                raise auto.errors.create_command_error(result)
 
     def _run(
         self,
