@@ -9,6 +9,7 @@ Automation API raises a handful of generic exceptions with the CLI's stderr insi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -43,6 +44,7 @@ from rebuild.errors import (
 Progress = Callable[[str], None]
 
 STACKS_DIR = Path(__file__).resolve().parents[2] / "stacks"
+STALE_TMP_SECONDS = 2.0  # a backend .tmp older than this belongs to no write in progress
 
 
 def _strip_ansi(text: str) -> str:
@@ -278,37 +280,58 @@ class Pulumi:
         return dest
 
     def repair_state_files(self, project: str, stack_name: str) -> list[str]:
-        """Undo what a file-backend write cut short by kill -9 leaves behind, before Pulumi reads it.
+        """Undo what a file-backend write cut short (kill -9, a full disk) leaves behind, before Pulumi reads it.
 
         Seen here: an empty ``<stack>.json.attrs`` sidecar (Pulumi then fails with "failed to
-        load checkpoint: EOF"), and a checkpoint that is empty or not JSON while its ``.bak`` is
-        whole. The sidecar only holds blob metadata and is safe to drop; the checkpoint is
-        restored from the backup Pulumi wrote before the interrupted update.
+        load checkpoint: EOF"), and a checkpoint that is empty or not JSON (Pulumi: "could not
+        create stack: unexpected end of JSON input"). The sidecar only holds blob metadata and
+        is safe to drop. The checkpoint is restored from the newest whole copy Pulumi kept
+        (``<stack>.json.bak``, then ``.pulumi/backups``); when there is none, the stack never
+        finished its first write, so the broken file is moved aside (kept, never deleted) and
+        the stack is created again; its resources are server-side applied, so objects that
+        exist already are adopted, not duplicated.
         """
         fixed: list[str] = []
         stacks = self.backend_dir / ".pulumi" / "stacks" / project
+        locks = self.backend_dir / ".pulumi" / "locks" / "organization" / project / stack_name
+        # Pulumi writes each blob to `<name>.<random>.tmp`, then renames it; a write cut short
+        # leaves the .tmp, which Pulumi later reads as a lock ("unexpected end of JSON input").
+        # A live write holds its .tmp for milliseconds, so only older ones are removed.
+        for tmp in sorted([*stacks.glob(f"{stack_name}.json*.tmp"), *locks.glob("*.tmp")]):
+            with contextlib.suppress(OSError):
+                if time.time() - tmp.stat().st_mtime > STALE_TMP_SECONDS:
+                    tmp.unlink()
+                    fixed.append(f"removed {tmp.name}, left by a write that was cut short")
         for attrs in sorted(stacks.glob(f"{stack_name}.json*.attrs")):
-            try:
-                json.loads(attrs.read_text() or "x")
-            except (OSError, ValueError):
+            if not _whole_json(attrs):
                 attrs.unlink(missing_ok=True)
                 fixed.append(f"removed the truncated {attrs.name}")
-        checkpoint, backup = stacks / f"{stack_name}.json", stacks / f"{stack_name}.json.bak"
-        if checkpoint.exists() and backup.exists():
-            try:
-                json.loads(checkpoint.read_text() or "x")
-            except (OSError, ValueError):
-                try:
-                    json.loads(backup.read_text())
-                except (OSError, ValueError):
-                    return fixed
-                shutil.copyfile(backup, checkpoint)
-                fixed.append(f"restored {checkpoint.name} from {backup.name}")
+        checkpoint = stacks / f"{stack_name}.json"
+        if not checkpoint.exists() or _whole_json(checkpoint):
+            return fixed
+        backups = sorted(
+            (self.backend_dir / ".pulumi" / "backups" / project / stack_name).glob(f"{stack_name}.*.json"),
+            key=lambda f: f.stat().st_mtime,
+            reverse=True,
+        )
+        good = next((c for c in [stacks / f"{stack_name}.json.bak", *backups] if c.exists() and _whole_json(c)), None)
+        if good is not None:
+            shutil.copyfile(good, checkpoint)
+            fixed.append(f"restored {checkpoint.name} from {good.name}")
+        else:
+            aside = checkpoint.with_name(f"{checkpoint.name}.broken-{int(time.time())}")
+            checkpoint.rename(aside)
+            checkpoint.with_name(checkpoint.name + ".attrs").unlink(missing_ok=True)
+            fixed.append(f"moved the unreadable {checkpoint.name} (no whole copy exists) to {aside.name}")
         return fixed
 
-    def stack(self, project_dir: Path, stack_name: str, config: Mapping[str, Any] | None = None) -> auto.Stack:
+    def stack(
+        self, project_dir: Path, stack_name: str, config: Mapping[str, Any] | None = None, progress: Progress | None = None
+    ) -> auto.Stack:
         self._ensure_backend()
-        self.repair_state_files(_project_name(project_dir), stack_name)
+        for fixed in self.repair_state_files(_project_name(project_dir), stack_name):
+            if progress:
+                progress(f"{_project_name(project_dir)}: {fixed}")
         project_dir = self.workspace(project_dir)
         pulumi_bin = self.toolchain.binary("pulumi")
         self.toolchain.binary("pulumi-language-python")
@@ -369,7 +392,7 @@ class Pulumi:
         refresh: bool = False,
     ) -> StackResult:
         project = _project_name(project_dir)
-        st = self.stack(project_dir, stack_name, config)
+        st = self.stack(project_dir, stack_name, config, progress)
         self.recover_interrupted(st, project, stack_name, progress)
 
         def on_output(line: str) -> None:
@@ -515,6 +538,14 @@ def _flatten_config(project: str, config: Mapping[str, Any]) -> dict[str, auto.C
     for k, v in config.items():
         walk(k if ":" in k else f"{project}:{k}", v)
     return out
+
+
+def _whole_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text() or "x")
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _pid_alive(pid: int) -> bool:

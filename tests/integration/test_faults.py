@@ -11,21 +11,25 @@ command converges with every object in place. docs/reliability.md lists each cas
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from rebuild.adapters import gitserver
+from rebuild.adapters import gitserver, process
 from rebuild.adapters.kube import Kube
 from rebuild.clusters.local import LocalCluster
 from tests.conftest import REPO
@@ -210,3 +214,393 @@ def test_ctrl_c_during_a_drill_tears_the_throwaway_cluster_down(example: tuple[P
     r = rebuild(["-o", "json", "--config", str(config), "drill", "--name", "drill-again"], state)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads(r.stdout)["passed"] is True
+
+
+# --------------------------------------------------------------------------- control plane and Flux
+
+
+def kill_etcd(cluster: LocalCluster) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
+    """SIGKILL the cluster's etcd; returns what is needed to start it again on its data."""
+    record = process.load_record(cluster.record_path)
+    entry = next(p for p in record["processes"] if p["name"] == "etcd")
+    argv = [a.decode() for a in Path(f"/proc/{entry['pid']}/cmdline").read_bytes().split(b"\0")[:-1]]
+    os.kill(int(entry["pid"]), signal.SIGKILL)
+    return argv, entry, record
+
+
+def start_etcd(cluster: LocalCluster, argv: list[str], entry: dict[str, Any], record: dict[str, Any]) -> None:
+    new = process.spawn("etcd", argv, log=Path(entry["log"]), cwd=cluster.dir)
+    entry.update(new.to_dict())
+    process.save_record(cluster.record_path, record)
+
+
+def test_etcd_and_apiserver_restarts_are_ridden_through(example: tuple[Path, Path]) -> None:
+    config, state = example
+    up_converged(config, state)
+    cluster = LocalCluster("demo", root=state)
+
+    # etcd is down when `verify` starts and comes back 4 s later: verify rides it out and passes
+    # (the API server answers from its cache or holds the request; rebuild retries what fails).
+    down = kill_etcd(cluster)
+    run = Run(["-o", "json", "--config", str(config), "verify", "--timeout", "120"], state)
+    time.sleep(4.0)
+    start_etcd(cluster, *down)
+    assert run.finish() == 0, run.text[-3000:]
+    report = json.loads(run.stdout)
+    assert report["converged"] is True and len(report["objects"]) == OBJECTS  # nothing lost
+
+    # kube-apiserver is killed while `capture` runs and is restarted: capture completes.
+    os.kill(component_pid(cluster, "kube-apiserver"), signal.SIGKILL)
+    run = Run(["-o", "json", "--config", str(config), "capture", "--dry-run"], state)
+    run.wait_for("· capture: listing")
+    assert cluster.status().state == "degraded"
+    cluster.create()  # the provider restarts a degraded cluster's processes on the same etcd data
+    assert run.finish() == 0, run.text[-3000:]
+    captured = json.loads(run.stdout)
+    assert captured["drift"] is False and captured["live_objects_listed"] >= OBJECTS, captured
+    assert "will retry" in run.text, run.text[-2000:]
+    assert cluster.status().state == "running"
+
+
+def test_flux_controller_killed_while_up_waits_for_it(example: tuple[Path, Path]) -> None:
+    config, state = example
+    run = Run(["-o", "json", "--config", str(config), "up"], state)
+    run.wait_for("· reconciler: started source-controller and kustomize-controller")
+    flux_record = process.load_record(state / "clusters" / "demo" / "flux" / "flux.json")
+    victim = next(p for p in flux_record["processes"] if p["name"] == "kustomize-controller")
+    os.kill(int(victim["pid"]), signal.SIGKILL)
+    assert run.finish() == 0, run.text[-3000:]
+    res = json.loads(run.stdout)
+    assert res["converged"] is True and len(res["verify"]["objects"]) == OBJECTS
+    assert "kustomize-controller stopped running; restarting the Flux controllers" in run.text
+    again = up_converged(config, state)
+    assert again["nothing_changed"] is True
+    alive = [p for p in process.load_record(state / "clusters/demo/flux/flux.json")["processes"]
+             if process.alive(process.ProcRecord.from_dict(p))]
+    assert sorted(p["name"] for p in alive) == ["kustomize-controller", "source-controller"]
+
+
+# --------------------------------------------------------------------------- git server
+
+
+class CuttingProxy:
+    """A TCP proxy on 127.0.0.1 in front of a git server that cuts the next ``cuts`` connections
+    once more than ``after`` bytes of response went through: a transfer dying mid-pack."""
+
+    def __init__(self, upstream_port: int, after: int = 256 * 1024) -> None:
+        self.upstream_port = upstream_port
+        self.after = after
+        self.cuts = 0
+        self.cut_done = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+
+        def pump(src: socket.socket, dst: socket.socket, count: bool) -> None:
+            sent = 0
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+                    sent += len(data)
+                    if count and sent > self.after:
+                        with self._lock:
+                            cut = self.cuts > 0
+                            if cut:
+                                self.cuts -= 1
+                                self.cut_done += 1
+                        if cut:
+                            break
+            except OSError:
+                pass
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+
+        threading.Thread(target=pump, args=(client, upstream, False), daemon=True).start()
+        pump(upstream, client, True)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A git server that is not rebuild's (its own state folder), serving a copy of the example
+    plus 4 MB of incompressible data, so a fetch takes many round trips of the pack."""
+    work = tmp_path / "work"
+    shutil.copytree(EXAMPLE, work)
+    (work / "assets").mkdir()
+    (work / "assets" / "blob.bin").write_bytes(os.urandom(4 * 1024 * 1024))
+    remote_state = tmp_path / "remote"
+    srv = gitserver.ensure_server(remote_state)
+    sha = gitserver.publish_dir(work, srv.repo_path("gitops"), "seed")
+    state = tmp_path / "state"
+    try:
+        yield {"srv": srv, "remote_state": remote_state, "work": work, "sha": sha, "state": state, "tmp": tmp_path}
+    finally:
+        gitserver.stop_server(remote_state)
+        gitserver.stop_server(state / "gitserver")
+
+
+def remote_config(tmp: Path, url: str) -> Path:
+    cfg = yaml.safe_load((EXAMPLE / "rebuild.yaml").read_text())
+    cfg["sources"][0]["url"] = url
+    path = tmp / "rebuild.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def mirror_head(state: Path) -> str:
+    return subprocess.run(["git", "--git-dir", str(state / "git" / "demo.git"), "rev-parse", "refs/heads/main"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_git_server_down_at_start_then_cut_mid_fetch(remote: dict[str, Any]) -> None:
+    srv, state, tmp = remote["srv"], remote["state"], remote["tmp"]
+    direct = remote_config(tmp, srv.repo_url("gitops"))
+
+    # Down at start: refused with the source, the URL and a fix, after retries; nothing created.
+    gitserver.stop_server(remote["remote_state"])
+    r = rebuild(["--config", str(direct), "plan"], state)
+    assert r.returncode == 2, r.stderr[-3000:]
+    clean_error(r, f"fetching branch 'main' of source 'demo' from {srv.repo_url('gitops')} failed", "Fetch attempt #1/4")
+    assert not (state / "clusters").exists()
+    gitserver.ensure_server(remote["remote_state"])  # back, on the same port
+    r = rebuild(["-o", "json", "--config", str(direct), "plan"], state)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout)["sources"][0]["revision"] == remote["sha"]
+
+    # Cut in the middle of the pack, twice: the fetch is retried and completes.
+    (remote["work"] / "assets" / "blob2.bin").write_bytes(os.urandom(4 * 1024 * 1024))
+    second = gitserver.publish_dir(remote["work"], srv.repo_path("gitops"), "more data")
+    proxy = CuttingProxy(srv.port)
+    try:
+        via_proxy = remote_config(tmp, f"http://127.0.0.1:{proxy.port}/gitops.git")
+        proxy.cuts = 2
+        r = rebuild(["-o", "json", "--config", str(via_proxy), "plan"], state)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert proxy.cut_done == 2 and "Fetch attempt #2/4 of source demo failed; will retry" in r.stderr, r.stderr[-2000:]
+        assert json.loads(r.stdout)["sources"][0]["revision"] == second
+
+        # Cut every time: a clean refusal, and the mirror still holds the last good commit.
+        (remote["work"] / "assets" / "blob3.bin").write_bytes(os.urandom(4 * 1024 * 1024))
+        third = gitserver.publish_dir(remote["work"], srv.repo_path("gitops"), "even more data")
+        proxy.cuts = 100
+        r = rebuild(["--config", str(via_proxy), "plan"], state)
+        assert r.returncode == 2, r.stderr[-3000:]
+        clean_error(r, "of source 'demo' from http://127.0.0.1:")
+        assert mirror_head(state) == second  # no partial fetch moved the ref
+        proxy.cuts = 0
+        r = rebuild(["-o", "json", "--config", str(via_proxy), "plan"], state)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert json.loads(r.stdout)["sources"][0]["revision"] == third == mirror_head(state)
+    finally:
+        proxy.close()
+
+
+# --------------------------------------------------------------------------- Pulumi and the state dir
+
+
+def pulumi_cli_of(run: Run) -> int:
+    """The pulumi CLI a run started (its child; the CLI leads its own process group)."""
+    for pid in process.children_of(run.proc.pid):
+        try:
+            argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+        except OSError:
+            continue
+        if Path(argv0).name == "pulumi":
+            return pid
+    raise AssertionError(f"no pulumi CLI under pid {run.proc.pid}:\n{run.text[-2000:]}")
+
+
+def test_stack_locked_by_another_update(example: tuple[Path, Path]) -> None:
+    config, state = example
+    up_converged(config, state)
+    locks = state / "pulumi" / ".pulumi" / "locks" / "organization" / "rebuild-platform" / "demo"
+
+    # Another `rebuild up` is in its platform update, holding the stack's lock (frozen there).
+    other = Run(["--config", str(config), "up"], state)
+    other.wait_for("· platform: pulumi up")
+    deadline = time.monotonic() + 60
+    while not list(locks.glob("*.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    cli = pulumi_cli_of(other)
+    os.kill(cli, signal.SIGSTOP)
+    try:
+        r = rebuild(["--config", str(config), "up"], state)
+        assert r.returncode == 2, r.stderr[-3000:]
+        clean_error(r, "stack rebuild-platform/demo is locked by another update", f"held by pid {cli} on", "still running")
+    finally:
+        # The other run dies without cleaning up (kill -9 of it, its pulumi and the plugins).
+        os.killpg(cli, signal.SIGKILL)
+        os.killpg(other.proc.pid, signal.SIGKILL)
+        other.finish()
+    assert list(locks.glob("*.json"))  # its lock is left behind, now stale
+
+    r = rebuild(["-o", "json", "--config", str(config), "up"], state)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "removed the lock of an interrupted update" in r.stderr
+    res = json.loads(r.stdout)
+    assert res["converged"] is True and len(res["verify"]["objects"]) == OBJECTS
+    assert not list(locks.glob("*.json"))
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size_mb: int, *options: str) -> Iterator[Path]:
+    """A real size-limited (or read-only) filesystem at ``path``; needs CAP_SYS_ADMIN (root here)."""
+    path.mkdir(parents=True, exist_ok=True)
+    opts = ",".join([f"size={size_mb}m", "mode=0700", *options])
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()}); the state-dir faults need one")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def remount(path: Path, *options: str) -> None:
+    subprocess.run(["mount", "-o", ",".join(["remount", *options]), str(path)], check=True)
+
+
+def test_state_dir_read_only_then_full(example: tuple[Path, Path]) -> None:
+    config, state = example
+    with tmpfs(state, 64, "ro"):
+        try:
+            for cmd in (["up"], ["plan"], ["drill"]):
+                r = rebuild(["--config", str(config), *cmd], state)
+                assert r.returncode == 2, r.stderr[-3000:]
+                clean_error(r, f"the state dir {state} is not writable (Read-only file system)", "--state-dir")
+
+            # Writable but too small for a cluster: refused before anything starts.
+            remount(state, "rw")
+            r = rebuild(["--config", str(config), "up"], state)
+            assert r.returncode == 2, r.stderr[-3000:]
+            clean_error(r, f"the state dir {state} has", "MB free; this command needs at least 256 MB there")
+            assert not (state / "clusters").exists()
+
+            # Room at the start, then the disk fills up during the platform phase: a clean failure.
+            remount(state, "size=400m")
+            run = Run(["--config", str(config), "up"], state)
+            run.wait_for("· platform: pulumi up")
+            st = os.statvfs(state)
+            filler = state / "filler"
+            with filler.open("wb") as out, contextlib.suppress(OSError):
+                out.write(b"\0" * (st.f_bavail * st.f_frsize))
+            assert run.finish() != 0, run.text[-3000:]
+            assert "Traceback" not in run.own and "error: " in run.own, run.text[-3000:]
+            assert "no space left on device" in run.text.lower(), run.text[-3000:]
+
+            # Space again: the rerun completes, and no state file was left half-written.
+            filler.unlink()
+            up_converged(config, state)
+            for f in (state / "pulumi" / ".pulumi" / "stacks").rglob("*.json"):
+                json.loads(f.read_text())
+        finally:  # stop what runs on the tmpfs before it goes away
+            LocalCluster("demo", root=state).delete(purge=True)
+            gitserver.stop_server(state / "gitserver")
+
+
+# --------------------------------------------------------------------------- the forge, through the CLI
+
+
+@pytest.fixture
+def forge_setup(tmp_path: Path, toolchain: Any) -> Iterator[dict[str, Any]]:
+    """The example on a real Gitea, `rebuild up` done, the forge reached through a fault proxy."""
+    from rebuild.adapters.gitea import Gitea
+    from tests.integration.test_forge_gitea import FaultProxy
+
+    forge = Gitea(tmp_path / "gitea", toolchain=toolchain)
+    state = tmp_path / "state"
+    proxy: FaultProxy | None = None
+    try:
+        forge.start()
+        forge.create_repo("gitops", auto_init=False)
+        url = forge.clone_url(forge.admin_user, "gitops")
+        work = tmp_path / "seed"
+        shutil.copytree(EXAMPLE, work, ignore=shutil.ignore_patterns("rebuild.yaml"))
+        genv = forge.git_env()
+        for args in (
+            ["init", "-q", "-b", "main"],
+            ["add", "."],
+            ["-c", "user.name=s", "-c", "user.email=s@localhost", "commit", "-qm", "seed"],
+            ["push", "-q", url, "main"],
+        ):
+            subprocess.run(["git", *args], cwd=work, env=genv, check=True, capture_output=True)
+        proxy = FaultProxy(forge.url).start()
+        cfg = yaml.safe_load((EXAMPLE / "rebuild.yaml").read_text())
+        cfg["sources"][0].update(url=url, credentials={"username_env": "GITEA_USER", "password_env": "GITEA_TOKEN"})
+        repo = f"{forge.admin_user}/gitops"
+        cfg["capture"]["forge"] = {"kind": "gitea", "url": proxy.url, "repo": repo, "token_env": "GITEA_TOKEN"}
+        config = tmp_path / "rebuild.yaml"
+        config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        env = {"GITEA_USER": forge.admin_user, "GITEA_TOKEN": forge.token}
+        r = rebuild(["--config", str(config), "up"], state, env_extra=env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        yield {"forge": forge, "proxy": proxy, "config": config, "state": state, "env": env}
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        LocalCluster("demo", root=state).delete(purge=True)
+        gitserver.stop_server(state / "gitserver")
+        forge.stop()
+
+
+def test_capture_through_forge_errors_and_ctrl_c_leaves_one_pr(forge_setup: dict[str, Any]) -> None:
+    from tests.integration.test_forge_gitea import Fault
+
+    forge, proxy, config, state, env = (forge_setup[k] for k in ("forge", "proxy", "config", "state", "env"))
+    kube = Kube.from_kubeconfig(state / "clusters/demo/kubeconfig")
+    ks = {
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
+        "kind": "Kustomization",
+        "metadata": {"name": "demo", "namespace": "flux-system"},
+    }
+    cart = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "cart", "namespace": "shop"}}
+    try:
+        kube.patch(ks, {"spec": {"suspend": True}}, field_manager="flux-cli")
+        kube.patch(cart, {"spec": {"replicas": 5}}, field_manager="kubectl", subresource="scale")
+
+        # The forge answers 500 twice, then 429 with Retry-After, on creating the PR: one PR.
+        proxy.inject(Fault("status", 500, method="POST", times=2))
+        proxy.inject(Fault("status", 429, headers={"Retry-After": "1"}, method="POST"))
+        r = rebuild(["-o", "json", "--config", str(config), "capture"], state, env_extra=env)
+        assert r.returncode == 1, r.stderr[-3000:]  # 1: drift was found (and a PR opened for it)
+        assert json.loads(r.stdout)["action"] == "created"
+        outcomes = [s.outcome for s in proxy.seen if s.method == "POST"]
+        assert outcomes[:3] == ["fault 500", "fault 500", "fault 429"], outcomes
+        assert r.stderr.count("will retry") >= 3, r.stderr[-2000:]
+        assert len(forge.list_pull_requests(forge.admin_user, "gitops", "open")) == 1
+
+        # A new manual change; Ctrl-C while the forge hangs on a request: exit 130, nothing half-done.
+        kube.patch(cart, {"spec": {"replicas": 6}}, field_manager="kubectl", subresource="scale")
+        proxy.inject(Fault("forward_then_drop", method="GET", stall=20.0))
+        run = Run(["--config", str(config), "capture"], state, env_extra=env)
+        run.wait_for("· capture: 1 manual change(s)")
+        time.sleep(1.5)
+        run.interrupt()
+        assert run.finish() == 130, run.text[-3000:]
+        clean_error(run, "interrupted: stopped before finishing", "rerun the same command")
+        r = rebuild(["-o", "json", "--config", str(config), "capture"], state, env_extra=env)
+        assert r.returncode == 1, r.stderr[-3000:]
+        assert json.loads(r.stdout)["action"] == "updated"
+        prs = forge.list_pull_requests(forge.admin_user, "gitops", "open")
+        assert len(prs) == 1  # never a second PR
+        with urllib.request.urlopen(f"{forge.url}/{forge.admin_user}/gitops/pulls/{prs[0]['number']}.diff", timeout=30) as resp:
+            diff = resp.read().decode()
+        assert "+    count: 6" in diff, diff  # the kustomization's replicas entry for cart
+    finally:
+        kube.close()
