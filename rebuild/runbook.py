@@ -52,7 +52,7 @@ from typing import Any
 
 from rebuild.adapters.process import ProcRecord, alive, start_ticks, tail
 from rebuild.config import _Checker, parse_duration
-from rebuild.errors import ConfigError, RebuildError
+from rebuild.errors import ConfigError, Interrupted, RebuildError
 from rebuild.history import append_jsonl
 from rebuild.report import atomic_write
 from rebuild.yamlload import YamlLoadError, load_all
@@ -964,6 +964,8 @@ class _Executor:
         log.parent.mkdir(parents=True, exist_ok=True)
         try:
             raw = fn(params)
+        except Interrupted:
+            raise KeyboardInterrupt from None  # the run stops (resumable); it is not a failed attempt
         except RebuildError as err:
             log.write_text(f"stage {step.stage} failed: {err}\n", encoding="utf-8")
             return str(err), {}
