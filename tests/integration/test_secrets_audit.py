@@ -864,15 +864,15 @@ def test_no_secret_leaks_in_argv_files_git_or_the_pr_and_every_listener_is_loopb
         print(f"    not searched ({count} file-secret pairs): {reason}")
     print(f"  git: {gscan.repos} repositories, {gscan.refs} refs, {gscan.commits} commits")
     print(f"  modes: {len(private)} credential files named + {content_checked} found by content checked 0600")
-    by_program: dict[str, set[str]] = {}
-    for ls in ours:
-        by_program.setdefault(Path(ls.cmd.split(" ")[0]).name if ls.cmd else "?", set()).add(ls.address)
+    by_program: dict[str, list[str]] = {}
+    for ls in ours:  # "?": a process gone before its cmdline was read (a short-lived plugin)
+        by_program.setdefault(Path(ls.cmd.split(" ")[0]).name if ls.cmd else "?", []).append(ls.address)
     print(
         f"  listeners checked: {len(ours)} of this run ({len(now)} at the snapshot); ignored: "
         f"{len(watch.listeners) - len(ours)} of other processes, {len(watch.unmapped)} held by no visible process"
     )
     for prog, addrs in sorted(by_program.items()):
-        print(f"    {prog}: {sum(1 for ls in ours if ls.cmd.split(' ')[0].endswith(prog))} on {', '.join(sorted(addrs))}")
+        print(f"    {prog}: {len(addrs)} on {', '.join(sorted(set(addrs)))}")
     found = {k: v for k, v in problems.items() if v}
     leaks = sum(len(problems.get(k, [])) for k in ("argv", "files", "git", "pull request"))
     print(f"  secrets found: {leaks}; modes not 0600: {len(modes)}; non-loopback listeners: {len(problems['listeners'])}")
