@@ -288,7 +288,7 @@ class Gitea:
         return ["--config", str(self.config), "--work-path", str(self.root)]
 
     def _env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GITEA_")}
+        env = {k: v for k, v in process.inherited_env().items() if not k.startswith("GITEA_")}
         env["GITEA_WORK_DIR"] = str(self.root)
         return env
 

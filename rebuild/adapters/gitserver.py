@@ -424,7 +424,7 @@ def spawn(
 ) -> ServerProcess:
     """Start ``python -m rebuild.adapters.gitserver`` detached and wait until it answers."""
     port = port or process.free_port()
-    env = dict(os.environ)
+    env = process.inherited_env()
     env.pop(ENV_USERNAME, None)
     env.pop(ENV_PASSWORD, None)
     if credentials is not None:

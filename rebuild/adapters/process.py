@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -73,9 +74,25 @@ def _reap(pid: int) -> None:
         pass
 
 
+# Names of environment variables that carry credentials (a forge token, a git password, a
+# passphrase...). Long-lived daemons never inherit them: /proc/<pid>/environ of a process that
+# runs for hours is one more place to read them from, and none of them needs the user's.
+SECRET_ENV = re.compile(r"TOKEN|PASSW(OR)?D|SECRET|PASSPHRASE|CREDENTIAL|API_?KEY|PRIVATE_?KEY|AUTH", re.I)
+
+
+def inherited_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without credential-like variables, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not SECRET_ENV.search(k)}
+    env.update(extra or {})
+    return env
+
+
 def spawn(name: str, argv: list[str], *, log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> ProcRecord:
-    """Start a detached process (own session, stdin closed, output appended to ``log``)."""
+    """Start a detached process (own session, stdin closed, output appended to ``log``).
+
+    ``env`` None: this environment minus credentials (:func:`inherited_env`)."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    env = inherited_env() if env is None else env
     with log.open("ab") as out:
         proc = subprocess.Popen(
             argv,

@@ -237,6 +237,8 @@ class Pulumi:
     def _ensure_backend(self) -> None:
         try:
             self.backend_dir.mkdir(parents=True, exist_ok=True)
+            # Stack state holds encrypted secrets and the layout of the infrastructure: owner only.
+            self.backend_dir.chmod(0o700)
             if not self.passphrase_file.exists():
                 # Encrypts secret outputs (kubeconfigs) in the state files; 0600, never logged.
                 write_private(self.passphrase_file, secrets.token_urlsafe(32).encode())
@@ -263,6 +265,7 @@ class Pulumi:
 
         dest = self.root / "stacks" / project_dir.name
         dest.mkdir(parents=True, exist_ok=True)
+        dest.parent.chmod(0o700)  # Pulumi.<stack>.yaml: encrypted secrets and the encryption salt
         for src in project_dir.iterdir():
             if src.is_file() and not re.match(r"Pulumi\..+\.ya?ml$", src.name):
                 data = src.read_bytes()

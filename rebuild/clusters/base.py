@@ -105,7 +105,7 @@ def check_state_dir(root: Path, need: str = "read") -> None:
     import tempfile
 
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)  # kubeconfigs, keys and state live here
         fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=root)
         try:
             os.write(fd, b"ok")

@@ -20,7 +20,6 @@ stops exactly them. Logs: ``<state_dir>/logs/<controller>.log``.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import time
 import urllib.error
@@ -212,7 +211,7 @@ class FluxLocal:
     # ------------------------------------------------------------------ internals
 
     def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = process.inherited_env()
         # The controllers take the kubeconfig from the environment only (no flag).
         env["KUBECONFIG"] = str(self.kubeconfig)
         env["RUNTIME_NAMESPACE"] = self.namespace
