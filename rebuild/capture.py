@@ -15,6 +15,7 @@ Exit codes (CLI): 0 no drift, 1 drift found (a PR was opened, updated or already
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from rebuild.backport import Backport, plan_backport
 from rebuild.clusters import get_cluster
 from rebuild.drift import DriftReport, find_drift
 from rebuild.errors import ConfigError, GitError, KubeError
+from rebuild.model import DesiredObject, Source
 from rebuild.recovery import Context, DesiredState, SourceState, load_desired
 
 Progress = Callable[[str], None]
@@ -164,6 +166,20 @@ def _repo_files(root: Path) -> dict[str, str]:
     return files
 
 
+def _in_repo(obj: DesiredObject, label: str) -> DesiredObject:
+    """The object with file names relative to its own repository: with several sources,
+    desired state labels them ``<source>:<path>`` (so messages say which repo), but the
+    backport edits files of one checkout."""
+    prefix = f"{label}:"
+
+    def strip(src: Source) -> Source:
+        return Source(src.file.removeprefix(prefix), src.line) if src.file.startswith(prefix) else src
+
+    if not obj.source.file.startswith(prefix) and not any(s.file.startswith(prefix) for s in obj.field_sources.values()):
+        return obj
+    return dataclasses.replace(obj, source=strip(obj.source), field_sources={k: strip(v) for k, v in obj.field_sources.items()})
+
+
 def _source_for(desired: DesiredState, name: str) -> SourceState:
     if not name:
         return desired.sources[0]
@@ -216,7 +232,9 @@ def capture(ctx: Context, *, dry_run: bool = False, include_deletions: bool = Fa
     spec = ctx.config.capture
     desired = load_desired(ctx)
     src = _source_for(desired, spec.source)
-    objects = desired.objects
+    # The backported source's objects name their files as in its own checkout (see _in_repo).
+    stripped = {id(o): _in_repo(o, src.spec.name) for o in src.objects}
+    objects = [stripped.get(id(o), o) for o in desired.objects]
     namespaces = list(spec.namespaces) or sorted({o.ref.namespace for o in objects if o.ref.namespace})
     own_kube = kube is None
     if kube is None:
@@ -246,7 +264,7 @@ def capture(ctx: Context, *, dry_run: bool = False, include_deletions: bool = Fa
     )
     bp = plan_backport(
         report,
-        {o.ref: o for o in src.objects},
+        {o.ref: o for o in stripped.values()},
         files,
         new_objects_dir=spec.new_objects_dir,
         include_deletions=include_deletions,
@@ -258,6 +276,12 @@ def capture(ctx: Context, *, dry_run: bool = False, include_deletions: bool = Fa
     bp.body = bp.body.rstrip() + "\n\n" + marker(report.digest()) + "\n"
     if dry_run:
         result.action = "dry-run"
+        return result
+    if bp.empty and not bp.deleted_files:
+        # e.g. only Secret values drifted: they are never written to git, so there is no commit
+        # to make; the findings stay in the report (and on stdout) for a person to act on.
+        result.action = "nothing-to-write"
+        ctx.progress("capture: none of the changes can be written to git (listed in the report); no pull request")
         return result
     if not spec.forge.kind:
         raise ConfigError("drift found but capture.forge is not configured", fix="add capture.forge, or use --dry-run")

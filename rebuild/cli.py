@@ -374,6 +374,9 @@ def capture_cmd(obj: Ctx, dry_run: bool, include_deletions: bool) -> None:
         lines = [f.message() for f in res.report.findings]
         if dry_run:
             lines += ["", res.diff, f"title: {res.backport.title}", "", res.backport.body]
+        elif res.action == "nothing-to-write":
+            lines += [f"not written: {x}" for x in res.backport.listed]
+            lines.append("no pull request: none of these changes can be written to git (act on them by hand)")
         else:
             pr = res.pr or {}
             lines.append(f"pull request {res.action}: {pr.get('url', '')} (branch {pr.get('head', '')})")

@@ -199,6 +199,28 @@ def test_two_sources_each_bootstrapped_as_its_own_reconciler_source(tmp_path: Pa
         for name in ("platform", "apps"):
             assert kube.get("source.toolkit.fluxcd.io/v1", "GitRepository", name, "flux-system") is not None
             assert kube.get("kustomize.toolkit.fluxcd.io/v1", "Kustomization", name, "flux-system") is not None
+
+        # capture with two sources edits the apps repo's own file (no `apps:` label in the path)
+        cart = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "cart", "namespace": "shop"}}
+        kube.patch(cart, {"spec": {"replicas": 7}}, field_manager="kubectl", subresource="scale")
+        with config.open("a") as f:
+            f.write("capture: {source: apps, namespaces: [shop, payments]}\n")
+        r = rebuild(["-o", "json", "--config", str(config), "capture", "--dry-run"], state)
+        assert r.returncode == 1, r.stderr[-3000:]
+        cap = json.loads(r.stdout)
+        assert cap["files"] == ["apps/overlays/demo/kustomization.yaml"], (cap["listed"], cap["report"]["findings"])
+        assert "+    count: 7" in cap["diff"]
+
+        # Only a Secret's value drifted: nothing can be written to git, so no commit and no PR (exit 1: drift).
+        kube.patch(cart, {"spec": {"replicas": 3}}, field_manager="kubectl", subresource="scale")
+        value = "hand-rotated-4411"
+        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "payments-db", "namespace": "payments"}}
+        kube.patch(secret, {"stringData": {"password": value}}, field_manager="kubectl-edit")
+        r = rebuild(["-o", "json", "--config", str(config), "capture"], state)
+        assert r.returncode == 1, r.stderr[-3000:]
+        cap = json.loads(r.stdout)
+        assert cap["action"] == "nothing-to-write" and cap["files"] == [] and cap["pull_request"] is None, cap
+        assert value not in r.stdout + r.stderr
     finally:
         LocalCluster("multi", root=state).delete(purge=True)
         gitserver.stop_server(state / "gitserver")
