@@ -8,9 +8,16 @@ here are a thin layer on that connection: server-side apply, paginated LIST, GET
 DELETE, discovery. There is no client-side rate limiter (client-go's 5 QPS default is why
 restores are slow); the server's priority and fairness decides, and 429s are honoured.
 
-Retries are written down as data (RETRY_STATUSES, MAX_ATTEMPTS) and only cover what can
-heal: connection errors, 5xx, 429 with Retry-After, conflicts on apply. Each retry logs
-``Request attempt #2/5 failed; will retry: GET /api/v1/... -> 503``.
+Retries are written down as data (RETRY_STATUSES, MAX_ATTEMPTS, THROTTLE_BUDGET) and only
+cover what can heal: connection errors, 5xx, 429 with Retry-After, conflicts on apply.
+Connection errors and 5xx get MAX_ATTEMPTS attempts. A 429 is different: the server is up
+and asks to be called again later (API priority and fairness under load, a lowered
+--max-requests-inflight), which can last for minutes during a restore or a capture of
+thousands of objects; so 429s are retried, waiting as long as Retry-After says, until
+THROTTLE_BUDGET seconds have passed since the request was first sent, not for a fixed
+number of attempts. Each retry logs
+``Request attempt #2/6 failed; will retry: GET /api/v1/... -> 503`` or
+``Request attempt #9 failed; will retry in 1.0s (throttled, 8s of 300s): GET ... -> HTTP 429: ...``.
 """
 
 from __future__ import annotations
@@ -34,9 +41,12 @@ from rebuild.errors import ClusterError, ConfigError, KubeError
 log = logging.getLogger("rebuild.kube")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-MAX_ATTEMPTS = 6
+THROTTLED = 429
+MAX_ATTEMPTS = 6  # connection errors and 5xx: attempts per request
+THROTTLE_BUDGET = 300.0  # 429: retried until this many seconds after the first attempt
 BACKOFF_BASE = 0.2
 BACKOFF_MAX = 5.0
+RETRY_AFTER_MAX = 32.0  # the longest Retry-After honoured (API priority and fairness asks for 1..32 s)
 FIELD_MANAGER = "rebuild"
 
 Obj = dict[str, Any]
@@ -113,25 +123,49 @@ class Kube:
     ) -> httpx.Response:
         """One API call with the retry policy; returns the response when its status is in ``ok``."""
         headers = {"Accept": "application/json", "Content-Type": content_type}
-        last: str = ""
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        start = time.monotonic()
+        attempt = failures = throttles = 0
+        while True:
+            attempt += 1
+            status: int | None = None
+            retry_after: float | None = None
             try:
                 resp = self.http.request(method, path, params=params, content=body, headers=headers)
             except (httpx.TransportError, OSError) as exc:
                 last = f"{type(exc).__name__}: {exc}"
-                delay = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (attempt - 1))
             else:
                 if resp.status_code in ok:
                     return resp
                 if resp.status_code not in RETRY_STATUSES:
                     raise _api_error(resp, method, path, what)
-                last = f"HTTP {resp.status_code}: {_status_message(resp)[:200]}"
-                delay = _retry_after(resp) or min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (attempt - 1))
-            if attempt < MAX_ATTEMPTS:
-                log.warning("Request attempt #%d/%d failed; will retry: %s %s -> %s", attempt, MAX_ATTEMPTS, method, path, last)
-                time.sleep(delay)
+                status = resp.status_code
+                last = f"HTTP {status}: {_status_message(resp)[:200]}"
+                retry_after = _retry_after(resp)
+            if status == THROTTLED:
+                throttles += 1
+            else:
+                failures += 1
+            elapsed = time.monotonic() - start
+            delay = next_delay(status, failures=failures, throttles=throttles, elapsed=elapsed, retry_after=retry_after)
+            if delay is None:
+                break
+            if status == THROTTLED:
+                log.warning(
+                    "Request attempt #%d failed; will retry in %.1fs (throttled, %.0fs of %.0fs): %s %s -> %s",
+                    attempt, delay, elapsed, THROTTLE_BUDGET, method, path, last,
+                )
+            else:
+                log.warning("Request attempt #%d/%d failed; will retry: %s %s -> %s", failures, MAX_ATTEMPTS, method, path, last)
+            time.sleep(delay)
+        target = f"{method} {path}{' (' + what + ')' if what else ''}"
+        if status == THROTTLED:
+            raise ClusterError(
+                f"{target} was still throttled after {time.monotonic() - start:.0f}s ({throttles} HTTP 429 answers): {last}",
+                fix=f"the API server at {self.server} is overloaded or its priority and fairness limits this user; "
+                "retry later, or give the user a priority level with more concurrency",
+            )
         raise ClusterError(
-            f"{method} {path}{' (' + what + ')' if what else ''} failed after {MAX_ATTEMPTS} attempts: {last}",
+            f"{target} failed after {MAX_ATTEMPTS} attempts: {last}",
             fix=f"check that the API server at {self.server} is up",
         )
 
@@ -291,12 +325,28 @@ def _decode(content: bytes) -> dict[str, Any]:
     return out
 
 
+def next_delay(status: int | None, *, failures: int, throttles: int, elapsed: float, retry_after: float | None) -> float | None:
+    """Seconds to wait before the next attempt of a request, or None to give up.
+
+    ``status`` is the retryable HTTP status just received (None: a connection error);
+    ``failures`` and ``throttles`` count the request's non-429 and 429 answers so far, this
+    one included; ``elapsed`` is the time since its first attempt. Retry-After, when the
+    server sent one (a positive number), is honoured as is; else exponential backoff.
+    """
+    if status == THROTTLED:
+        delay = retry_after or min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (throttles - 1))
+        return delay if elapsed + delay <= THROTTLE_BUDGET else None
+    if failures >= MAX_ATTEMPTS:
+        return None
+    return retry_after or min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (failures - 1))
+
+
 def _retry_after(resp: httpx.Response) -> float | None:
     value = resp.headers.get("Retry-After")
     if not value:
         return None
     try:
-        return min(BACKOFF_MAX * 4, max(0.0, float(value)))
+        return min(RETRY_AFTER_MAX, max(0.0, float(value)))
     except ValueError:
         return None
 

@@ -7,14 +7,23 @@ machines without a container engine; it is also the fastest throwaway cluster an
 
 Layout of ``<state>/clusters/<name>/``::
 
-    cluster.json      ports, pids (+ start ticks), node count      0600
+    cluster.json      ports, pids (+ start ticks), node count,     0600
+                      extra kube-apiserver flags, rbac_admin
     kubeconfig        admin kubeconfig with embedded certs         0600
+    system-kubeconfig system:masters kubeconfig of the components  0600
     pki/              CA, serving cert, admin cert, SA key pair    0600
     etcd/             etcd data (kept across down/up; removed by delete --purge)
     logs/<component>.log
 
 ``create`` of a stopped cluster restarts its processes on the same data; ``delete``
 stops every process it started; ``delete(purge=True)`` also removes the folder.
+
+Load tests need a throttled API server that throttles rebuild: ``apiserver_args`` adds
+kube-apiserver flags (e.g. ``--max-requests-inflight=2``), and ``rbac_admin`` makes the
+handed-out kubeconfig a user bound to cluster-admin by RBAC instead of a member of
+system:masters, which API priority and fairness (and --max-requests-inflight) always exempt.
+The cluster's own components keep a system:masters identity (``system-kubeconfig``). Both
+settings are recorded, so a restart keeps them.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +53,10 @@ COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-schedul
 PORT_NAMES = ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler")
 # /16: 65k Service IPs (a /24 runs out at 254 Services); 10.0.0.1 stays the API service IP.
 SERVICE_CIDR = "10.0.0.0/16"
+# kube-apiserver flags apiserver_args may not set: it listens on 127.0.0.1 and the port chosen here.
+FIXED_APISERVER_FLAGS = frozenset({"--bind-address", "--secure-port", "--advertise-address"})
+# The user of an rbac_admin cluster's kubeconfig (bound to cluster-admin; not in system:masters).
+OPERATOR_USER = "rebuild-operator"
 
 
 def _noop(_: str) -> None:
@@ -59,9 +73,16 @@ class LocalCluster:
     # etcd without fsync: only for throwaway clusters (tests, drills); never for data you keep.
     unsafe_fast_storage: bool = False
     provider: str = "local"
+    # Extra kube-apiserver flags (``--name=value``), e.g. a throttle. None: the recorded ones.
+    apiserver_args: tuple[str, ...] | None = None
+    # The kubeconfig's user: False "rebuild-admin" in system:masters (never throttled), True
+    # OPERATOR_USER bound to cluster-admin by RBAC (throttled like any operator). None: as recorded.
+    rbac_admin: bool | None = None
 
     def __post_init__(self) -> None:
         validate_name(self.name)
+        if self.apiserver_args is not None:
+            self.apiserver_args = check_apiserver_args(self.apiserver_args, self.name)
         if self.nodes < 1 or self.nodes > 1000:
             raise ConfigError(f"nodes={self.nodes} for cluster {self.name} is out of range", fix="use 1..1000 nodes")
         if self.api_port is not None and not 1 <= self.api_port <= 65535:
@@ -83,6 +104,10 @@ class LocalCluster:
 
     def kubeconfig(self) -> Path:
         return self.dir / "kubeconfig"
+
+    def system_kubeconfig(self) -> Path:
+        """The system:masters kubeconfig the cluster's own components use (exempt from throttles)."""
+        return self.dir / "system-kubeconfig"
 
     def _log(self, component: str) -> Path:
         return self.dir / "logs" / f"{component}.log"
@@ -167,23 +192,28 @@ class LocalCluster:
         started: list[ProcRecord] = []
         try:
             ports = self._choose_ports()
+            extra, rbac_admin = self._settings()
             data: dict[str, object] = {
                 "name": self.name,
                 "provider": self.provider,
                 "nodes": self.nodes,
                 "ports": ports,
+                "apiserver_args": list(extra),
+                "rbac_admin": rbac_admin,
                 "processes": [],
             }
             self._save(data)
             pki.generate(self.pki, self.name)
-            self._write_kubeconfig(ports["apiserver"])
+            self._write_kubeconfig(ports["apiserver"], rbac_admin)
             t0 = time.monotonic()
             say(f"starting etcd on 127.0.0.1:{ports['etcd']}")
             started.append(self._start_etcd(binaries["etcd"], ports))
             self._wait_etcd(ports["etcd"], started[-1])
             say(f"starting kube-apiserver on 127.0.0.1:{ports['apiserver']}")
-            started.append(self._start_apiserver(binaries["kube-apiserver"], ports))
+            started.append(self._start_apiserver(binaries["kube-apiserver"], ports, extra))
             self._wait_ready(started[-1], timeout=90)
+            if rbac_admin:
+                self._bind_operator()
             say("starting kube-controller-manager, kube-scheduler and kwok")
             started.append(self._start_kcm(binaries["kube-controller-manager"], ports))
             started.append(self._start_scheduler(binaries["kube-scheduler"], ports))
@@ -237,6 +267,17 @@ class LocalCluster:
                 with contextlib.suppress(KeyError, ValueError, TypeError):
                     process.stop(ProcRecord.from_dict(raw))
 
+    def _settings(self) -> tuple[tuple[str, ...], bool]:
+        """apiserver_args and rbac_admin: the ones given, else the recorded ones (a restart keeps them)."""
+        old = self._load()
+        if self.apiserver_args is not None:
+            extra = self.apiserver_args
+        else:
+            recorded = old.get("apiserver_args", [])
+            extra = check_apiserver_args(recorded if isinstance(recorded, list) else [], self.name)
+        rbac_admin = self.rbac_admin if self.rbac_admin is not None else old.get("rbac_admin") is True
+        return extra, rbac_admin
+
     # ------------------------------------------------------------------ ports
 
     def _choose_ports(self) -> dict[str, int]:
@@ -287,7 +328,7 @@ class LocalCluster:
             argv.append("--unsafe-no-fsync")
         return process.spawn("etcd", argv, log=self._log("etcd"), cwd=self.dir)
 
-    def _start_apiserver(self, binary: Path, ports: dict[str, int]) -> ProcRecord:
+    def _start_apiserver(self, binary: Path, ports: dict[str, int], extra: Sequence[str] = ()) -> ProcRecord:
         p = self.pki
         argv = [
             str(binary),
@@ -307,6 +348,7 @@ class LocalCluster:
             "--endpoint-reconciler-type=none",
             "--profiling=false",
             "--enable-priority-and-fairness=true",
+            *check_apiserver_args(extra, self.name),
         ]
         return process.spawn("kube-apiserver", argv, log=self._log("kube-apiserver"), cwd=self.dir)
 
@@ -314,9 +356,9 @@ class LocalCluster:
         p = self.pki
         argv = [
             str(binary),
-            f"--kubeconfig={self.kubeconfig()}",
-            f"--authentication-kubeconfig={self.kubeconfig()}",
-            f"--authorization-kubeconfig={self.kubeconfig()}",
+            f"--kubeconfig={self.system_kubeconfig()}",
+            f"--authentication-kubeconfig={self.system_kubeconfig()}",
+            f"--authorization-kubeconfig={self.system_kubeconfig()}",
             "--bind-address=127.0.0.1",
             f"--secure-port={ports['controller-manager']}",
             f"--root-ca-file={p.ca_crt}",
@@ -339,9 +381,9 @@ class LocalCluster:
     def _start_scheduler(self, binary: Path, ports: dict[str, int]) -> ProcRecord:
         argv = [
             str(binary),
-            f"--kubeconfig={self.kubeconfig()}",
-            f"--authentication-kubeconfig={self.kubeconfig()}",
-            f"--authorization-kubeconfig={self.kubeconfig()}",
+            f"--kubeconfig={self.system_kubeconfig()}",
+            f"--authentication-kubeconfig={self.system_kubeconfig()}",
+            f"--authorization-kubeconfig={self.system_kubeconfig()}",
             "--bind-address=127.0.0.1",
             f"--secure-port={ports['scheduler']}",
             "--leader-elect=false",
@@ -354,7 +396,7 @@ class LocalCluster:
     def _start_kwok(self, binary: Path, stages: Path) -> ProcRecord:
         argv = [
             str(binary),
-            f"--kubeconfig={self.kubeconfig()}",
+            f"--kubeconfig={self.system_kubeconfig()}",
             f"--config={stages}",
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
@@ -451,8 +493,30 @@ class LocalCluster:
             fix=f"read {self._log('kube-controller-manager')}",
         )
 
-    def _write_kubeconfig(self, api_port: int) -> None:
-        write_kubeconfig(self.kubeconfig(), self.name, f"https://127.0.0.1:{api_port}", self.pki)
+    def _bind_operator(self) -> None:
+        """OPERATOR_USER gets cluster-admin through RBAC (what a real operator's account has)."""
+        binding: dict[str, object] = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": OPERATOR_USER},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": OPERATOR_USER}],
+        }
+        code, body = self._api("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", binding)
+        if code not in (201, 409):
+            raise ClusterError(
+                f"binding {OPERATOR_USER} to cluster-admin failed: HTTP {code} {body[:300]!r}", fix="read the kube-apiserver log"
+            )
+
+    def _write_kubeconfig(self, api_port: int, rbac_admin: bool) -> None:
+        server = f"https://127.0.0.1:{api_port}"
+        write_kubeconfig(self.system_kubeconfig(), self.name, server, self.pki)
+        if not rbac_admin:
+            write_kubeconfig(self.kubeconfig(), self.name, server, self.pki)
+            return
+        crt, key = self.pki.dir / "operator.crt", self.pki.dir / "operator.key"
+        pki.issue_client(self.pki, crt, key, OPERATOR_USER)
+        write_kubeconfig(self.kubeconfig(), self.name, server, self.pki, cert=(crt, key))
 
 
 def _node(name: str) -> dict[str, object]:
@@ -479,7 +543,26 @@ def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def kubeconfig_text(name: str, server: str, paths: pki.PKIPaths) -> str:
+def check_apiserver_args(args: Sequence[object], cluster: str) -> tuple[str, ...]:
+    """Extra kube-apiserver flags: each ``--name`` or ``--name=value``, none of FIXED_APISERVER_FLAGS."""
+    for arg in args:
+        if not isinstance(arg, str) or not arg.startswith("--") or arg[2:3] in ("", "-", "="):
+            raise ConfigError(
+                f"kube-apiserver argument {arg!r} for cluster {cluster} is not a flag",
+                fix="pass each flag as one --name=value string",
+            )
+        if arg.split("=", 1)[0] in FIXED_APISERVER_FLAGS:
+            raise ConfigError(
+                f"kube-apiserver flag {arg.split('=', 1)[0]} cannot be set for cluster {cluster}: "
+                "the API server listens on 127.0.0.1 and the port rebuild chose",
+                fix="remove it (use api_port to choose the port)",
+            )
+    return tuple(str(a) for a in args)
+
+
+def kubeconfig_text(name: str, server: str, paths: pki.PKIPaths, *, cert: tuple[Path, Path] | None = None) -> str:
+    """A kubeconfig for the cluster; the user is the admin, or ``cert`` (certificate, key)."""
+    crt, key = cert or (paths.admin_crt, paths.admin_key)
     ctx = f"rebuild-{name}"
     doc = {
         "apiVersion": "v1",
@@ -489,8 +572,8 @@ def kubeconfig_text(name: str, server: str, paths: pki.PKIPaths) -> str:
             {
                 "name": ctx,
                 "user": {
-                    "client-certificate-data": _b64(paths.admin_crt),
-                    "client-key-data": _b64(paths.admin_key),
+                    "client-certificate-data": _b64(crt),
+                    "client-key-data": _b64(key),
                 },
             }
         ],
@@ -500,5 +583,5 @@ def kubeconfig_text(name: str, server: str, paths: pki.PKIPaths) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def write_kubeconfig(path: Path, name: str, server: str, paths: pki.PKIPaths) -> None:
-    pki.write_private(path, kubeconfig_text(name, server, paths).encode())
+def write_kubeconfig(path: Path, name: str, server: str, paths: pki.PKIPaths, *, cert: tuple[Path, Path] | None = None) -> None:
+    pki.write_private(path, kubeconfig_text(name, server, paths, cert=cert).encode())

@@ -2,8 +2,10 @@
 
 A local cluster needs a CA, a serving certificate for kube-apiserver, one client
 certificate for the admin (used by the controllers, kwok and rebuild itself) and a
-service-account signing key pair. Everything is ECDSA P-256, made in-process with
-``cryptography`` (no openssl/cfssl binaries to depend on) and written with mode 0600.
+service-account signing key pair; ``issue_client`` adds a client certificate for another
+user (a cluster whose kubeconfig must not be in system:masters, see clusters/local.py).
+Everything is ECDSA P-256, made in-process with ``cryptography`` (no openssl/cfssl
+binaries to depend on) and written with mode 0600.
 """
 
 from __future__ import annotations
@@ -123,39 +125,8 @@ def generate(paths: PKIPaths, cluster: str) -> None:
         .sign(ca_key, hashes.SHA256())
     )
 
-    def leaf(cn: str, org: str | None, server: bool) -> tuple[bytes, bytes]:
-        key = _key()
-        usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(cn, org))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now)
-            .not_valid_after(now + VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        )
-        if server:
-            usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
-            sans: list[x509.GeneralName] = [
-                x509.DNSName(n)
-                for n in (
-                    "localhost",
-                    "kubernetes",
-                    "kubernetes.default",
-                    "kubernetes.default.svc",
-                    "kubernetes.default.svc.cluster.local",
-                )
-            ]
-            sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "10.0.0.1")]
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        cert = builder.sign(ca_key, hashes.SHA256())
-        return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
-
-    server_crt, server_key = leaf("kube-apiserver", None, server=True)
-    admin_crt, admin_key = leaf("rebuild-admin", "system:masters", server=False)
+    server_crt, server_key = _leaf(ca_key, ca_name, now, "kube-apiserver", None, server=True)
+    admin_crt, admin_key = _leaf(ca_key, ca_name, now, "rebuild-admin", "system:masters", server=False)
     sa = _key()
     write_private(paths.ca_key, _pem_key(ca_key))
     write_private(paths.ca_crt, ca.public_bytes(serialization.Encoding.PEM))
@@ -168,3 +139,52 @@ def generate(paths: PKIPaths, cluster: str) -> None:
         paths.sa_pub,
         sa.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
     )
+
+
+def _leaf(
+    ca_key: ec.EllipticCurvePrivateKey, ca_name: x509.Name, now: dt.datetime, cn: str, org: str | None, server: bool
+) -> tuple[bytes, bytes]:
+    """A certificate (PEM) and its key (PEM) signed by the CA: client auth, plus serving with ``server``."""
+    key = _key()
+    usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn, org))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    )
+    if server:
+        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+        sans: list[x509.GeneralName] = [
+            x509.DNSName(n)
+            for n in (
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            )
+        ]
+        sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "10.0.0.1")]
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
+
+
+def issue_client(paths: PKIPaths, crt: Path, key: Path, cn: str, org: str | None = None) -> None:
+    """A client certificate for user ``cn`` (group ``org``) signed by the cluster's CA, written to
+    ``crt``/``key`` (idempotent: keeps existing ones)."""
+    if crt.exists() and key.exists():
+        return
+    ca_key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{paths.ca_key} is not an ECDSA key")
+    ca = x509.load_pem_x509_certificate(paths.ca_crt.read_bytes())
+    cert_pem, key_pem = _leaf(ca_key, ca.subject, dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5), cn, org, server=False)
+    write_private(key, key_pem)
+    write_private(crt, cert_pem)
