@@ -457,6 +457,14 @@ def wait_flux_ready(
             states.append((s, repo, ks))
         if all(r.ready and k.ready for _, r, k in states):
             return
+        paused = [s.spec.name for s, _, k in states if k.message == "Kustomization is suspended"]
+        if paused:
+            # Someone paused reconciliation on purpose; waiting would only end in a timeout.
+            raise RebuildError(
+                f"Flux Kustomization(s) {', '.join(paused)} in {flux.NAMESPACE} are suspended, so they cannot converge",
+                fix=f"resume them (`flux resume kustomization {paused[0]} -n {flux.NAMESPACE}`, "
+                "or set spec.suspend: false) and rerun",
+            )
         note = "; ".join(f"{s.spec.name}: {k.message if r.ready else r.message}" for s, r, k in states)
         if note != last:
             ctx.progress(f"reconciler: {note}")

@@ -76,9 +76,10 @@ class Run:
                     raise AssertionError(f"never saw {prefix!r}:\n{self.text[-3000:]}")
                 self._cond.wait(min(left, 0.5))
 
-    def interrupt(self) -> None:
-        """Ctrl-C as a terminal sends it: SIGINT to the whole foreground process group."""
-        os.killpg(self.proc.pid, signal.SIGINT)
+    def interrupt(self, sig: signal.Signals = signal.SIGINT) -> None:
+        """Ctrl-C as a terminal sends it: SIGINT to the whole foreground process group (or
+        SIGTERM, as a scheduler stopping a job does)."""
+        os.killpg(self.proc.pid, sig)
 
     def finish(self, timeout: float = 300) -> int:
         assert self.proc.stdout is not None
@@ -163,32 +164,34 @@ def example(tmp_path: Path, toolchain: Any) -> Iterator[tuple[Path, Path]]:
 
 def test_ctrl_c_in_every_phase_of_up_then_the_rerun_completes(example: tuple[Path, Path]) -> None:
     config, state = example
+    config.write_text(config.read_text().replace("interval: 1m", "interval: 1h"))
     # Each run gets one phase further (the phases before it are idempotent), and is stopped there.
-    # (phase to stop in, the progress line that says it is running, seconds to let it work first)
-    for phase, line, delay in (
-        ("desired", "· desired: fetching", 0.0),
-        ("cluster", "· cluster: pulumi up", 1.0),
-        ("platform", "· platform: pulumi up", 1.5),
-        ("reconciler", "· reconciler:", 0.0),
+    # (phase to stop in, the progress line that says it is running, seconds to let it work first, signal)
+    for phase, line, delay, sig in (
+        ("desired", "· desired: fetching", 0.0, signal.SIGINT),
+        ("cluster", "· cluster: pulumi up", 1.0, signal.SIGINT),
+        ("platform", "· platform: pulumi up", 1.5, signal.SIGINT),
+        ("reconciler", "· reconciler:", 0.0, signal.SIGTERM),  # a scheduler stopping the job
     ):
         run = Run(["--config", str(config), "up"], state)
         run.wait_for(line)
         time.sleep(delay)
-        run.interrupt()
+        run.interrupt(sig)
         assert run.finish() == 130, run.text[-3000:]
         clean_error(run, f"interrupted: rebuild up was interrupted during the {phase} phase", "rerun the same command")
         assert stray_pulumi(state) == [], run.text[-2000:]  # the update was cancelled, its lock released
 
-    # verify: make it wait (a hand-made scale that Flux will not revert before its interval).
+    # verify: make it wait on a hand-made scale (Flux's interval is 1h here, so it does not revert it first).
     cluster = LocalCluster("demo", root=state)
     kube = Kube.from_kubeconfig(cluster.kubeconfig())
     try:
-        run = Run(["--config", str(config), "up"], state)
-        run.wait_for("· verify:")
-        deploy = kube.get("apps/v1", "Deployment", "frontend", "shop")
+        deadline = time.monotonic() + 180  # Flux, left running, finishes applying meanwhile
+        while (deploy := kube.get("apps/v1", "Deployment", "frontend", "shop")) is None and time.monotonic() < deadline:
+            time.sleep(0.5)
         assert deploy
         want = deploy["spec"]["replicas"]
         kube.patch(deploy, {"spec": {"replicas": want + 3}}, field_manager="kubectl-edit")
+        run = Run(["--config", str(config), "up"], state)
         run.wait_for("· verify: 55/56 verified")
         run.interrupt()
         assert run.finish() == 130, run.text[-3000:]

@@ -79,6 +79,12 @@ def test_up_converges_then_drift_is_reported_and_reverted(example: tuple[Path, P
     cart = next(o for o in vj["objects"] if o["ref"] == "Deployment/shop/cart")
     assert cart["diffs"][0]["path"] == "spec.replicas" and cart["diffs"][0]["git"] == 3 and cart["diffs"][0]["live"] == 5
 
+    # `up` against a suspended Kustomization says so at once instead of waiting for a timeout.
+    paused = rebuild(["--config", str(config), "up"], state)
+    assert paused.returncode == 2, paused.stderr[-2000:]
+    assert "Flux Kustomization(s) demo in flux-system are suspended" in paused.stderr
+    assert "flux resume kustomization demo -n flux-system" in paused.stderr
+
     kube.patch(
         ks,
         {"spec": {"suspend": False}, "metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": str(time.time())}}},
