@@ -114,16 +114,34 @@ def listed_kinds(
     return kinds
 
 
-def list_live(
+@dataclass
+class Listing:
+    """What capture listed: the objects, the kinds it listed, and the kinds it could not list
+    (with why). A desired object of a kind that was not listed is *unchecked*, never "deleted"."""
+
+    objects: list[dict[str, Any]]
+    listed: set[tuple[str, str]]
+    skipped: dict[tuple[str, str], str]
+
+
+def list_cluster(
     kube: Kube,
     namespaces: Sequence[str],
     desired_cluster_kinds: set[tuple[str, str]],
     include_kinds: Sequence[str] = (),
     workers: int = 16,
-) -> list[dict[str, Any]]:
+) -> Listing:
     """Every object of every listable kind in the namespaces, plus cluster-scoped kinds git declares."""
+    # A server that just (re)started answers before its discovery and informers are complete:
+    # wait for /readyz first (5xx while starting are retried by the client's policy).
+    try:
+        kube.request("GET", "/readyz", ok=(200,), what="API server readiness")
+    except KubeError as exc:
+        if exc.status not in (401, 403, 404):  # not allowed to ask: go on
+            raise
     kinds = listed_kinds(kube, desired_cluster_kinds, include_kinds)
     wanted = set(namespaces)
+    skipped: dict[tuple[str, str], str] = {}
 
     def one(info: ResourceInfo) -> list[dict[str, Any]]:
         # One cluster-wide LIST per kind (a handful of requests, however many namespaces);
@@ -140,8 +158,10 @@ def list_live(
                     except KubeError as inner:
                         if inner.status not in (403, 404, 405):
                             raise
+                        skipped[(info.group, info.kind)] = f"listing {info.kind} in {ns} was refused (HTTP {inner.status})"
                 return out
-            if exc.status in (403, 404, 405):  # not allowed to list it, or gone: skip
+            if exc.status in (403, 404, 405):  # not allowed to list it, or gone: skip, and say so
+                skipped[(info.group, info.kind)] = f"listing {info.kind} was refused (HTTP {exc.status})"
                 return []
             raise
 
@@ -149,7 +169,19 @@ def list_live(
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         for items in pool.map(one, kinds):
             out.extend(items)
-    return out
+    listed = {(i.group, i.kind) for i in kinds} - set(skipped)
+    return Listing(out, listed, skipped)
+
+
+def list_live(
+    kube: Kube,
+    namespaces: Sequence[str],
+    desired_cluster_kinds: set[tuple[str, str]],
+    include_kinds: Sequence[str] = (),
+    workers: int = 16,
+) -> list[dict[str, Any]]:
+    """The objects of :func:`list_cluster`."""
+    return list_cluster(kube, namespaces, desired_cluster_kinds, include_kinds, workers).objects
 
 
 # --------------------------------------------------------------------------- git
@@ -247,11 +279,12 @@ def capture(ctx: Context, *, dry_run: bool = False, include_deletions: bool = Fa
     try:
         ctx.progress(f"capture: listing live objects in {', '.join(namespaces)}")
         cluster_kinds = {(o.ref.group, o.ref.kind) for o in objects if not o.ref.namespace}
-        live = list_live(kube, namespaces, cluster_kinds, spec.kinds)
+        listing = list_cluster(kube, namespaces, cluster_kinds, spec.kinds)
+        live = listing.objects
     finally:
         if own_kube:
             kube.close()
-    report = find_drift(objects, live, spec=spec, managed_namespaces=namespaces)
+    report = find_drift(objects, live, spec=spec, managed_namespaces=namespaces, listed=listing.listed, skipped=listing.skipped)
     ctx.progress(f"capture: {len(report.findings)} manual change(s), {len(report.noise)} controller/reconciler change(s) ignored")
     files = _repo_files(src.checkout.path)
     root_kust = next(

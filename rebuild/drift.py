@@ -796,12 +796,16 @@ def find_drift(
     *,
     spec: CaptureSpec,
     managed_namespaces: Collection[str],
+    listed: Collection[tuple[str, str]] | None = None,
+    skipped: Mapping[tuple[str, str], str] | None = None,
 ) -> DriftReport:
     """Compare what git declares with everything capture listed; see the module docstring.
 
     ``live`` holds every object listed in ``managed_namespaces`` plus the cluster-scoped objects
     git declares. An empty ``managed_namespaces`` means the namespaces of the desired objects.
-    Desired objects in other namespaces are ``unchecked`` (their live state was not listed).
+    Desired objects in other namespaces are ``unchecked`` (their live state was not listed), and
+    so are those of a (group, kind) not in ``listed`` (when given; ``skipped`` says why): a
+    kind that could not be listed says nothing about whether its objects were deleted.
     """
     classifier = classifier_for(spec)
     kinds = _KindFilter.of(spec.kinds)
@@ -861,6 +865,10 @@ def find_drift(
             continue
         if d.ref.namespace and d.ref.namespace not in namespaces:
             report.unchecked.append(Excluded(d.ref, f"namespace {d.ref.namespace} is not captured (capture.namespaces)"))
+            continue
+        if listed is not None and (d.ref.group, d.ref.kind) not in listed:
+            why = (skipped or {}).get((d.ref.group, d.ref.kind)) or f"kind {d.ref.kind} is not served by the API server"
+            report.unchecked.append(Excluded(d.ref, f"not listed: {why}"))
             continue
         report.findings.append(
             Finding("deleted", d.ref, d.api_version, None, None, None, None, None, None, None, d.source, "human")

@@ -16,7 +16,7 @@ and asks to be called again later (API priority and fairness under load, a lower
 thousands of objects; so 429s are retried, waiting as long as Retry-After says, until
 THROTTLE_BUDGET seconds have passed since the request was first sent, not for a fixed
 number of attempts. Each retry logs
-``Request attempt #2/6 failed; will retry: GET /api/v1/... -> 503`` or
+``Request attempt #2/8 failed; will retry: GET /api/v1/... -> 503`` or
 ``Request attempt #9 failed; will retry in 1.0s (throttled, 8s of 300s): GET ... -> HTTP 429: ...``.
 """
 
@@ -42,7 +42,9 @@ log = logging.getLogger("rebuild.kube")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 THROTTLED = 429
-MAX_ATTEMPTS = 6  # connection errors and 5xx: attempts per request
+# connection errors and 5xx: attempts per request; the backoff adds up to ~16 s, longer than an
+# API server restart takes (tests/integration/test_faults.py kills and restarts one mid-capture)
+MAX_ATTEMPTS = 8
 THROTTLE_BUDGET = 300.0  # 429: retried until this many seconds after the first attempt
 BACKOFF_BASE = 0.2
 BACKOFF_MAX = 5.0

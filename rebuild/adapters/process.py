@@ -148,7 +148,11 @@ def children_of(pid: int) -> list[int]:
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Could a server listen on the port now? With SO_REUSEADDR, as Go's listeners (kube-apiserver,
+    etcd) set it: the TIME_WAIT connections a killed server leaves behind must not cost it its
+    port, or a restarted cluster would move to another URL under clients still talking to it."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

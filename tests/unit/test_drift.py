@@ -376,7 +376,12 @@ class Scenario:
 
     def report(self, **kw: Any) -> DriftReport:
         return find_drift(
-            self.desired, self.live, spec=kw.pop("spec", self.spec), managed_namespaces=kw.pop("namespaces", NAMESPACES)
+            self.desired,
+            self.live,
+            spec=kw.pop("spec", self.spec),
+            managed_namespaces=kw.pop("namespaces", NAMESPACES),
+            listed=kw.pop("listed", None),
+            skipped=kw.pop("skipped", None),
         )
 
 
@@ -558,6 +563,22 @@ def test_desired_objects_outside_the_captured_namespaces_are_unchecked_not_delet
     unchecked = {str(e.ref) for e in report.unchecked}
     assert "Deployment/payments/ledger" in unchecked and "Secret/payments/payments-db" in unchecked
     assert not any(f.kind == "deleted" and f.ref.namespace == "payments" for f in report.findings)
+
+
+def test_objects_of_a_kind_that_could_not_be_listed_are_unchecked_not_deleted() -> None:
+    s = scenario()
+    s.live = [o for o in s.live if o["kind"] != "Deployment"]  # e.g. the LIST was refused
+    listed = {(d.ref.group, d.ref.kind) for d in s.desired} - {("apps", "Deployment")}
+    report = s.report(listed=listed, skipped={("apps", "Deployment"): "listing Deployment was refused (HTTP 403)"})
+    assert not any(f.ref.kind == "Deployment" and f.kind == "deleted" for f in report.findings)
+    reasons = {str(e.ref): e.reason for e in report.unchecked}
+    assert reasons["Deployment/payments/ledger"] == "not listed: listing Deployment was refused (HTTP 403)"
+    # a kind the server does not serve at all (no reason recorded) is unchecked too
+    report = s.report(listed=listed)
+    assert reasons.keys() <= {str(e.ref) for e in report.unchecked}
+    assert "kind Deployment is not served by the API server" in {str(e.ref): e.reason for e in report.unchecked}[
+        "Deployment/payments/ledger"
+    ]
 
 
 # --------------------------------------------------------------------------- secrets

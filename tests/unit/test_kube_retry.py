@@ -31,8 +31,8 @@ SERVER = "https://127.0.0.1:6443"
 
 def test_5xx_and_connection_errors_keep_the_attempt_limit() -> None:
     delays = [next_delay(503, failures=n, throttles=0, elapsed=0, retry_after=None) for n in range(1, MAX_ATTEMPTS + 1)]
-    assert delays[:-1] == [0.2, 0.4, 0.8, 1.6, 3.2] and delays[-1] is None
-    assert next_delay(None, failures=MAX_ATTEMPTS - 1, throttles=0, elapsed=0, retry_after=None) == 3.2
+    assert delays[:-1] == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0] and delays[-1] is None
+    assert next_delay(None, failures=MAX_ATTEMPTS - 1, throttles=0, elapsed=0, retry_after=None) == 5.0
     assert next_delay(None, failures=MAX_ATTEMPTS, throttles=0, elapsed=0, retry_after=None) is None
     assert next_delay(502, failures=2, throttles=0, elapsed=0, retry_after=7.0) == 7.0  # a 503's Retry-After too
 
@@ -149,11 +149,11 @@ def test_5xx_still_fails_after_max_attempts(
     with caplog.at_level(logging.WARNING, logger="rebuild.kube"), pytest.raises(ClusterError) as err:
         k.request("GET", "/api/v1/namespaces")
     assert len(seen) == MAX_ATTEMPTS
-    assert clock.sleeps == [0.2, 0.4, 0.8, 1.6, 3.2]
-    assert err.value.message == "GET /api/v1/namespaces failed after 6 attempts: HTTP 503: too many requests"
+    assert clock.sleeps == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+    assert err.value.message == "GET /api/v1/namespaces failed after 8 attempts: HTTP 503: too many requests"
     assert [r.getMessage() for r in caplog.records][:2] == [
-        "Request attempt #1/6 failed; will retry: GET /api/v1/namespaces -> HTTP 503: too many requests",
-        "Request attempt #2/6 failed; will retry: GET /api/v1/namespaces -> HTTP 503: too many requests",
+        "Request attempt #1/8 failed; will retry: GET /api/v1/namespaces -> HTTP 503: too many requests",
+        "Request attempt #2/8 failed; will retry: GET /api/v1/namespaces -> HTTP 503: too many requests",
     ]
 
 
