@@ -40,11 +40,19 @@ EXAMPLE = REPO / "examples" / "gitops-repo"
 OBJECTS = 56  # what the example declares
 
 
+def cli_env(state: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The CLI's environment. Without CI: these tests read its progress lines, which `-o json`
+    keeps quiet in CI."""
+    env = dict(os.environ, REBUILD_STATE_DIR=str(state), **(extra or {}))
+    env.pop("CI", None)
+    return env
+
+
 class Run:
     """The real CLI in its own session/process group, its stderr read line by line."""
 
     def __init__(self, args: list[str], state: Path, env_extra: dict[str, str] | None = None) -> None:
-        env = dict(os.environ, REBUILD_STATE_DIR=str(state), **(env_extra or {}))
+        env = cli_env(state, env_extra)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rebuild.cli", *args],
             stdout=subprocess.PIPE,
@@ -101,7 +109,7 @@ class Run:
 def rebuild(
     args: list[str], state: Path, timeout: float = 600, env_extra: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, REBUILD_STATE_DIR=str(state), **(env_extra or {}))
+    env = cli_env(state, env_extra)
     cmd = [sys.executable, "-m", "rebuild.cli", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO)
 
