@@ -692,8 +692,8 @@ def test_no_secret_leaks_in_argv_files_git_or_the_pr_and_every_listener_is_loopb
     assert verify.rc == 1, verify.stderr[-3000:]
     drifted = [o["ref"] for o in json.loads(verify.stdout)["objects"] if not o["ok"]]
     assert "Secret/payments/payments-db" in drifted, drifted
-    # capture from a config naming the forge's source only: with two sources, capture cannot
-    # edit any file (their paths carry the `name:` label), and with nothing to edit it fails
+    # capture from a config naming the forge's source only (capture backports into one
+    # repository, the one on the forge where the PR is opened)
     capture = tracer.run("capture", ["-o", "json", "--config", str(setup["capture_config"]), "capture"])
     runs.append(capture)
     assert capture.rc == 1, capture.stderr[-3000:]
