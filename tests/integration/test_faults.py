@@ -469,6 +469,11 @@ def test_stack_locked_by_another_update(example: tuple[Path, Path]) -> None:
     res = json.loads(r.stdout)
     assert res["converged"] is True and len(res["verify"]["objects"]) == OBJECTS
     assert not list(locks.glob("*.json"))
+    # The killed engine's plugins (their own process groups) noticed and exited: nothing left over.
+    deadline = time.monotonic() + 15
+    while stray_pulumi(state) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert stray_pulumi(state) == []
 
 
 @contextlib.contextmanager

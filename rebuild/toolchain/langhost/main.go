@@ -215,6 +215,10 @@ func main() {
 		if err := rpcutil.Healthcheck(ctx, opts.engineAddress, 5*time.Minute, stop); err != nil {
 			fail(fmt.Errorf("could not start the engine health check: %w", err))
 		}
+		// The health check takes up to 5 minutes to notice; an engine killed with SIGKILL is seen
+		// at once: we are reparented. (Plugins run in their own process group, so a kill of the
+		// engine's group never reaches us.)
+		go watchParent(ctx, os.Getppid(), stop)
 	}
 
 	// rpcutil stops the server gracefully (letting in-flight calls finish) once cancel is closed. Before
@@ -919,3 +923,22 @@ func nonNilSlice(s []string) []string {
 
 // Compile-time check that languageHost implements the service.
 var _ pulumirpc.LanguageRuntimeServer = (*languageHost)(nil)
+
+// watchParent calls stop once this process's parent is no longer ppid (it died and we were
+// reparented to init or a subreaper).
+func watchParent(ctx context.Context, ppid int, stop func()) {
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if os.Getppid() != ppid {
+				logging.V(3).Infof("the engine (pid %d) is gone; stopping", ppid)
+				stop()
+				return
+			}
+		}
+	}
+}
