@@ -27,11 +27,10 @@ import git
 from rebuild.adapters.git import auth_env, scrub
 from rebuild.adapters.kube import Kube, ResourceInfo
 from rebuild.backport import Backport, plan_backport
-from rebuild.clusters import get_cluster
 from rebuild.drift import DriftReport, find_drift
 from rebuild.errors import ConfigError, GitError, KubeError
 from rebuild.model import DesiredObject, Source
-from rebuild.recovery import Context, DesiredState, SourceState, load_desired
+from rebuild.recovery import Context, DesiredState, SourceState, live_kube, load_desired
 
 Progress = Callable[[str], None]
 
@@ -270,12 +269,7 @@ def capture(ctx: Context, *, dry_run: bool = False, include_deletions: bool = Fa
     namespaces = list(spec.namespaces) or sorted({o.ref.namespace for o in objects if o.ref.namespace})
     own_kube = kube is None
     if kube is None:
-        c = ctx.config.cluster
-        cluster = get_cluster(c.provider, c.name, nodes=c.nodes, context=c.context or None, root=ctx.root)
-        kubeconfig = cluster.kubeconfig()
-        if not kubeconfig.exists():
-            raise ConfigError(f"cluster {c.name} has no kubeconfig at {kubeconfig}", fix="run `rebuild up` first")
-        kube = Kube.from_kubeconfig(kubeconfig)
+        kube = live_kube(ctx)
     try:
         ctx.progress(f"capture: listing live objects in {', '.join(namespaces)}")
         cluster_kinds = {(o.ref.group, o.ref.kind) for o in objects if not o.ref.namespace}

@@ -328,19 +328,12 @@ def up_cmd(obj: Ctx, revision: tuple[str, ...], timeout: float | None) -> None:
 @click.pass_obj
 def verify_cmd(obj: Ctx, timeout: float | None, revision: tuple[str, ...]) -> None:
     """Is the cluster exactly what git declares, and healthy? Exit 0 converged, 1 not."""
-    from rebuild.adapters.kube import Kube
-    from rebuild.clusters import get_cluster
     from rebuild.converge import wait_converged
-    from rebuild.recovery import load_desired
+    from rebuild.recovery import live_kube, load_desired
 
     ctx = _context(obj)
     desired = load_desired(ctx, _revisions(revision, ctx))
-    c = ctx.config.cluster
-    cluster = get_cluster(c.provider, c.name, nodes=c.nodes, context=c.context or None, root=ctx.root)
-    kubeconfig = cluster.kubeconfig()
-    if not kubeconfig.exists():
-        raise ConfigError(f"cluster {c.name} has no kubeconfig at {kubeconfig}", fix="run `rebuild up` first")
-    kube = Kube.from_kubeconfig(kubeconfig)
+    kube = live_kube(ctx)
     try:
         report = wait_converged(kube, desired.objects, ctx.config.verify, timeout=timeout, progress=obj.progress)
     finally:

@@ -358,6 +358,18 @@ def kubeconfig_path(ctx: Context) -> Path:
     return ctx.root / "clusters" / ctx.config.cluster.name / "rebuild-kubeconfig"
 
 
+def live_kube(ctx: Context) -> Kube:
+    """A client for the cluster rebuild.yaml names, as its provider reaches it (verify, capture)."""
+    from rebuild.clusters import get_cluster
+
+    c = ctx.config.cluster
+    cluster = get_cluster(c.provider, c.name, nodes=c.nodes, context=c.context or None, root=ctx.root)
+    kubeconfig = cluster.kubeconfig()
+    if not kubeconfig.exists():
+        raise ConfigError(f"cluster {c.name} has no kubeconfig at {kubeconfig}", fix="run `rebuild up` first")
+    return Kube.from_kubeconfig(kubeconfig)
+
+
 def run_phase(ctx: Context, name: str, desired: DesiredState) -> dict[str, Any]:
     """One phase of `up`, idempotent on its own (so a runbook can run, and resume, phase by phase)."""
     pulumi = ctx.pulumi

@@ -156,17 +156,6 @@ def component_pid(cluster: LocalCluster, name: str) -> int:
     return pid
 
 
-@pytest.fixture
-def example(tmp_path: Path, toolchain: Any) -> Iterator[tuple[Path, Path]]:
-    """A private copy of the example repo and a state dir; everything started is stopped after."""
-    repo = tmp_path / "repo"
-    shutil.copytree(EXAMPLE, repo)
-    state = tmp_path / "state"
-    yield repo / "rebuild.yaml", state
-    LocalCluster("demo", root=state).delete(purge=True)
-    gitserver.stop_server(state / "gitserver")
-
-
 # --------------------------------------------------------------------------- Ctrl-C
 
 

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +29,6 @@ EXAMPLE = REPO / "examples" / "gitops-repo"
 def rebuild(args: list[str], state: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, REBUILD_STATE_DIR=str(state))
     return subprocess.run([sys.executable, "-m", "rebuild.cli", *args], capture_output=True, text=True, env=env, timeout=timeout)
-
-
-@pytest.fixture
-def example(tmp_path: Path, toolchain: Any) -> Iterator[tuple[Path, Path]]:
-    """A private copy of the example repo and a state dir; everything started is stopped after."""
-    repo = tmp_path / "repo"
-    shutil.copytree(EXAMPLE, repo)
-    state = tmp_path / "state"
-    yield repo / "rebuild.yaml", state
-    LocalCluster("demo", root=state).delete(purge=True)
-    gitserver.stop_server(state / "gitserver")
 
 
 def test_up_converges_then_drift_is_reported_and_reverted(example: tuple[Path, Path]) -> None:
