@@ -30,7 +30,11 @@ class Ctx:
         self.output = output
         self.config = config
         if state_dir is not None:
-            os.environ["REBUILD_STATE_DIR"] = str(state_dir.resolve())
+            self.set_state_dir(state_dir)
+
+    def set_state_dir(self, state_dir: Path) -> None:
+        # Through the environment: every stage (and the Pulumi programs rebuild runs) reads it there.
+        os.environ["REBUILD_STATE_DIR"] = str(state_dir.expanduser().resolve())
 
     @property
     def json(self) -> bool:
@@ -56,8 +60,60 @@ def fail(err: RebuildError) -> NoReturn:
     sys.exit(EXIT_ERROR)
 
 
-class Group(click.Group):
+# --------------------------------------------------------------------------- global options
+# `-o`, `--config` and `--state-dir` are accepted before the command (options of the group)
+# and after it (kubectl and flux style). They are defined once, here: every command added to a
+# group of this CLI gets them, and a value given after the command wins over one given before.
+
+_OUTPUT = click.Choice(["text", "json"])
+_HELP = {
+    "output": "Result format on stdout.",
+    "config": "rebuild.yaml (default: ./rebuild.yaml).",
+    "state_dir": "Where clusters, stack state and run records live (default $REBUILD_STATE_DIR or ~/.local/state/rebuild).",
+}
+
+
+def _apply_global(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """Callback of a global option given after a command: it overrides the group's value."""
+    if value is None or ctx.resilient_parsing:
+        return
+    obj = ctx.find_object(Ctx)
+    if obj is None:  # a command invoked on its own (no group ran before it)
+        obj = ctx.obj = Ctx("text", None, None)
+    if param.name == "output":
+        obj.output = value
+    elif param.name == "config":
+        obj.config = value
+    elif param.name == "state_dir":
+        obj.set_state_dir(value)
+
+
+def global_options() -> list[click.Parameter]:
+    """The three global options as a command's own (default None: only a given value overrides)."""
+    common: dict[str, Any] = {"default": None, "expose_value": False, "callback": _apply_global}
+    return [
+        click.Option(["-o", "--output"], type=_OUTPUT, help=_HELP["output"], **common),
+        click.Option(["--config"], type=click.Path(path_type=Path), help=_HELP["config"], **common),
+        click.Option(["--state-dir"], type=click.Path(path_type=Path), help=_HELP["state_dir"], **common),
+    ]
+
+
+class GlobalOptionsGroup(click.Group):
+    """A group whose commands (and sub-groups, recursively) all accept the global options."""
+
+    # sub-groups made with @group.group() are of this same class
+    group_class: type[click.Group] | type[type] | None = type
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        have = {opt for p in cmd.params for opt in getattr(p, "opts", [])}
+        cmd.params.extend(p for p in global_options() if not have & set(p.opts))
+        super().add_command(cmd, name)
+
+
+class Group(GlobalOptionsGroup):
     """Turns our errors into exit 2 with one clear line, everywhere."""
+
+    group_class: type[click.Group] | type[type] | None = GlobalOptionsGroup
 
     def invoke(self, ctx: click.Context) -> Any:
         # A scheduler's (or runbook's) SIGTERM stops a run the way Ctrl-C does: cleanly.
@@ -83,15 +139,10 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-@click.group(cls=Group)
-@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", help="Result format on stdout.")
-@click.option("--config", type=click.Path(path_type=Path), default=None, help="rebuild.yaml (default: ./rebuild.yaml).")
-@click.option(
-    "--state-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Where clusters, stack state and run records live (default $REBUILD_STATE_DIR or ~/.local/state/rebuild).",
-)
+@click.group(cls=Group, epilog="-o, --config and --state-dir are accepted before or after the command.")
+@click.option("-o", "--output", type=_OUTPUT, default="text", help=_HELP["output"])
+@click.option("--config", type=click.Path(path_type=Path), default=None, help=_HELP["config"])
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=_HELP["state_dir"])
 @click.version_option(__version__, prog_name="rebuild")
 @click.pass_context
 def main(ctx: click.Context, output: str, config: Path | None, state_dir: Path | None) -> None:
