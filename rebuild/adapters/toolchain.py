@@ -23,12 +23,12 @@ import shutil
 import subprocess
 import sys
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from rebuild.errors import ToolchainError
+from rebuild.errors import ConfigError, ToolchainError
 
 # Disk a cold build needs: Go's module and build caches plus the binaries (measured ~9 GB).
 MIN_FREE_BYTES = 6 * 1024**3
@@ -66,6 +66,10 @@ class ToolStatus:
     path: Path
     present: bool
     detail: str = ""
+    # Optional tools (``optional = true`` in versions.toml) are listed by ``doctor`` but a
+    # missing one is not an error: a plain install never builds them.
+    optional: bool = False
+    tool: str = ""  # the versions.toml / recipe name, when it differs from the binary's
 
 
 @dataclass
@@ -98,21 +102,26 @@ class Toolchain:
         if not path.exists():
             raise ToolchainError(
                 f"{exe or tool} ({tool} {self.versions[tool]['version']}) is not installed at {path}",
-                fix="run `rebuild toolchain install`",
+                fix=f"run `{self.install_hint(tool)}`",
             )
         return path
+
+    def install_hint(self, tool: str) -> str:
+        """The command that installs a tool: optional ones must be asked for by name."""
+        return f"rebuild toolchain install --with {tool}" if self.is_optional(tool) else "rebuild toolchain install"
 
     def kwok_stages(self) -> Path:
         return self.tool_dir("kwok") / "stages.yaml"
 
     def flux_crds(self, controller: str) -> list[Path]:
-        """The CRD manifests shipped with a Flux controller (``source-controller`` or
-        ``kustomize-controller``), copied from its module's ``config/crd/bases``."""
+        """The CRD manifests shipped with a Flux controller (``source-controller``,
+        ``kustomize-controller`` or the optional ``helm-controller``), copied from its
+        module's ``config/crd/bases``."""
         crds = sorted((self.tool_dir(controller) / "crds").glob("*.yaml"))
         if not crds:
             raise ToolchainError(
                 f"no CRDs for {controller} {self.versions[controller]['version']} under {self.tool_dir(controller) / 'crds'}",
-                fix="run `rebuild toolchain install`",
+                fix=f"run `{self.install_hint(controller)}`",
             )
         return crds
 
@@ -143,6 +152,49 @@ class Toolchain:
     def installed(self, name: str) -> bool:
         return (self.tool_dir(name) / STAMP).exists()
 
+    def is_optional(self, name: str) -> bool:
+        """Whether versions.toml marks a tool ``optional = true`` (not part of a plain install).
+        ``load_versions`` stringifies values, so the TOML boolean arrives as ``"True"``."""
+        return self.versions.get(name, {}).get("optional", "").lower() == "true"
+
+    def core_tools(self) -> list[str]:
+        """What a plain ``rebuild toolchain install`` builds (every recipe not optional)."""
+        return [r.name for r in RECIPES if not self.is_optional(r.name)]
+
+    def optional_tools(self) -> list[str]:
+        return [r.name for r in RECIPES if self.is_optional(r.name)]
+
+    def select(self, only: Sequence[str] = (), with_: Sequence[str] = ()) -> list[str]:
+        """The recipe names an install builds, in recipe order.
+
+        ``only``: exactly these tools (any recipe, core or optional). ``with_``: the core tools
+        plus these optional ones; the word ``optional`` stands for all of them. Both accept
+        comma-separated lists (``--with sops,age``). Unknown names fail with the valid ones.
+        """
+        only_names = _split_names(only)
+        with_names = _split_names(with_)
+        if only_names and with_names:
+            raise ConfigError("--only and --with cannot be combined", fix="use --only NAME,... or --with NAME,...")
+        known = [r.name for r in RECIPES]
+        if only_names:
+            unknown = [n for n in only_names if n not in known]
+            if unknown:
+                raise ConfigError(
+                    f"unknown tool(s): {', '.join(unknown)}", fix=f"choose from {', '.join(known)} (rebuild/versions.toml)"
+                )
+            return [n for n in known if n in only_names]
+        optional = self.optional_tools()
+        wanted = set(optional) if "optional" in with_names else set(with_names)
+        bad = sorted(wanted - set(optional))
+        if bad:
+            core = [n for n in bad if n in known]
+            raise ConfigError(
+                f"not an optional tool: {', '.join(bad)}"
+                + (" (core tools are always installed)" if core and len(core) == len(bad) else ""),
+                fix=f"--with takes {', '.join([*optional, 'optional'])}",
+            )
+        return [n for n in known if n in wanted or not self.is_optional(n)]
+
     def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
         """Environment for running pulumi and friends offline, with our binaries first on PATH."""
         env = dict(os.environ if base is None else base)
@@ -159,13 +211,16 @@ class Toolchain:
         out: list[ToolStatus] = []
         for spec in RECIPES:
             version = self.versions[spec.name]["version"]
+            opt = self.is_optional(spec.name)
             for exe in spec.binaries:
                 path = self.bin_dir(spec.name) / exe
                 ok = path.exists() and self.installed(spec.name)
                 shown = self.versions[spec.name].get(exe, version)  # e.g. etcd's own pin in [kubernetes]
-                out.append(ToolStatus(exe, shown, path, ok))
+                out.append(ToolStatus(exe, shown, path, ok, optional=opt, tool=spec.name))
             if not spec.binaries:
-                out.append(ToolStatus(spec.name, version, self.tool_dir(spec.name), self.installed(spec.name), spec.note))
+                out.append(
+                    ToolStatus(spec.name, version, self.tool_dir(spec.name), self.installed(spec.name), spec.note, opt, spec.name)
+                )
         plugin = self.plugin_dir()
         out.append(
             ToolStatus(
@@ -225,7 +280,9 @@ class _Build:
         env.update(
             CGO_ENABLED="0",
             GOFLAGS="-mod=mod",
-            GOTOOLCHAIN="local",
+            # The machine's own Go, unless versions.toml names a newer one for this tool only
+            # (``gotoolchain = "go1.27.3"``: the go command fetches it from the module proxy).
+            GOTOOLCHAIN=self.pins.get("gotoolchain", "local"),
             GOWORK="off",
         )
         env.update(extra)
@@ -582,12 +639,62 @@ def _fetch_argocd_manifests(b: _Build) -> None:
     (b.stage / "install.yaml").chmod(0o644)
 
 
+def _go_module_recipe(
+    module: str, packages: tuple[str, ...], ldflags: Callable[[str], str] = lambda _v: ""
+) -> Callable[[_Build], None]:
+    """A recipe for a plain Go module: require it at the pinned version in a wrapper module,
+    copy its non-local replaces (plus versions.toml's ``replace``), tidy, and build each main
+    package into ``bin/<last path element>``. ``ldflags(version)`` adds -X version flags."""
+
+    def build(b: _Build) -> None:
+        v = b.version
+        info = b.module_info(f"{module}@{v}")
+        b.write_module(
+            requires=[f"{module} {v}"],
+            replaces=_replace_lines(Path(info["GoMod"])) + _pinned_replaces(b),
+            imports=list(packages),
+        )
+        b.progress(f"{b.name} {v}: resolving modules")
+        b.run(["go", "mod", "tidy"])
+        for pkg in packages:
+            exe = pkg.rsplit("/", 1)[-1]
+            b.progress(f"{b.name} {v}: go build {exe}")
+            b.go_build(b.stage / "bin" / exe, pkg, ldflags=ldflags(v))
+
+    return build
+
+
+# sops's version is a plain variable in its source ("3.13.3"); nothing to set. pulumi-yaml's
+# releases set the tag (what `GetPluginInfo` reports to the engine). SeaweedFS prints its own
+# release number plus COMMIT: the pseudo-version's commit, so `weed version` names the source.
+_build_sops = _go_module_recipe("github.com/getsops/sops/v3", ("github.com/getsops/sops/v3/cmd/sops",))
+_build_age = _go_module_recipe("filippo.io/age", ("filippo.io/age/cmd/age", "filippo.io/age/cmd/age-keygen"))
+_build_pulumi_yaml = _go_module_recipe(
+    "github.com/pulumi/pulumi-yaml",
+    ("github.com/pulumi/pulumi-yaml/cmd/pulumi-language-yaml",),
+    lambda v: f"-X github.com/pulumi/pulumi-yaml/pkg/version.Version={v}",
+)
+_build_seaweedfs = _go_module_recipe(
+    "github.com/seaweedfs/seaweedfs",
+    ("github.com/seaweedfs/seaweedfs/weed",),
+    lambda v: f"-X github.com/seaweedfs/seaweedfs/weed/util/version.COMMIT={v.rsplit('-', 1)[-1]}",
+)
+
+
+def _split_names(values: Sequence[str]) -> list[str]:
+    """``("a,b", "c")`` -> ``["a", "b", "c"]``: options may be repeated or comma-separated."""
+    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
     binaries: tuple[str, ...]
     build: Callable[[_Build], None]
     note: str = ""
+    # Programs the pulumi engine loads as bundled plugins: linked next to the pulumi binary
+    # (see _bundle_language_host) so `pulumi` finds them without PATH or a plugin install.
+    pulumi_plugins: tuple[str, ...] = ()
 
 
 RECIPES: tuple[Recipe, ...] = (
@@ -598,6 +705,7 @@ RECIPES: tuple[Recipe, ...] = (
         "pulumi-language-python",
         ("pulumi-language-python", "pulumi-language-python-exec", "pulumi-resource-pulumi-python"),
         _build_langhost,
+        pulumi_plugins=("pulumi-language-python", "pulumi-language-python-exec", "pulumi-resource-pulumi-python"),
     ),
     Recipe("pulumi-resource-kubernetes", ("pulumi-resource-kubernetes",), _build_k8s_provider),
     Recipe("source-controller", ("source-controller",), _build_flux_controller),
@@ -608,6 +716,24 @@ RECIPES: tuple[Recipe, ...] = (
         (),
         _fetch_argocd_manifests,
         note="manifests only: Argo CD's controller cannot be built here, the argocd path is verified at the API level",
+    ),
+    # Optional tools (``optional = true`` in versions.toml): built only when asked for.
+    Recipe("sops", ("sops",), _build_sops),
+    Recipe("age", ("age", "age-keygen"), _build_age),
+    # Same recipe as source/kustomize-controller: ./api replace dropped, CRDs and config/ shipped.
+    Recipe("helm-controller", ("helm-controller",), _build_flux_controller),
+    Recipe(
+        "pulumi-language-yaml",
+        ("pulumi-language-yaml",),
+        _build_pulumi_yaml,
+        note="Pulumi YAML programs (`runtime: yaml`); linked next to the pulumi binary",
+        pulumi_plugins=("pulumi-language-yaml",),
+    ),
+    Recipe(
+        "seaweedfs",
+        ("weed",),
+        _build_seaweedfs,
+        note="S3-compatible store for a real Pulumi backend on 127.0.0.1 (docs/toolchain.md)",
     ),
 )
 
@@ -651,9 +777,14 @@ def check_prerequisites(root: Path) -> None:
 
 
 def install(tc: Toolchain | None = None, progress: Progress = _default_progress, only: list[str] | None = None) -> list[str]:
-    """Build every missing pinned tool; returns the names built (empty when all were cached)."""
+    """Build every missing pinned tool; returns the names built (empty when all were cached).
+
+    ``only=None`` builds the core tools (optional ones are skipped); otherwise exactly the
+    named ones (see ``Toolchain.select`` for ``--only`` / ``--with``)."""
     tc = tc or Toolchain()
-    todo = [r for r in RECIPES if (only is None or r.name in only) and not tc.installed(r.name)]
+    if only is None:
+        only = tc.core_tools()
+    todo = [r for r in RECIPES if r.name in only and not tc.installed(r.name)]
     need_plugin = not tc.plugin_dir().joinpath("pulumi-resource-kubernetes").exists()
     if not todo and not need_plugin:
         _bundle_language_host(tc)
@@ -666,25 +797,28 @@ def install(tc: Toolchain | None = None, progress: Progress = _default_progress,
                 continue
             _run_recipe(tc, recipe, progress)
             built.append(recipe.name)
-        if (only is None or "pulumi-resource-kubernetes" in only) and need_plugin:
+        if "pulumi-resource-kubernetes" in only and need_plugin:
             _install_plugin(tc, progress)
         _bundle_language_host(tc)
     return built
 
 
 def _bundle_language_host(tc: Toolchain) -> None:
-    """Link the Python language host next to the pulumi binary, where the engine expects
-    bundled plugins (else it warns "using pulumi-language-python from $PATH" on every run)."""
-    if not (tc.installed("pulumi") and tc.installed("pulumi-language-python")):
+    """Link the language hosts (Python; YAML when installed) next to the pulumi binary, where
+    the engine looks for bundled plugins first (else it warns "using pulumi-language-python
+    from $PATH" on every run, and a YAML program would need the host on PATH)."""
+    if not tc.installed("pulumi"):
         return
-    recipe = next(r for r in RECIPES if r.name == "pulumi-language-python")
-    for exe in recipe.binaries:
-        link = tc.bin_dir("pulumi") / exe
-        target = tc.bin_dir("pulumi-language-python") / exe
-        if link.is_symlink() and link.resolve() == target.resolve():
+    for recipe in RECIPES:
+        if not recipe.pulumi_plugins or not tc.installed(recipe.name):
             continue
-        link.unlink(missing_ok=True)
-        link.symlink_to(target)
+        for exe in recipe.pulumi_plugins:
+            link = tc.bin_dir("pulumi") / exe
+            target = tc.bin_dir(recipe.name) / exe
+            if link.is_symlink() and link.resolve() == target.resolve():
+                continue
+            link.unlink(missing_ok=True)
+            link.symlink_to(target)
 
 
 def _run_recipe(tc: Toolchain, recipe: Recipe, progress: Progress) -> None:

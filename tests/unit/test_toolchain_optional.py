@@ -1,0 +1,220 @@
+"""Optional toolchain entries (sops, age, helm-controller, pulumi-language-yaml, seaweedfs):
+which tools an install selects, how doctor reports them, and how they are linked and built.
+Pure logic: nothing is built and no network is used."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from rebuild.adapters import toolchain as tc
+from rebuild.errors import ConfigError
+
+OPTIONAL = ["sops", "age", "helm-controller", "pulumi-language-yaml", "seaweedfs"]
+
+
+def _stamp(t: tc.Toolchain, name: str) -> None:
+    recipe = next(r for r in tc.RECIPES if r.name == name)
+    d = t.tool_dir(name)
+    (d / "bin").mkdir(parents=True, exist_ok=True)
+    for exe in recipe.binaries:
+        (d / "bin" / exe).write_text("")
+    (d / tc.STAMP).write_text(json.dumps({"version": "x"}))
+
+
+def test_versions_toml_marks_exactly_the_optional_tools() -> None:
+    t = tc.Toolchain(root=Path("/nonexistent"))
+    assert t.optional_tools() == OPTIONAL
+    assert "kubernetes" in t.core_tools() and not set(OPTIONAL) & set(t.core_tools())
+    for name in OPTIONAL:
+        assert t.versions[name]["version"].startswith("v"), name
+
+
+def test_pins() -> None:
+    v = tc.load_versions()
+    assert v["sops"]["version"] == "v3.13.3"
+    assert v["age"]["version"] == "v1.3.2"
+    # the only helm-controller tags the proxy serves are v1.4.3 and v1.4.0
+    assert v["helm-controller"]["version"] == "v1.4.3"
+    assert v["pulumi-language-yaml"]["version"] == "v1.25.0"
+    assert v["seaweedfs"]["version"] == "v0.0.0-20261109003541-7506e5f91cd6"
+
+
+def test_plain_selection_is_the_core_only() -> None:
+    t = tc.Toolchain(root=Path("/nonexistent"))
+    assert t.select() == t.core_tools()
+    assert t.select((), ()) == [r.name for r in tc.RECIPES if r.name not in OPTIONAL]
+
+
+def test_with_adds_optional_tools_in_recipe_order() -> None:
+    t = tc.Toolchain(root=Path("/nonexistent"))
+    got = t.select(with_=("sops,age", "seaweedfs"))
+    assert got == [*t.core_tools(), "sops", "age", "seaweedfs"]
+    assert t.select(with_=("optional",)) == [r.name for r in tc.RECIPES]
+
+
+def test_only_selects_exactly_those_core_or_optional() -> None:
+    t = tc.Toolchain(root=Path("/nonexistent"))
+    assert t.select(only=("helm-controller", "pulumi,sops")) == ["pulumi", "sops", "helm-controller"]
+
+
+@pytest.mark.parametrize(
+    ("only", "with_", "message"),
+    [
+        (("nope",), (), "unknown tool(s): nope"),
+        ((), ("kubernetes",), "not an optional tool: kubernetes (core tools are always installed)"),
+        ((), ("helm",), "not an optional tool: helm"),
+        (("sops",), ("age",), "cannot be combined"),
+    ],
+)
+def test_bad_selections_name_the_valid_choices(only: tuple[str, ...], with_: tuple[str, ...], message: str) -> None:
+    t = tc.Toolchain(root=Path("/nonexistent"))
+    with pytest.raises(ConfigError) as err:
+        t.select(only, with_)
+    assert message in err.value.message and err.value.fix
+
+
+def test_plain_install_skips_missing_optional_tools(tmp_path: Path) -> None:
+    t = tc.Toolchain(root=tmp_path)
+    for name in t.core_tools():
+        _stamp(t, name)
+    t.plugin_dir().mkdir(parents=True)
+    (t.plugin_dir() / "pulumi-resource-kubernetes").write_text("")
+    # nothing to build: had the optional tools been selected this would try to run `go`
+    assert tc.install(t, progress=lambda _m: None) == []
+
+
+def test_install_only_an_optional_tool_builds_just_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    t = tc.Toolchain(root=tmp_path)
+    ran: list[str] = []
+    monkeypatch.setattr(tc, "check_prerequisites", lambda _root: None)
+    monkeypatch.setattr(tc, "_run_recipe", lambda _t, recipe, _p: ran.append(recipe.name))
+    assert tc.install(t, progress=lambda _m: None, only=["sops", "age"]) == ["sops", "age"]
+    assert ran == ["sops", "age"]  # not the core tools, and not the kubernetes plugin
+
+
+def test_status_marks_optional_rows_and_doctor_ignores_them(tmp_path: Path) -> None:
+    t = tc.Toolchain(root=tmp_path)
+    for name in t.core_tools():
+        _stamp(t, name)
+    t.plugin_dir().mkdir(parents=True)
+    (t.plugin_dir() / "pulumi-resource-kubernetes").write_text("")
+    rows = {r.name: r for r in t.status()}
+    assert rows["age-keygen"].optional and rows["age-keygen"].tool == "age" and not rows["age-keygen"].present
+    assert rows["weed"].tool == "seaweedfs" and rows["weed"].version.startswith("v0.0.0-")
+    assert not rows["kube-apiserver"].optional and rows["kube-apiserver"].present
+    assert t.install_hint("helm-controller") == "rebuild toolchain install --with helm-controller"
+    assert t.install_hint("kwok") == "rebuild toolchain install"
+
+
+def test_doctor_lists_optional_tools_with_state_and_install_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rebuild.cli import main
+
+    monkeypatch.setenv("REBUILD_CACHE", str(tmp_path))
+    t = tc.Toolchain(root=tmp_path)
+    for name in [*t.core_tools(), "sops"]:
+        _stamp(t, name)
+    t.plugin_dir().mkdir(parents=True)
+    (t.plugin_dir() / "pulumi-resource-kubernetes").write_text("")
+    res = CliRunner().invoke(main, ["toolchain", "doctor"])
+    assert res.exit_code == 0, res.output  # missing optional tools are not an error
+    out = res.output
+    assert "all tools present" in out and "optional tools" in out
+    sops_line = next(line for line in out.splitlines() if line.startswith("sops "))
+    assert "OK" in sops_line
+    helm = out[out.index("helm-controller ") :]
+    assert "not installed" in helm.splitlines()[0]
+    assert "install: rebuild toolchain install --with helm-controller" in helm.splitlines()[1]
+    res = CliRunner().invoke(main, ["-o", "json", "toolchain", "doctor"])
+    data = json.loads(res.output)
+    assert data["ok"] is True
+    assert {r["name"]: r["optional"] for r in data["tools"]}["pulumi-language-yaml"] is True
+
+
+def test_doctor_fails_on_a_missing_core_tool_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rebuild.cli import main
+
+    monkeypatch.setenv("REBUILD_CACHE", str(tmp_path))
+    res = CliRunner().invoke(main, ["toolchain", "doctor"])
+    assert res.exit_code == 2 and "some tools are missing" in res.output
+
+
+def test_install_cli_rejects_a_core_tool_in_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rebuild.cli import main
+
+    monkeypatch.setenv("REBUILD_CACHE", str(tmp_path))
+    res = CliRunner().invoke(main, ["toolchain", "install", "--with", "kwok"])
+    assert res.exit_code == 2 and "not an optional tool: kwok" in res.output
+
+
+def test_language_hosts_are_linked_next_to_pulumi(tmp_path: Path) -> None:
+    t = tc.Toolchain(root=tmp_path)
+    for name in ("pulumi", "pulumi-language-python"):
+        _stamp(t, name)
+    tc._bundle_language_host(t)
+    assert (t.bin_dir("pulumi") / "pulumi-language-python").is_symlink()
+    assert not (t.bin_dir("pulumi") / "pulumi-language-yaml").exists()  # not installed: no dangling link
+    _stamp(t, "pulumi-language-yaml")
+    tc._bundle_language_host(t)
+    link = t.bin_dir("pulumi") / "pulumi-language-yaml"
+    assert link.resolve() == (t.bin_dir("pulumi-language-yaml") / "pulumi-language-yaml").resolve()
+    tc._bundle_language_host(t)  # idempotent
+    assert link.is_symlink()
+
+
+def test_helm_controller_uses_the_flux_recipe_and_ships_crds(tmp_path: Path) -> None:
+    recipes = {r.name: r for r in tc.RECIPES}
+    assert recipes["helm-controller"].build is recipes["source-controller"].build
+    t = tc.Toolchain(root=tmp_path)
+    with pytest.raises(tc.ToolchainError) as err:
+        t.flux_crds("helm-controller")
+    assert err.value.fix == "run `rebuild toolchain install --with helm-controller`"
+
+
+def test_go_module_recipe_writes_the_wrapper_and_builds_each_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    t = tc.Toolchain(root=tmp_path)
+    b = tc._Build(t, "age", lambda _m: None)
+    b.dir.mkdir(parents=True)
+    (b.stage / "bin").mkdir(parents=True)
+    gomod = tmp_path / "age.mod"
+    gomod.write_text("module filippo.io/age\n\nreplace example.com/x => example.com/x v1.0.0\nreplace example.com/y => ../y\n")
+    calls: list[list[str]] = []
+    monkeypatch.setattr(tc._Build, "module_info", lambda self, mod: {"GoMod": str(gomod), "Dir": str(tmp_path)})
+    monkeypatch.setattr(tc._Build, "run", lambda self, argv, **kw: calls.append(argv) or "")
+    tc._build_age(b)
+    wrapper = (b.dir / "go.mod").read_text()
+    assert "require filippo.io/age v1.3.2" in wrapper
+    assert "replace example.com/x => example.com/x v1.0.0" in wrapper and "../y" not in wrapper
+    assert calls[0] == ["go", "mod", "tidy"]
+    built = [c for c in calls if c[:2] == ["go", "build"]]
+    assert [Path(c[c.index("-o") + 1]).name for c in built] == ["age", "age-keygen"]
+    assert built[0][-1] == "filippo.io/age/cmd/age"
+
+
+def test_version_ldflags_of_pulumi_yaml_and_seaweedfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    t = tc.Toolchain(root=tmp_path)
+    flags: dict[str, str] = {}
+    for name, fn in (("pulumi-language-yaml", tc._build_pulumi_yaml), ("seaweedfs", tc._build_seaweedfs)):
+        b = tc._Build(t, name, lambda _m: None)
+        b.dir.mkdir(parents=True)
+        gomod = tmp_path / f"{name}.mod"
+        gomod.write_text("module x\n")
+        monkeypatch.setattr(tc._Build, "module_info", lambda self, mod, g=gomod: {"GoMod": str(g)})
+        monkeypatch.setattr(tc._Build, "run", lambda self, argv, **kw: "")
+        monkeypatch.setattr(
+            tc._Build, "go_build", lambda self, out, pkg, *, tags="", ldflags="", n=name: flags.__setitem__(n, ldflags)
+        )
+        fn(b)
+    assert flags["pulumi-language-yaml"] == "-X github.com/pulumi/pulumi-yaml/pkg/version.Version=v1.25.0"
+    assert flags["seaweedfs"] == "-X github.com/seaweedfs/seaweedfs/weed/util/version.COMMIT=7506e5f91cd6"
+
+
+def test_a_tool_may_pin_a_newer_go_toolchain(tmp_path: Path) -> None:
+    versions = tc.load_versions()
+    versions["helm-controller"] = {**versions["helm-controller"], "gotoolchain": "go1.27.3"}
+    t = tc.Toolchain(root=tmp_path, versions=versions)
+    assert tc._Build(t, "helm-controller", lambda _m: None).goenv()["GOTOOLCHAIN"] == "go1.27.3"
+    assert tc._Build(t, "sops", lambda _m: None).goenv()["GOTOOLCHAIN"] == "local"
