@@ -2,45 +2,72 @@
 
 Why the lines matter: every message about an object (verify, drift, a broken revision)
 points at the place in git a person must edit, and the backport edits exactly that place.
-For kustomize roots the rendered objects are mapped back to their sources: the manifest
-that declares the object, and for each field the overlay patch, ``images:`` or
-``replicas:`` entry that last set it.
 
-Rendering is the same as the reconciler's: a folder with a kustomization is built with
-kustomize (``kubectl kustomize``); a plain folder contributes every ``*.yaml``/``*.yml`` file
-below it, multi-document files included.
+Rendering is the reconciler's: a folder with a kustomization is built with kustomize; a folder
+without one is read the way Flux's kustomize-controller generates one for it (every ``.yaml``/
+``.yml`` file below it, and every sub-folder holding a kustomization as one kustomize
+directory, not descended into). Both go through one kustomize build (see
+:mod:`rebuild.adapters.kustomize`) that also carries a Flux Kustomization's own fields and the
+source's ``namespace``, and that records where each object came from; :mod:`rebuild.kustsource`
+turns that record into the file:line of every field. Flux's post-build variable substitution
+runs on the built objects exactly as kustomize-controller runs it.
 
 Every problem (invalid YAML, missing apiVersion/kind/name, duplicate objects, kinds nobody
-defines, paths that leave the repository, symlinks out of it) is collected and reported
-together with file:line, before anything touches a cluster.
+defines, paths that leave the repository, symlinks out of it, a kustomization kustomize cannot
+build) is collected and reported together with file:line, before anything touches a cluster.
+Files a reconciler would silently skip (``.json`` in a folder Flux generates a kustomization
+for) are reported as warnings.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import shutil
-import subprocess
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from rebuild.model import (
-    CONTAINER_PORT_KEYS,
-    LIST_KEYS,
-    SERVICE_PORT_KEYS,
-    DesiredObject,
-    FieldPath,
-    ObjectRef,
-    PathSeg,
-    Source,
+import yaml
+
+from rebuild.adapters.kustomize import BuildOutput, KustomizeMissing, Wrapper, kustomize_binary
+from rebuild.adapters.kustomize import build as kustomize_build
+from rebuild.kustsource import (
+    KUSTOMIZATION_FILES,
+    KNode,
+    apply_node,
+    doc_field_sources,
+    generated_name_matches,
+    index_node,
+    selector_path,
 )
+from rebuild.model import LIST_KEYS, Declared, DesiredObject, FieldPath, ObjectRef, Source
+from rebuild.varsub import DISABLED_KEY, SubstitutionError, has_expression, substitute
 from rebuild.yamlload import LoadedDoc, YamlLoadError, load_all
 
-KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+__all__ = [
+    "KUSTOMIZATION_FILES",
+    "LIST_KEYS",
+    "FluxLayer",
+    "KindInfo",
+    "Problem",
+    "Rendered",
+    "builtin_kinds",
+    "check_kinds",
+    "crd_kinds",
+    "fill_namespaces",
+    "kustomize_binary",
+    "render",
+    "selector_path",
+]
+
 MAX_FILE_BYTES = 20 * 1024 * 1024
+ORIGIN = "config.kubernetes.io/origin"
+TRANSFORMATIONS = "alpha.config.kubernetes.io/transformations"
+Builder = Callable[[Wrapper], BuildOutput]
 
 
 @dataclass(frozen=True)
@@ -57,9 +84,28 @@ class Problem:
 class Rendered:
     objects: list[DesiredObject] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
 
     def by_ref(self) -> dict[ObjectRef, DesiredObject]:
         return {o.ref: o for o in self.objects}
+
+
+@dataclass
+class FluxLayer:
+    """A Flux Kustomization's own build fields, applied the way kustomize-controller applies them.
+
+    ``node`` indexes them with their lines (in the Kustomization's file); ``fields`` are the
+    kustomize fields to add (namespace from targetNamespace, namePrefix, nameSuffix, patches,
+    images, labels/commonAnnotations from commonMetadata); ``components`` are relative to the
+    Kustomization's path; ``variables`` are the postBuild variables (None: no substitution) and
+    ``variable_sources`` where each is defined.
+    """
+
+    node: KNode | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    components: list[str] = field(default_factory=list)
+    variables: dict[str, str] | None = None
+    variable_sources: dict[str, Source] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- kinds
@@ -91,39 +137,42 @@ def crd_kinds(objects: Iterable[DesiredObject]) -> dict[tuple[str, str], KindInf
     return out
 
 
-# --------------------------------------------------------------------------- paths
-
-
-def selector_path(index_path: tuple[str | int, ...], data: Any) -> FieldPath:
-    """Turn a path with list indexes into one that addresses keyed list items by key."""
-    out: list[PathSeg] = []
-    node = data
-    parent_key = ""
-    for seg in index_path:
-        if isinstance(seg, int) and isinstance(node, list):
-            item = node[seg] if 0 <= seg < len(node) else None
-            keys = LIST_KEYS.get(parent_key)
-            if parent_key == "ports" and isinstance(item, dict):
-                keys = CONTAINER_PORT_KEYS if "containerPort" in item else SERVICE_PORT_KEYS
-            if keys and isinstance(item, dict) and keys[0] in item:
-                values = [str(item.get(k, "TCP" if k == "protocol" else "")) for k in keys]
-                out.append((",".join(keys), ",".join(values)) if len(keys) > 1 else (keys[0], values[0]))
-            else:
-                out.append(seg)
-            node = item
-            parent_key = ""
-        else:
-            out.append(str(seg))
-            node = node.get(seg) if isinstance(node, dict) else None
-            parent_key = str(seg)
-    return tuple(out)
-
-
-def _doc_field_sources(doc: LoadedDoc, file: str) -> dict[FieldPath, Source]:
-    return {selector_path(p, doc.data): Source(file, line) for p, line in doc.lines.items() if p}
-
-
 # --------------------------------------------------------------------------- files
+
+
+@dataclass
+class _Doc:
+    """One object document of a file: a YAML document, or one item of a ``kind: List``."""
+
+    index: int
+    prefix: tuple[str | int, ...]
+    data: Any
+    line: int
+    lines: dict[tuple[str | int, ...], int]
+
+    @property
+    def name(self) -> str:
+        meta = self.data.get("metadata") if isinstance(self.data, dict) else None
+        return str(meta.get("name") or "") if isinstance(meta, dict) else ""
+
+    @property
+    def namespace(self) -> str:
+        meta = self.data.get("metadata") if isinstance(self.data, dict) else None
+        return str(meta.get("namespace") or "") if isinstance(meta, dict) else ""
+
+
+def _object_docs(docs: list[LoadedDoc]) -> list[_Doc]:
+    out: list[_Doc] = []
+    for i, d in enumerate(docs):
+        data = d.data
+        if isinstance(data, dict) and str(data.get("kind", "")).endswith("List") and isinstance(data.get("items"), list):
+            for j, item in enumerate(data["items"]):
+                pre: tuple[str | int, ...] = ("items", j)
+                lines = {p[2:]: ln for p, ln in d.lines.items() if p[:2] == pre}
+                out.append(_Doc(i, pre, item, d.lines.get(pre, d.line), lines))
+        else:
+            out.append(_Doc(i, (), data, d.line, d.lines))
+    return out
 
 
 class _Repo:
@@ -132,6 +181,8 @@ class _Repo:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+        self._docs: dict[str, list[_Doc]] = {}
 
     def rel(self, p: Path) -> str:
         try:
@@ -163,226 +214,135 @@ class _Repo:
             self.problems.append(Problem(rel, 0, f"cannot read: {exc.strerror}"))
         return []
 
+    def docs(self, rel: str) -> list[_Doc]:
+        if rel not in self._docs:
+            p = self.root / rel
+            self._docs[rel] = _object_docs(self.load(p)) if p.is_file() and self.inside(p, rel, 0) else []
+        return self._docs[rel]
 
-def _kustomization_file(d: Path) -> Path | None:
+    def reader(self, kdir: Path, referrer: str) -> Callable[[str], tuple[str, str] | None]:
+        """``read(path relative to kdir)`` for generators and patch files, confined to the repo."""
+
+        def read(rel_path: str) -> tuple[str, str] | None:
+            p = kdir / rel_path
+            if not p.is_file() or not p.resolve().is_relative_to(self.root):
+                return None
+            try:
+                return p.read_text(encoding="utf-8"), self.rel(p)
+            except (OSError, UnicodeDecodeError):
+                return None
+
+        del referrer
+        return read
+
+
+def kustomization_file(d: Path) -> Path | None:
     for name in KUSTOMIZATION_FILES:
         if (d / name).is_file():
             return d / name
     return None
 
 
-def _yaml_files(d: Path) -> list[Path]:
-    out: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(d):
-        dirnames[:] = sorted(n for n in dirnames if not n.startswith("."))
-        out.extend(Path(dirpath) / f for f in sorted(filenames) if f.endswith((".yaml", ".yml")))
-    return out
-
-
-# --------------------------------------------------------------------------- kustomize sources
+# --------------------------------------------------------------------------- the kustomization tree
 
 
 @dataclass
-class _PatchSource:
-    file: str
-    doc: LoadedDoc | None  # strategic merge patch document
-    ops: list[tuple[str, int]]  # json6902: (json pointer path, line)
-    target: dict[str, str]
+class _Index:
+    nodes: dict[str, KNode] = field(default_factory=dict)  # by repo-relative kustomization file
+    parents: dict[str, list[str]] = field(default_factory=dict)  # kustomization file -> files including it
+    files: list[str] = field(default_factory=list)  # resource files listed, in order
 
 
-@dataclass
-class _KustIndex:
-    docs: dict[ObjectRef, tuple[str, LoadedDoc]] = field(default_factory=dict)
-    all_docs: list[tuple[str, LoadedDoc]] = field(default_factory=list)
-    patches: list[_PatchSource] = field(default_factory=list)
-    images: list[tuple[str, Source]] = field(default_factory=list)  # (image name, where)
-    replicas: dict[str, Source] = field(default_factory=dict)  # deployment name -> where
-
-
-def _index_kustomization(repo: _Repo, kdir: Path, index: _KustIndex, seen: set[Path]) -> None:
-    kfile = _kustomization_file(kdir)
-    if kfile is None or kdir.resolve() in seen:
+def _index_tree(repo: _Repo, kdir: Path, index: _Index, parent: str | None = None) -> None:
+    kfile = kustomization_file(kdir)
+    if kfile is None:
         return
-    seen.add(kdir.resolve())
     krel = repo.rel(kfile)
+    if parent is not None:
+        index.parents.setdefault(krel, []).append(parent)
+    if krel in index.nodes:
+        return
     docs = repo.load(kfile)
     if not docs or not isinstance(docs[0].data, dict):
+        index.nodes[krel] = KNode(krel)
         return
-    k, lines = docs[0].data, docs[0].lines
+    k, doc = docs[0].data, docs[0]
+    index.nodes[krel] = index_node(krel, doc, read=repo.reader(kdir, krel))
 
     def line(*p: str | int) -> int:
-        return lines.get(p, docs[0].line)
+        return doc.lines.get(p, doc.line)
 
+    if k.get("helmCharts"):
+        repo.problems.append(
+            Problem(
+                krel,
+                line("helmCharts"),
+                "helmCharts needs `kustomize build --enable-helm`, which Flux's kustomize-controller does not run: "
+                "install the chart with a HelmRelease instead",
+            )
+        )
     for key in ("resources", "bases", "components"):
         for i, entry in enumerate(k.get(key) or []):
-            if not isinstance(entry, str) or "://" in entry or entry.startswith("git@"):
-                repo.problems.append(Problem(krel, line(key, i), f"remote {key} entry {entry!r} is not supported"))
+            if not isinstance(entry, str) or "://" in entry or entry.startswith("git@") or entry.startswith("github.com/"):
+                repo.problems.append(
+                    Problem(
+                        krel,
+                        line(key, i),
+                        f"remote {key} entry {entry!r} is not supported: rebuild cannot pin or trace it; "
+                        "vendor it into the repository (or add it as another source)",
+                    )
+                )
                 continue
             target = kdir / entry
             if not repo.inside(target, krel, line(key, i)):
                 continue
             if target.is_dir():
-                _index_kustomization(repo, target, index, seen)
+                _index_tree(repo, target, index, krel)
             elif target.is_file():
-                for doc in repo.load(target):
-                    index.all_docs.append((repo.rel(target), doc))
-                    if isinstance(doc.data, dict):
-                        ref = ObjectRef.of(doc.data)
-                        index.docs.setdefault(ref, (repo.rel(target), doc))
-    for i, entry in enumerate(k.get("patchesStrategicMerge") or []):
-        _add_patch(repo, kdir, index, krel, line("patchesStrategicMerge", i), entry, {}, smp=True)
-    for i, entry in enumerate(k.get("patches") or []):
-        if isinstance(entry, dict):
-            body = entry.get("path") or entry.get("patch")
-            _add_patch(
-                repo,
-                kdir,
-                index,
-                krel,
-                # inline patch text starts on the line after `patch: |`; line N inside it is P + N
-                line("patches", i, "patch") if "patch" in entry else line("patches", i),
-                body,
-                entry.get("target") or {},
-                smp=None,
-                inline="patch" in entry,
-            )
-    for i, entry in enumerate(k.get("patchesJson6902") or []):
-        if isinstance(entry, dict):
-            _add_patch(
-                repo,
-                kdir,
-                index,
-                krel,
-                line("patchesJson6902", i, "patch") if "patch" in entry else line("patchesJson6902", i),
-                entry.get("path") or entry.get("patch"),
-                entry.get("target") or {},
-                smp=False,
-                inline="patch" in entry,
-            )
-    for i, img in enumerate(k.get("images") or []):
-        if isinstance(img, dict) and img.get("name"):
-            index.images.append((str(img["name"]), Source(krel, line("images", i))))
-    for i, rep in enumerate(k.get("replicas") or []):
-        if isinstance(rep, dict) and rep.get("name"):
-            index.replicas[str(rep["name"])] = Source(krel, line("replicas", i, "count"))
+                index.files.append(repo.rel(target))
 
 
-def _add_patch(
-    repo: _Repo,
-    kdir: Path,
-    index: _KustIndex,
-    krel: str,
-    line: int,
-    body: Any,
-    target: Any,
-    *,
-    smp: bool | None,
-    inline: bool = False,
-) -> None:
-    if not isinstance(body, str):
-        return
-    if inline:
-        try:
-            docs = load_all(body)
-        except YamlLoadError:
-            return
-        file, base_line = krel, line
-    else:
-        p = kdir / body
-        if not repo.inside(p, krel, line):
-            return
-        docs = repo.load(p)
-        file, base_line = repo.rel(p), 0
-    for doc in docs:
-        data = doc.data
-        is_json = isinstance(data, list) if smp is None else not smp
-        tgt = {k: str(v) for k, v in (target or {}).items() if isinstance(v, (str, int))}
-        if is_json and isinstance(data, list):
-            ops = []
-            for i, op in enumerate(data):
-                if isinstance(op, dict) and isinstance(op.get("path"), str):
-                    ops.append((op["path"], (base_line + doc.lines.get((i,), 1)) if inline else doc.lines.get((i,), 1)))
-            index.patches.append(_PatchSource(file, None, ops, tgt))
-        elif isinstance(data, dict):
-            if inline:
-                doc = LoadedDoc(doc.data, base_line, {p: base_line + ln for p, ln in doc.lines.items()})
-            index.patches.append(_PatchSource(file, doc, [], tgt))
+def _flux_generated(repo: _Repo, target: Path, reconciler: str) -> tuple[list[Path], list[Path]]:
+    """The files and kustomize folders Flux's generator lists for a folder without a kustomization.
 
-
-def _patch_applies(patch: _PatchSource, obj: dict[str, Any]) -> bool:
-    meta = obj.get("metadata") or {}
-    if patch.doc is not None and isinstance(patch.doc.data, dict) and not patch.target:
-        pm = patch.doc.data.get("metadata") or {}
-        return bool(
-            patch.doc.data.get("kind") == obj.get("kind")
-            and pm.get("name") == meta.get("name")
-            and (not pm.get("namespace") or pm.get("namespace") == meta.get("namespace"))
-        )
-    t = patch.target
-    return bool(t) and all(
-        [
-            not t.get("kind") or t["kind"] == obj.get("kind"),
-            not t.get("name") or t["name"] == meta.get("name"),
-            not t.get("namespace") or t["namespace"] == meta.get("namespace"),
-            not t.get("group") or str(obj.get("apiVersion", "")).startswith(t["group"] + "/"),
-        ]
-    )
-
-
-def _pointer_to_index_path(pointer: str) -> tuple[str | int, ...]:
-    out: list[str | int] = []
-    for tok in pointer.lstrip("/").split("/"):
-        tok = tok.replace("~1", "/").replace("~0", "~")
-        out.append(int(tok) if tok.isdigit() else tok)
-    return tuple(out)
-
-
-def _apply_kustomize_sources(obj: DesiredObject, index: _KustIndex) -> None:
-    for patch in index.patches:
-        if not _patch_applies(patch, obj.body):
-            continue
-        if patch.doc is not None:
-            for p, line in patch.doc.lines.items():
-                if p and p[0] not in ("apiVersion", "kind") and p[:2] not in (("metadata", "name"), ("metadata", "namespace")):
-                    # Resolve list indexes against the patch's own data (SMP matches by merge key).
-                    obj.field_sources[selector_path(p, patch.doc.data)] = Source(patch.file, line)
-        for pointer, line in patch.ops:
-            ip = _pointer_to_index_path(pointer)
-            if ip and ip[-1] == "-":
-                ip = ip[:-1]
-            obj.field_sources[selector_path(ip, obj.body)] = Source(patch.file, line)
-    containers: list[tuple[str, ...]] = [("spec", "template", "spec"), ("spec", "jobTemplate", "spec", "template", "spec")]
-    for base in containers:
-        node: Any = obj.body
-        for seg in base:
-            node = node.get(seg) if isinstance(node, dict) else None
-        if not isinstance(node, dict):
-            continue
-        for list_key in ("containers", "initContainers"):
-            for c in node.get(list_key) or []:
-                image = str(c.get("image", "")) if isinstance(c, dict) else ""
-                for name, where in index.images:
-                    if image == name or image.startswith(name + ":") or image.startswith(name + "@"):
-                        obj.field_sources[(*base, list_key, ("name", str(c.get("name"))), "image")] = where
-    if obj.ref.name in index.replicas and obj.ref.kind in ("Deployment", "StatefulSet", "ReplicaSet", "ReplicationController"):
-        obj.field_sources[("spec", "replicas")] = index.replicas[obj.ref.name]
-
-
-# --------------------------------------------------------------------------- render
-
-
-def kustomize_binary() -> str:
-    exe = shutil.which("kubectl") or shutil.which("kustomize")
-    if exe is None:
-        raise FileNotFoundError("kubectl (with kustomize) is not on PATH")
-    return exe
-
-
-def _kustomize_build(kdir: Path) -> tuple[str, str]:
-    exe = kustomize_binary()
-    argv = [exe, "kustomize", str(kdir)] if exe.endswith("kubectl") else [exe, "build", str(kdir)]
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300)
-    return proc.stdout, proc.stderr
+    Like kustomize-controller: every ``.yaml``/``.yml`` file below ``target`` in lexical order, a
+    sub-folder holding a kustomization is one entry and is not descended into. Hidden folders are
+    skipped (source-controller leaves ``.git``, ``.github`` ... out of the artifact). Argo CD's
+    directory sources also read ``.json``; Flux does not, so with Flux those are warnings.
+    """
+    files: list[Path] = []
+    dirs: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(target):
+        here = Path(dirpath)
+        keep = []
+        for n in sorted(dirnames):
+            if n.startswith("."):
+                continue
+            sub = here / n
+            if kustomization_file(sub) is not None:
+                dirs.append(sub)
+            else:
+                keep.append(n)
+        dirnames[:] = keep
+        for f in sorted(filenames):
+            p = here / f
+            if f.endswith((".yaml", ".yml")) and f not in KUSTOMIZATION_FILES:
+                files.append(p)
+            elif f.endswith(".json"):
+                if reconciler == "argocd":
+                    files.append(p)
+                else:
+                    repo.warnings.append(
+                        Problem(
+                            repo.rel(p),
+                            0,
+                            "not applied: Flux's generated kustomization includes only .yaml/.yml files; "
+                            "rename it or list it in a kustomization.yaml",
+                        )
+                    )
+    # Walk order is per folder; Flux walks the whole tree lexically (files and folders mixed).
+    entries = sorted([*files, *dirs], key=lambda p: str(p))
+    return [p for p in entries if p in set(files)], [p for p in entries if p in set(dirs)]
 
 
 def _check_object(data: Any, file: str, line: int, problems: list[Problem]) -> bool:
@@ -400,90 +360,305 @@ def _check_object(data: Any, file: str, line: int, problems: list[Problem]) -> b
     return True
 
 
-def render(checkout: Path, path: str = ".", *, label: str = "") -> Rendered:
-    """Render the desired objects of ``path`` inside ``checkout``; never raises for bad content."""
+# --------------------------------------------------------------------------- render
+
+
+def render(
+    checkout: Path,
+    path: str = ".",
+    *,
+    label: str = "",
+    namespace: str = "",
+    flux: FluxLayer | None = None,
+    reconciler: str = "flux",
+    build: Builder = kustomize_build,
+) -> Rendered:
+    """Render the desired objects of ``path`` inside ``checkout``; never raises for bad content.
+
+    ``namespace`` is the source's namespace option (Flux's targetNamespace: every namespaced
+    object lands there); ``flux`` the fields of the Flux Kustomization that applies ``path``.
+    """
     repo = _Repo(checkout)
     result = Rendered()
-    prefix = f"{label}:" if label else ""
     target = checkout / path
     if not repo.inside(target, "rebuild.yaml", 0):
         result.problems = repo.problems
         return result
     if not target.is_dir():
-        result.problems.append(Problem(f"{prefix}{path}", 0, "path does not exist in the repository"))
-        return result
-    if _kustomization_file(target) is not None:
-        index = _KustIndex()
-        _index_kustomization(repo, target, index, set())
-        if repo.problems:
-            # kustomize cannot build this revision; still check the manifests it lists, so
-            # every problem (missing fields, duplicates, unknown kinds) is reported at once.
-            for file, doc in index.all_docs:
-                if doc.data is not None and _check_object(doc.data, f"{prefix}{file}", doc.line, result.problems):
-                    src = Source(f"{prefix}{file}", doc.line)
-                    result.objects.append(DesiredObject(ObjectRef.of(doc.data), str(doc.data["apiVersion"]), doc.data, src))
-        else:
-            try:
-                out, err = _kustomize_build(target)
-            except FileNotFoundError as exc:
-                result.problems.append(Problem(repo.rel(target), 0, f"{exc}; install kubectl >= 1.27 or kustomize"))
-                return result
-            if err.strip() and not out.strip():
-                result.problems.append(Problem(repo.rel(target), 0, "kustomize build failed: " + err.strip().splitlines()[-1]))
-            else:
-                _collect_kustomized(out, index, result, prefix)
+        result.problems.append(Problem(path, 0, "path does not exist in the repository"))
+        return _labelled(result, label)
+    index = _Index()
+    resources_: list[Path] = []
+    if kustomization_file(target) is not None:
+        _index_tree(repo, target, index)
+        resources_.append(target)
     else:
-        for f in _yaml_files(target):
+        files, dirs = _flux_generated(repo, target, reconciler)
+        for f in files:
             if not repo.inside(f, repo.rel(target), 0):
                 continue
             rel = repo.rel(f)
-            for doc in repo.load(f):
-                if doc.data is None:
-                    continue
-                if not _check_object(doc.data, f"{prefix}{rel}", doc.line, result.problems):
-                    continue
-                src = Source(f"{prefix}{rel}", doc.line)
-                result.objects.append(
-                    DesiredObject(
-                        ObjectRef.of(doc.data),
-                        str(doc.data["apiVersion"]),
-                        doc.data,
-                        src,
-                        {p: Source(f"{prefix}{s.file}", s.line) for p, s in _doc_field_sources(doc, rel).items()},
-                    )
-                )
-    result.problems[:0] = [Problem(f"{prefix}{p.file}", p.line, p.message) for p in repo.problems]
-    _check_duplicates(result)
-    return result
-
-
-def _collect_kustomized(out: str, index: _KustIndex, result: Rendered, prefix: str) -> None:
+            index.files.append(rel)
+            for d in repo.docs(rel):
+                if d.data is not None:
+                    _check_object(d.data, rel, d.line, repo.problems)
+            resources_.append(f)
+        for sub in dirs:
+            _index_tree(repo, sub, index)
+            resources_.append(sub)
+    components = [target / c for c in (flux.components if flux else [])]
+    if repo.problems:
+        # kustomize cannot build this revision; still check the manifests it lists, so every
+        # problem (missing fields, duplicates, unknown kinds) is reported at once.
+        for rel in index.files:
+            for d in repo.docs(rel):
+                if d.data is not None and _check_object(d.data, rel, d.line, result.problems):
+                    src = Source(rel, d.line)
+                    result.objects.append(DesiredObject(ObjectRef.of(d.data), str(d.data["apiVersion"]), d.data, src))
+        result.problems[:0] = repo.problems
+        result.warnings = repo.warnings
+        _check_duplicates(result)
+        return _labelled(result, label)
+    fields = dict(flux.fields) if flux else {}
+    if namespace:
+        fields["namespace"] = namespace
+    if not resources_:
+        result.warnings = repo.warnings
+        return _labelled(result, label)
     try:
-        docs = load_all(out)
-    except YamlLoadError as exc:
-        result.problems.extend(Problem("(kustomize output)", p.line, p.message) for p in exc.problems)
-        return
-    for doc in docs:
-        if doc.data is None:
+        out = build(Wrapper(resources_, components, fields))
+    except KustomizeMissing as exc:
+        result.problems.append(Problem(repo.rel(target), 0, f"{exc}; install kubectl >= 1.27 or kustomize"))
+        return _labelled(result, label)
+    if out.error:
+        result.problems.append(_build_problem(out.error, repo, index, target))
+    else:
+        _collect(out, repo, index, flux, result)
+    result.problems[:0] = repo.problems
+    result.warnings = repo.warnings
+    _check_duplicates(result)
+    return _labelled(result, label)
+
+
+def _build_problem(error: str, repo: _Repo, index: _Index, target: Path) -> Problem:
+    """kustomize's error, pinned to the kustomization (and line) it names when it names one."""
+    last = error.strip().splitlines()[-1]
+    last = re.sub(r'^E\d{4} [\d:.]+\s+\d+ run\.go:\d+\] "command failed" err=', "", last).strip('"')
+    file, line = repo.rel(target), 0
+    m = re.search(r"failed to find unique target for patch (\S+?)\.(\S+?)/([^.\s]+)", last)
+    if m:
+        kind, name = m.group(1).split(".")[0], m.group(3)
+        for node in index.nodes.values():
+            for p in node.patches:
+                if p.smp is not None and isinstance(p.smp.data, dict):
+                    meta = p.smp.data.get("metadata") or {}
+                    if p.smp.data.get("kind") == kind and meta.get("name") == name:
+                        why = f"kustomize build failed: patch targets {kind}/{name}, which is not declared"
+                        return Problem(p.file, p.smp.line, why)
+    for kfile in index.nodes:
+        if kfile in last or str(repo.root / Path(kfile).parent) in last:
+            file = kfile
+            break
+    return Problem(file, line, "kustomize build failed: " + last)
+
+
+def _split_docs(text: str) -> list[str]:
+    return [d for d in re.split(r"(?m)^---[ \t]*$", text) if d.strip()]
+
+
+def _collect(out: BuildOutput, repo: _Repo, index: _Index, flux: FluxLayer | None, result: Rendered) -> None:
+    wrapper_kfile = str(out.resolve("kustomization.yaml"))
+    for chunk in _split_docs(out.text):
+        try:
+            docs = load_all(chunk)
+        except YamlLoadError as exc:
+            result.problems.extend(Problem("(kustomize output)", p.line, p.message) for p in exc.problems)
             continue
-        if not _check_object(doc.data, "(kustomize output)", doc.line, result.problems):
+        if not docs or not isinstance(docs[0].data, dict):
             continue
-        ref = ObjectRef.of(doc.data)
-        src_doc = index.docs.get(ref)
-        if src_doc is not None:
-            file, sdoc = src_doc
-            source = Source(f"{prefix}{file}", sdoc.line)
-            fields = {p: Source(f"{prefix}{s.file}", s.line) for p, s in _doc_field_sources(sdoc, file).items()}
-        else:
-            source = Source(f"{prefix}(kustomize output)", doc.line)
-            fields = {}
-        obj = DesiredObject(ref, str(doc.data["apiVersion"]), doc.data, source, fields)
-        _apply_kustomize_sources(obj, index)
-        if prefix:
-            obj.field_sources = {
-                p: s if s.file.startswith(prefix) else Source(f"{prefix}{s.file}", s.line) for p, s in obj.field_sources.items()
-            }
+        data: dict[str, Any] = docs[0].data
+        origin, chain = _pop_build_metadata(data)
+        substituted: dict[FieldPath, tuple[str, ...]] = {}
+        if flux is not None and flux.variables is not None and not _substitution_disabled(data):
+            try:
+                subst = load_all(substitute(_dump(data), flux.variables))
+            except (SubstitutionError, YamlLoadError) as exc:
+                result.problems.append(Problem(_node_file(flux), 0, f"postBuild substitution failed: {exc}"))
+                continue
+            substituted = _substituted_paths(data)
+            data = subst[0].data if subst and isinstance(subst[0].data, dict) else data
+        if not _check_object(data, "(kustomize output)", 0, result.problems):
+            continue
+        obj = _attach(data, origin, chain, out, repo, index, flux, wrapper_kfile)
+        for p, names in substituted.items():
+            base = obj.source_of(p)
+            where = next((flux.variable_sources[n] for n in names if flux and n in flux.variable_sources), base)
+            obj.field_sources[p] = Source(where.file, where.line, "substitute", (base.file, base.line, *names))
         result.objects.append(obj)
+
+
+def _dump(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=10_000)
+
+
+def _substitution_disabled(data: dict[str, Any]) -> bool:
+    meta = data.get("metadata") or {}
+    return any((meta.get(k) or {}).get(DISABLED_KEY) == "disabled" for k in ("labels", "annotations"))
+
+
+def _substituted_paths(data: Any, path: tuple[str | int, ...] = ()) -> dict[FieldPath, tuple[str, ...]]:
+    out: dict[FieldPath, tuple[str, ...]] = {}
+    if isinstance(data, dict):
+        for k, v in data.items():
+            out.update(_substituted_paths(v, (*path, str(k))))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            out.update(_substituted_paths(v, (*path, i)))
+    elif isinstance(data, str) and has_expression(data):
+        out[tuple(path)] = tuple(re.findall(r"\$\{([_a-zA-Z][_a-zA-Z0-9]*)", data))
+    return out
+
+
+def _node_file(flux: FluxLayer) -> str:
+    return flux.node.file if flux.node else "(flux)"
+
+
+def _pop_build_metadata(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    meta = data.get("metadata")
+    if not isinstance(meta, dict):
+        return {}, []
+    ann = meta.get("annotations")
+    if not isinstance(ann, dict):
+        return {}, []
+    origin_text = ann.pop(ORIGIN, None)
+    chain_text = ann.pop(TRANSFORMATIONS, None)
+    if not ann:
+        del meta["annotations"]
+    origin = yaml.safe_load(origin_text) if isinstance(origin_text, str) else None
+    chain_data = yaml.safe_load(chain_text) if isinstance(chain_text, str) else None
+    chain: list[str] = []
+    for t in chain_data if isinstance(chain_data, list) else []:
+        where = t.get("configuredIn") if isinstance(t, dict) else None
+        if isinstance(where, str) and (not chain or chain[-1] != where):
+            chain.append(where)
+    return (origin if isinstance(origin, dict) else {}), chain
+
+
+def _pick(docs: list[_Doc], kind: str, name: str) -> _Doc | None:
+    same = [d for d in docs if isinstance(d.data, dict) and d.data.get("kind") == kind]
+    exact = [d for d in same if d.name == name]
+    if exact:
+        return exact[0]
+    inside = [d for d in same if d.name and d.name in name]
+    if inside:
+        return max(inside, key=lambda d: len(d.name))
+    return same[0] if len(same) == 1 else None
+
+
+def _attach(
+    data: dict[str, Any],
+    origin: dict[str, Any],
+    chain: list[str],
+    out: BuildOutput,
+    repo: _Repo,
+    index: _Index,
+    flux: FluxLayer | None,
+    wrapper_kfile: str,
+) -> DesiredObject:
+    ref = ObjectRef.of(data)
+    names = {ref.name}
+    namespaces = {ref.namespace}
+    fields: dict[FieldPath, Source] = {}
+    declared: Declared | None = None
+    source = Source("(kustomize output)", 0)
+    if isinstance(origin.get("path"), str) and not origin.get("repo"):
+        rel = repo.rel(out.resolve(origin["path"]))
+        doc = _pick(repo.docs(rel), ref.kind, ref.name)
+        if doc is not None:
+            source = Source(rel, doc.line)
+            fields.update(doc_field_sources(doc.lines, doc.data, rel))
+            declared = Declared(rel, doc.index, doc.prefix, doc.name, doc.namespace)
+            names.add(doc.name)
+            namespaces.add(doc.namespace)
+        else:
+            source = Source(rel, 1)
+    elif origin.get("repo"):
+        source = Source(str(origin.get("repo")), 0, "remote")
+    elif isinstance(origin.get("configuredIn"), str):
+        kfile = repo.rel(out.resolve(origin["configuredIn"]))
+        source = _generated(data, ref, kfile, index, fields, names)
+    nodes = [_node_for(repo.rel(out.resolve(c)) if str(out.resolve(c)) != wrapper_kfile else "", index, flux) for c in chain]
+    for node in nodes:
+        if node is not None:
+            apply_node(node, data, fields, names, namespaces)
+    return DesiredObject(ref, str(data["apiVersion"]), data, source, fields, declared)
+
+
+def _node_for(kfile: str, index: _Index, flux: FluxLayer | None) -> KNode | None:
+    if not kfile:
+        return flux.node if flux else None
+    return index.nodes.get(kfile)
+
+
+def _generated(
+    data: dict[str, Any], ref: ObjectRef, kfile: str, index: _Index, fields: dict[FieldPath, Source], names: set[str]
+) -> Source:
+    node = index.nodes.get(kfile)
+    if node is None:
+        return Source(kfile, 1)
+    entry = next((g for g in node.generators if g.kind == ref.kind and generated_name_matches(g.name, ref.name)), None)
+    if entry is None:
+        return Source(kfile, 1)
+    names.add(entry.name)
+    fields.update(node.generator_meta)
+    data_key = "data"  # Secret generators write base64 `data` too
+    for key, where in entry.keys.items():
+        fields[(data_key, key)] = where
+    # Overlays that merge into (or replace) this generator, nearest first: the outer one wins.
+    for outer in _ancestors(kfile, index):
+        onode = index.nodes.get(outer)
+        for g in onode.generators if onode else []:
+            if g.kind == ref.kind and g.name == entry.name and g.behavior in ("merge", "replace"):
+                if g.behavior == "replace":
+                    for p in [p for p in fields if p[:1] == (data_key,)]:
+                        del fields[p]
+                for key, where in g.keys.items():
+                    fields[(data_key, key)] = where
+                if onode is not None:
+                    fields.update(onode.generator_meta)
+    return entry.entry
+
+
+def _ancestors(kfile: str, index: _Index) -> list[str]:
+    out: list[str] = []
+    frontier = list(index.parents.get(kfile, []))
+    while frontier:
+        nxt: list[str] = []
+        for f in frontier:
+            if f not in out:
+                out.append(f)
+                nxt.extend(index.parents.get(f, []))
+        frontier = nxt
+    return out
+
+
+def _labelled(result: Rendered, label: str) -> Rendered:
+    """With several sources, every file is named ``<source>:<path>`` so messages say which repo."""
+    if not label:
+        return result
+    pre = f"{label}:"
+
+    def lab(s: Source) -> Source:
+        return s if s.file.startswith(pre) else dataclasses.replace(s, file=pre + s.file)
+
+    for o in result.objects:
+        o.source = lab(o.source)
+        o.field_sources = {p: lab(s) for p, s in o.field_sources.items()}
+        if o.declared is not None:
+            o.declared = dataclasses.replace(o.declared, file=pre + o.declared.file)
+    result.problems = [Problem(p.file if p.file.startswith(pre) else pre + p.file, p.line, p.message) for p in result.problems]
+    result.warnings = [Problem(pre + p.file, p.line, p.message) for p in result.warnings]
+    return result
 
 
 def _check_duplicates(result: Rendered) -> None:

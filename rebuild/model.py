@@ -94,13 +94,29 @@ class ObjectRef:
 
 @dataclass(frozen=True)
 class Source:
-    """Where something was declared: a file relative to the repo root and a 1-based line."""
+    """Where something was declared: a file relative to the repo root and a 1-based line.
+
+    ``via`` says how the value got from that line into the object, so a backport knows how to
+    edit it (and when it cannot): ``""`` the object's own manifest or a patch file; ``"inline-patch"``
+    a patch inside a kustomization's block scalar (``locator`` = the scalar's path in the
+    kustomization document, then the document index inside the patch text); ``"image"`` /
+    ``"replicas"`` an entry of a kustomization (``locator`` = the entry's path); ``"literal"``,
+    ``"env"``, ``"file"`` a ConfigMap/Secret generator input; ``"transformer"`` a kustomize or
+    Flux transformer (namespace, prefix, labels...), ``"replacement"``, ``"substitute"`` (a Flux
+    postBuild variable) and ``"remote"``: values that are not written where they land.
+    """
 
     file: str
     line: int
+    via: str = ""
+    locator: tuple[Any, ...] = ()
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}"
+
+    @property
+    def editable_in_place(self) -> bool:
+        return self.via not in ("transformer", "replacement", "substitute", "remote")
 
 
 # A field path: string keys, int indexes, or a merge-key selector for list items
@@ -142,6 +158,23 @@ def render_path(path: FieldPath) -> str:
     return out
 
 
+@dataclass(frozen=True)
+class Declared:
+    """Where an object's own document is and how it is written there (before any transformer).
+
+    ``doc`` is the index of the YAML document in ``file``; ``prefix`` the path of the object inside
+    that document (``("items", 2)`` for an item of a ``kind: List``, else empty); ``name`` and
+    ``namespace`` as written in the file (a namePrefix or a namespace transformer changes the live
+    identity, not the file).
+    """
+
+    file: str
+    doc: int
+    prefix: tuple[str | int, ...] = ()
+    name: str = ""
+    namespace: str = ""
+
+
 @dataclass
 class DesiredObject:
     """An object git declares, with where it came from.
@@ -149,6 +182,8 @@ class DesiredObject:
     ``body`` is the object as it will be applied (after kustomize). ``source`` is the file and
     line of the document that declares it; ``field_sources`` maps field paths to the file and
     line that set them (the overlay patch when a patch set it, else the base manifest).
+    ``declared`` locates the object's own document (None for generated objects); ``applied_by``
+    names the Flux Kustomization (``namespace/name``) that applies it, "" for the source's root.
     """
 
     ref: ObjectRef
@@ -156,6 +191,8 @@ class DesiredObject:
     body: dict[str, Any]
     source: Source
     field_sources: dict[FieldPath, Source] = field(default_factory=dict)
+    declared: Declared | None = None
+    applied_by: str = ""
 
     def source_of(self, path: FieldPath) -> Source:
         """The most specific known source of a field: the path itself or its nearest ancestor."""

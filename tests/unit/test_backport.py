@@ -417,16 +417,16 @@ def test_json6902_append_is_edited_only_when_the_appended_item_changed() -> None
 
 
 @needs_kustomize
-def test_an_inline_patch_in_kustomization_yaml_is_listed() -> None:
+def test_an_inline_patch_in_kustomization_yaml_is_edited_inside_its_block_scalar() -> None:
     d = _desired()
     r = ref("demo.rebuild.dev", "FeatureFlag", "shop", "new-checkout")
-    b, _ = one(finding(d, r, ("spec", "rollout", "percentage"), 50, 75), d)
-    assert not b.edits
-    assert b.listed == [
-        "FeatureFlag/shop/new-checkout spec.rollout.percentage: not edited: "
-        "apps/overlays/demo/kustomization.yaml sets this field through an inline patch; edit it by hand"
-    ]
-    assert "### Not edited" in b.body and "(not edited, see below)" in b.body
+    b, files = one(finding(d, r, ("spec", "rollout", "percentage"), 50, 75), d)
+    kpath = "apps/overlays/demo/kustomization.yaml"
+    assert set(b.edits) == {kpath} and not b.listed
+    old, new = files[kpath].splitlines(True), b.edits[kpath].splitlines(True)
+    changed = [(a, c) for a, c in zip(old, new, strict=True) if a != c]
+    # One line changes: the operation's value, at the scalar's own indentation.
+    assert len(changed) == 1 and changed[0][0].replace("50", "75") == changed[0][1]
 
 
 @needs_kustomize
