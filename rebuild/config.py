@@ -69,6 +69,9 @@ class SourceSpec:
     path: str = "."
     revision: str = ""
     credentials: Credentials = field(default_factory=Credentials)
+    # Flux's targetNamespace: every namespaced object of the source lands here. Without it,
+    # objects that name no namespace land in `default`, as kubectl would put them.
+    namespace: str = ""
 
     def is_local(self) -> bool:
         return not re.match(r"^(https?|ssh|git)://|^[\w.-]+@[\w.-]+:", self.url)
@@ -335,7 +338,7 @@ def _sources(c: _Checker, top: dict[str, Any]) -> tuple[SourceSpec, ...]:
         return ()
     out: list[SourceSpec] = []
     names: set[str] = set()
-    allowed = {"name": "", "url": "", "branch": "", "path": "", "revision": "", "credentials": ""}
+    allowed = {"name": "", "url": "", "branch": "", "path": "", "revision": "", "credentials": "", "namespace": ""}
     for i, item in enumerate(raw):
         p: tuple[str | int, ...] = ("sources", i)
         m = c.mapping(item, p, allowed)
@@ -366,7 +369,10 @@ def _sources(c: _Checker, top: dict[str, Any]) -> tuple[SourceSpec, ...]:
             if forbidden in cm:
                 c.problem((*p, "credentials", forbidden), "secrets are not written in rebuild.yaml", f"use {forbidden}_env")
         creds = Credentials(**{k: c.string(cm, k, (*p, "credentials")) for k in Credentials.__dataclass_fields__})
-        out.append(SourceSpec(name, url, branch, spath, revision, creds))
+        namespace = c.string(m, "namespace", p)
+        if namespace and not re.match(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", namespace):
+            c.problem((*p, "namespace"), f"{namespace!r} is not a valid namespace name", "use lowercase letters, digits and '-'")
+        out.append(SourceSpec(name, url, branch, spath, revision, creds, namespace))
     return tuple(out)
 
 

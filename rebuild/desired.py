@@ -485,7 +485,7 @@ def _collect(out: BuildOutput, repo: _Repo, index: _Index, flux: FluxLayer | Non
             except (SubstitutionError, YamlLoadError) as exc:
                 result.problems.append(Problem(_node_file(flux), 0, f"postBuild substitution failed: {exc}"))
                 continue
-            substituted = _substituted_paths(data)
+            substituted = {selector_path(p, data): names for p, names in _substituted_paths(data).items()}
             data = subst[0].data if subst and isinstance(subst[0].data, dict) else data
         if not _check_object(data, "(kustomize output)", 0, result.problems):
             continue
@@ -506,8 +506,8 @@ def _substitution_disabled(data: dict[str, Any]) -> bool:
     return any((meta.get(k) or {}).get(DISABLED_KEY) == "disabled" for k in ("labels", "annotations"))
 
 
-def _substituted_paths(data: Any, path: tuple[str | int, ...] = ()) -> dict[FieldPath, tuple[str, ...]]:
-    out: dict[FieldPath, tuple[str, ...]] = {}
+def _substituted_paths(data: Any, path: tuple[str | int, ...] = ()) -> dict[tuple[str | int, ...], tuple[str, ...]]:
+    out: dict[tuple[str | int, ...], tuple[str, ...]] = {}
     if isinstance(data, dict):
         for k, v in data.items():
             out.update(_substituted_paths(v, (*path, str(k))))
@@ -587,17 +587,15 @@ def _attach(
     elif isinstance(origin.get("configuredIn"), str):
         kfile = repo.rel(out.resolve(origin["configuredIn"]))
         source = _generated(data, ref, kfile, index, fields, names)
-    nodes = [_node_for(repo.rel(out.resolve(c)) if str(out.resolve(c)) != wrapper_kfile else "", index, flux) for c in chain]
+    # kustomize's record of which kustomizations transformed the object, innermost first; the
+    # Flux Kustomization's own fields (the temporary wrapper) always come last, as in Flux.
+    nodes = [index.nodes.get(repo.rel(out.resolve(c))) for c in chain if str(out.resolve(c)) != wrapper_kfile]
+    if flux is not None and flux.node is not None:
+        nodes.append(flux.node)
     for node in nodes:
         if node is not None:
             apply_node(node, data, fields, names, namespaces)
     return DesiredObject(ref, str(data["apiVersion"]), data, source, fields, declared)
-
-
-def _node_for(kfile: str, index: _Index, flux: FluxLayer | None) -> KNode | None:
-    if not kfile:
-        return flux.node if flux else None
-    return index.nodes.get(kfile)
 
 
 def _generated(

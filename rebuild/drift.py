@@ -816,6 +816,7 @@ def find_drift(
     live_count = rebuildable = 0
     uncovered: list[Uncovered] = []
 
+    scalers = _autoscaled(desired)
     for obj in live:
         ref = ObjectRef.of(obj)
         if ref in seen:
@@ -828,7 +829,7 @@ def find_drift(
                 continue
             live_count += 1
             rebuildable += 1
-            _compare_one(want, obj, classifier, report)
+            _compare_one(want, obj, classifier, report, scalers.get(ref))
             continue
         if not ref.namespace:
             report.excluded.append(Excluded(ref, "cluster-scoped and not declared in git"))
@@ -908,14 +909,41 @@ def _created(obj: Mapping[str, Any], ref: ObjectRef, entries: list[Owner], class
     )
 
 
-def _compare_one(want: DesiredObject, obj: dict[str, Any], classifier: ManagerClassifier, report: DriftReport) -> None:
+_SCALED_KINDS = {"Deployment", "StatefulSet", "ReplicaSet", "ReplicationController"}
+
+
+def _autoscaled(desired: Sequence[DesiredObject]) -> dict[ObjectRef, DesiredObject]:
+    """Workloads whose replicas an autoscaler git declares owns (HorizontalPodAutoscaler's scaleTargetRef)."""
+    out: dict[ObjectRef, DesiredObject] = {}
+    for d in desired:
+        if d.ref.kind != "HorizontalPodAutoscaler" or d.ref.group != "autoscaling":
+            continue
+        target = (d.body.get("spec") or {}).get("scaleTargetRef") or {}
+        kind, name = str(target.get("kind") or ""), str(target.get("name") or "")
+        api = str(target.get("apiVersion") or "")
+        group = api.rsplit("/", 1)[0] if "/" in api else ""
+        if kind in _SCALED_KINDS and name:
+            out[ObjectRef(group, kind, d.ref.namespace, name)] = d
+    return out
+
+
+def _compare_one(
+    want: DesiredObject,
+    obj: dict[str, Any],
+    classifier: ManagerClassifier,
+    report: DriftReport,
+    scaler: DesiredObject | None = None,
+) -> None:
     result = compare(want, obj, classifier=classifier)
     for s in result.suppressed:
         f = _from_diff(want, s.diff, classifier)
         report.noise.append(Noise(f, s.reason))
     for d in result.diffs:
         f = _from_diff(want, d, classifier)
-        if f.klass == "human" and f.kind == "added" and is_server_default(want.ref.kind, d.path, d.live, obj):
+        if scaler is not None and d.path == ("spec", "replicas"):
+            # The autoscaler decides replicas; whatever a person set is overwritten on its next sync.
+            report.noise.append(Noise(f, f"spec.replicas is owned by {scaler.ref.kind} {scaler.ref} ({scaler.source}) in git"))
+        elif f.klass == "human" and f.kind == "added" and is_server_default(want.ref.kind, d.path, d.live, obj):
             report.noise.append(Noise(f, "the value the API server fills in by default (see drift.SERVER_DEFAULTS)"))
         elif f.klass == "human":
             report.findings.append(f)

@@ -15,23 +15,27 @@ file:line (exit 2), before any cluster is created or changed.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rebuild import fluxtree
 from rebuild.adapters.git import Checkout, Mirrors
 from rebuild.adapters.kube import Kube
 from rebuild.adapters.pulumi import STACKS_DIR, Pulumi
 from rebuild.adapters.toolchain import Toolchain
 from rebuild.config import Config, SourceSpec
 from rebuild.converge import VerifyReport, wait_converged
-from rebuild.desired import KindInfo, Problem, builtin_kinds, check_kinds, fill_namespaces, render
+from rebuild.desired import FluxLayer, KindInfo, Problem, Rendered, builtin_kinds, check_kinds, crd_kinds, fill_namespaces, render
 from rebuild.errors import ConfigError, Interrupted, RebuildError
-from rebuild.model import DesiredObject, Phases
+from rebuild.fluxtree import Tree
+from rebuild.model import DesiredObject, Phases, Source
 from rebuild.ordering import apply_order, table
 from rebuild.reconcilers import flux
+from rebuild.yamlload import LoadedDoc, YamlLoadError, load_all
 
 Progress = Callable[[str], None]
 
@@ -54,6 +58,27 @@ class SourceState:
     url: str  # the URL the reconciler pulls (local folders: rebuild's git server)
     checkout: Checkout
     objects: list[DesiredObject] = field(default_factory=list)
+    tree: Tree | None = None  # the Flux Kustomizations followed from the source's path
+    warnings: list[Problem] = field(default_factory=list)
+    # Namespaced kinds of root objects that name no namespace: Flux is told to put them in
+    # `default` (kustomize-controller itself refuses them: "namespace not specified").
+    default_namespace_kinds: list[str] = field(default_factory=list)
+
+    @property
+    def replaced(self) -> list[tuple[DesiredObject, str]]:
+        return self.tree.replaced if self.tree else []
+
+    @property
+    def flux_namespace(self) -> str:
+        return self.tree.flux_namespace if self.tree else flux.NAMESPACE
+
+    @property
+    def flux_name(self) -> str:
+        return self.tree.flux_name if self.tree else self.spec.name
+
+    @property
+    def flux_repo(self) -> str:
+        return self.tree.flux_repo if self.tree else self.spec.name
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -61,9 +86,14 @@ class SourceState:
             "url": self.url,
             "branch": self.spec.branch,
             "path": self.spec.path,
+            "namespace": self.spec.namespace,
             "revision": self.checkout.sha,
             "committed_at": self.checkout.committed_at,
             "objects": len(self.objects),
+            "flux": {"namespace": self.flux_namespace, "kustomization": self.flux_name, "git_repository": self.flux_repo},
+            "kustomizations": self.tree.to_dict() if self.tree else [],
+            "replaced": [{"object": str(o.ref), "source": str(o.source), "why": why} for o, why in self.replaced],
+            "warnings": [str(w) for w in self.warnings],
         }
 
 
@@ -74,6 +104,10 @@ class DesiredState:
     @property
     def objects(self) -> list[DesiredObject]:
         return [o for s in self.sources for o in s.objects]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [w for s in self.sources for w in s.warnings]
 
     def inventory(self) -> list[dict[str, Any]]:
         counts: dict[tuple[str, str], int] = {}
@@ -138,15 +172,22 @@ def load_desired(
     states: list[SourceState] = []
     problems: list[Problem] = []
     many = len(ctx.config.sources) > 1
+    reconciler = ctx.config.reconciler.kind
     for spec in ctx.config.sources:
         url = source_url(ctx, spec)
         rev = (revisions or {}).get(spec.name) or spec.revision
         ctx.progress(f"desired: fetching {spec.name} ({spec.branch}{'@' + rev[:12] if rev else ''})")
         creds = spec.credentials.resolve(ctx.config.base_dir)
         co = mirrors.checkout(spec.name, url, spec.branch, rev, creds)
-        rendered = render(co.path, spec.path, label=spec.name if many else "")
+        label = spec.name if many else ""
+        rendered = render(co.path, spec.path, label=label, namespace=spec.namespace, reconciler=reconciler)
         problems.extend(rendered.problems)
-        states.append(SourceState(spec, url, co, rendered.objects))
+        state = SourceState(spec, url, co, rendered.objects, warnings=list(rendered.warnings))
+        if reconciler == "flux" and not rendered.problems:
+            state.tree = _flux_tree(co.path, spec, label, rendered.objects, reconciler)
+            state.objects = state.tree.objects
+            problems.extend(state.tree.problems)
+        states.append(state)
     kinds = {**builtin_kinds(), **ctx.reconciler_kinds(), **(known or {})}
     all_objects = [o for s in states for o in s.objects]
     problems.extend(check_kinds(all_objects, kinds))
@@ -155,11 +196,60 @@ def load_desired(
         if o.ref in seen and seen[o.ref] is not o:
             problems.append(Problem(o.source.file, o.source.line, f"{o.ref} is also declared at {seen[o.ref].source}"))
         seen[o.ref] = o
+    for state in states:
+        problems.extend(_namespaceless(state, {**kinds, **crd_kinds(all_objects)}))
     if problems:
         raise DesiredStateError(problems)
     fill_namespaces(all_objects, kinds)
+    for w in (w for s in states for w in s.warnings):
+        ctx.progress(f"desired: warning: {w}")
     ctx.progress(f"desired: {len(all_objects)} objects from {len(states)} source(s)")
     return DesiredState(states)
+
+
+def _flux_tree(checkout: Path, spec: SourceSpec, label: str, objects: list[DesiredObject], reconciler: str) -> Tree:
+    """Follow the Flux Kustomizations of the source that apply this same repository."""
+    prefix = f"{label}:" if label else ""
+
+    def render_path(path: str, layer: FluxLayer) -> Rendered:
+        return render(checkout, path, label=label, flux=layer, reconciler=reconciler)
+
+    def load_doc(file: str, doc: int) -> LoadedDoc | None:
+        try:
+            docs = load_all((checkout / file.removeprefix(prefix)).read_bytes())
+        except (OSError, YamlLoadError):
+            return None
+        return docs[doc] if 0 <= doc < len(docs) else None
+
+    return fluxtree.expand(spec.name, spec.url, spec.path, objects, render_path, load_doc)
+
+
+def _namespaceless(state: SourceState, kinds: dict[tuple[str, str], KindInfo]) -> list[Problem]:
+    """Namespaced objects that name no namespace: the source's own go to `default` (rebuild tells
+    Flux so); under a Kustomization from git without targetNamespace Flux refuses them."""
+    problems: list[Problem] = []
+    nodes = {n.key: n for n in state.tree.nodes} if state.tree else {}
+    default_kinds: set[str] = set()
+    for o in state.objects:
+        info = kinds.get((o.ref.group, o.ref.kind))
+        if o.ref.namespace or info is None or not info.namespaced:
+            continue
+        if not o.applied_by:
+            default_kinds.add(o.ref.kind)
+            continue
+        node = nodes.get(o.applied_by)
+        if node is not None and not node.target_namespace:
+            problems.append(
+                Problem(
+                    o.source.file,
+                    o.source.line,
+                    f"{o.ref.kind}/{o.ref.name} names no namespace and Flux Kustomization {node.key} ({node.source}) sets no "
+                    "targetNamespace: kustomize-controller refuses to apply it (namespace not specified); "
+                    "add metadata.namespace, or spec.targetNamespace to the Kustomization",
+                )
+            )
+    state.default_namespace_kinds = sorted(default_kinds)
+    return problems
 
 
 # --------------------------------------------------------------------------- stacks config
@@ -181,12 +271,17 @@ def platform_config(ctx: Context, desired: DesiredState) -> dict[str, Any]:
         sources.append(
             {
                 "name": s.spec.name,
+                "objectName": s.flux_name,
+                "repoName": s.flux_repo,
                 "url": s.url,
                 "branch": s.spec.branch,
                 "path": s.spec.path,
                 "revision": s.checkout.sha if s.spec.revision else "",
                 "interval": rc.interval,
                 "hasCredentials": bool(resolved),
+                "targetNamespace": s.spec.namespace,
+                "defaultNamespaceKinds": s.default_namespace_kinds,
+                "drop": s.tree.drop if s.tree else [],
             }
         )
         if resolved:
@@ -197,7 +292,7 @@ def platform_config(ctx: Context, desired: DesiredState) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "clusterStack": f"organization/rebuild-cluster/{ctx.stack}",
         "clusterName": ctx.config.cluster.name,
-        "namespaces": ["rebuild-system"],
+        "namespaces": ["rebuild-system", *_source_namespaces(desired)],
         "reconciler": rc.kind,
         "sources": sources,
     }
@@ -212,6 +307,12 @@ def platform_config(ctx: Context, desired: DesiredState) -> dict[str, Any]:
     if ctx.config.reconciler.sops_age_key_file:
         cfg["sopsAgeKeyFile"] = str((ctx.config.base_dir / ctx.config.reconciler.sops_age_key_file).resolve())
     return cfg
+
+
+def _source_namespaces(desired: DesiredState) -> list[str]:
+    """Sources' target namespaces that git does not create itself (Flux needs them to exist)."""
+    declared = {o.ref.name for o in desired.objects if o.ref.kind == "Namespace" and o.ref.group == ""}
+    return sorted({s.spec.namespace for s in desired.sources if s.spec.namespace and s.spec.namespace not in declared})
 
 
 # --------------------------------------------------------------------------- plan
@@ -431,6 +532,41 @@ def start_reconciler(ctx: Context, kube: Kube, kubeconfig: Path, desired: Desire
     return {k: v for k, v in did.items() if v}
 
 
+@dataclass
+class _Watched:
+    """One Flux object `up` waits for, and how to name it in a message."""
+
+    state: SourceState
+    api: str
+    kind: str
+    name: str
+    namespace: str
+    declared: Source | None = None  # file:line in git (nested Kustomizations)
+    any_revision: bool = False  # a Kustomization of another source: Ready is enough
+    retried: str = ""  # the failure message a confirming reconcile was requested for
+    stamp: str = ""
+
+    @property
+    def label(self) -> str:
+        where = f" ({self.declared})" if self.declared else ""
+        return f"{self.kind} {self.namespace}/{self.name}{where}"
+
+
+def _watched(desired: DesiredState) -> list[_Watched]:
+    out: list[_Watched] = []
+    for s in desired.sources:
+        out.append(_Watched(s, flux.SOURCE_API, "GitRepository", s.flux_repo, s.flux_namespace))
+        out.append(_Watched(s, flux.KUSTOMIZE_API, "Kustomization", s.flux_name, s.flux_namespace))
+        for node in (s.tree.nodes[1:] if s.tree else []):
+            assert node.ref is not None
+            out.append(
+                _Watched(
+                    s, flux.KUSTOMIZE_API, "Kustomization", node.ref.name, node.ref.namespace, node.source, not node.followed
+                )
+            )
+    return out
+
+
 def wait_flux_ready(
     ctx: Context,
     kube: Kube,
@@ -439,45 +575,61 @@ def wait_flux_ready(
     timeout: float = 300,
     watchdog: Callable[[], None] | None = None,
 ) -> None:
-    """Ask Flux to reconcile now (annotation), then wait for every source to be Ready at its commit.
+    """Ask Flux to reconcile now (annotation), then wait for every source, and every Kustomization
+    followed from it (in dependsOn order), to be Ready at its commit.
 
-    ``watchdog`` runs on every poll (on the local provider: restart a controller that died).
+    A failure retrying cannot fix (a build or validation error at the expected revision, a
+    dependency git does not declare) ends the wait at once with exit 2, the reconciler's message
+    and the file:line of the object it names; a failure that is not known to be permanent is
+    confirmed by one requested reconcile that fails the same way. ``watchdog`` runs on every poll
+    (on the local provider: restart a controller that died).
     """
+    watched = _watched(desired)
     stamp = str(time.time())
-    for s in desired.sources:
-        for api, kind in ((flux.SOURCE_API, "GitRepository"), (flux.KUSTOMIZE_API, "Kustomization")):
-            current = kube.get(api, kind, s.spec.name, flux.NAMESPACE) or {}
-            ready = (flux.source_ready if kind == "GitRepository" else flux.kustomization_ready)(current, s.checkout.sha)
-            if not ready.ready:
-                kube.patch(
-                    current or {"apiVersion": api, "kind": kind, "metadata": {"name": s.spec.name, "namespace": flux.NAMESPACE}},
-                    {"metadata": {"annotations": {flux.REQUESTED_AT: stamp}}},
-                    field_manager="rebuild",
-                )
-                did.setdefault("requested_reconcile", []).append(f"{kind}/{s.spec.name}")
+    for w in watched:
+        if w.declared is not None:
+            continue  # applied by Flux from git: not there yet on a new cluster
+        current = kube.get(w.api, w.kind, w.name, w.namespace) or {}
+        sha = w.state.checkout.sha
+        ready = (flux.source_ready if w.kind == "GitRepository" else flux.kustomization_ready)(current, sha)
+        if not ready.ready:
+            kube.patch(
+                current or {"apiVersion": w.api, "kind": w.kind, "metadata": {"name": w.name, "namespace": w.namespace}},
+                {"metadata": {"annotations": {flux.REQUESTED_AT: stamp}}},
+                field_manager="rebuild",
+            )
+            did.setdefault("requested_reconcile", []).append(f"{w.kind}/{w.name}")
     deadline = time.monotonic() + timeout
     last = ""
     while True:
         if watchdog is not None:
             watchdog()
-        states = []
-        for s in desired.sources:
-            repo = flux.source_ready(kube.get(flux.SOURCE_API, "GitRepository", s.spec.name, flux.NAMESPACE), s.checkout.sha)
-            ks = flux.kustomization_ready(
-                kube.get(flux.KUSTOMIZE_API, "Kustomization", s.spec.name, flux.NAMESPACE), s.checkout.sha
-            )
-            states.append((s, repo, ks))
-        if all(r.ready and k.ready for _, r, k in states):
+        notes: list[str] = []
+        pending = 0
+        for w in watched:
+            obj = kube.get(w.api, w.kind, w.name, w.namespace)
+            sha = "" if w.any_revision else w.state.checkout.sha
+            if w.kind == "GitRepository":
+                r = flux.source_ready(obj, sha)
+            elif w.any_revision:
+                r = flux.Readiness(flux.is_ready(obj), flux.ready_message(obj))
+            else:
+                r = flux.kustomization_ready(obj, sha)
+            if r.ready:
+                continue
+            pending += 1
+            notes.append(f"{w.kind.lower()} {w.name}: {r.message}")
+            if r.message == "Kustomization is suspended" and w.declared is None:
+                # Someone paused reconciliation on purpose; waiting would only end in a timeout.
+                raise RebuildError(
+                    f"Flux Kustomization {w.namespace}/{w.name} is suspended, so it cannot converge",
+                    fix=f"resume it (`flux resume kustomization {w.name} -n {w.namespace}`, "
+                    "or set spec.suspend: false) and rerun",
+                )
+            _check_permanent(ctx, kube, w, obj, desired)
+        if not pending:
             return
-        paused = [s.spec.name for s, _, k in states if k.message == "Kustomization is suspended"]
-        if paused:
-            # Someone paused reconciliation on purpose; waiting would only end in a timeout.
-            raise RebuildError(
-                f"Flux Kustomization(s) {', '.join(paused)} in {flux.NAMESPACE} are suspended, so they cannot converge",
-                fix=f"resume them (`flux resume kustomization {paused[0]} -n {flux.NAMESPACE}`, "
-                "or set spec.suspend: false) and rerun",
-            )
-        note = "; ".join(f"{s.spec.name}: {k.message if r.ready else r.message}" for s, r, k in states)
+        note = "; ".join(notes)
         if note != last:
             ctx.progress(f"reconciler: {note}")
             last = note
@@ -487,3 +639,48 @@ def wait_flux_ready(
                 fix="check the controllers' logs (rebuild state dir: clusters/<name>/flux/logs)",
             )
         time.sleep(0.5)
+
+
+def _check_permanent(ctx: Context, kube: Kube, w: _Watched, obj: dict[str, Any] | None, desired: DesiredState) -> None:
+    """Raise when ``obj`` failed in a way retrying the same revision cannot fix."""
+    if obj is None:
+        return
+    failure = flux.failure(obj, "" if w.any_revision else w.state.checkout.sha)
+    if failure is None:
+        return
+    verdict = flux.classify_failure(failure, defined_kinds={kind for _, kind in crd_kinds(desired.objects)})
+    if verdict == "transient":
+        return
+    if verdict == "unknown":
+        handled = str((obj.get("status") or {}).get("lastHandledReconcileAt") or "")
+        if not w.retried or w.retried != failure.message:
+            w.retried, w.stamp = failure.message, str(time.time())
+            kube.patch(obj, {"metadata": {"annotations": {flux.REQUESTED_AT: w.stamp}}}, field_manager="rebuild")
+            ctx.progress(f"reconciler: {w.label} failed; asking Flux to retry once to tell a lasting error from a passing one")
+            return
+        if handled != w.stamp:
+            return  # the retry has not run yet
+    where = _locate(failure.message, desired)
+    raise RebuildError(
+        f"{w.label} cannot apply revision {w.state.checkout.sha[:12]}: {failure.reason}: {failure.message}"
+        + (f" (declared at {where})" if where else ""),
+        fix=f"fix it in git{' at ' + where if where else ''} and rerun; retrying the same revision cannot fix it",
+    )
+
+
+_OBJECT_IN_MESSAGE = re.compile(r"\b([A-Z][A-Za-z0-9]+)/(?:([a-z0-9][-a-z0-9.]*)/)?([a-z0-9][-a-z0-9.]*)")
+_FIELD_IN_MESSAGE = re.compile(r"(?:^|\s)\.((?:[A-Za-z0-9_-]+|\[[^\]]+\])(?:\.(?:[A-Za-z0-9_-]+)|\[[^\]]+\])*)")
+
+
+def _locate(message: str, desired: DesiredState) -> str:
+    """The file:line of the object (and field) a reconciler's message names, when rebuild knows it."""
+    for m in _OBJECT_IN_MESSAGE.finditer(message):
+        kind, ns, name = m.group(1), m.group(2) or "", m.group(3)
+        for o in desired.objects:
+            if o.ref.kind == kind and o.ref.name == name and (not ns or o.ref.namespace == ns):
+                f = _FIELD_IN_MESSAGE.search(message[m.end() :])
+                if f:
+                    path = tuple(p for p in re.split(r"\.(?![^\[]*\])", f.group(1)) if p and not p.startswith("["))
+                    return str(o.source_of(path))
+                return str(o.source)
+    return ""

@@ -10,6 +10,7 @@ with it; that key is the one secret git cannot hold, so it travels out of band
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,10 +33,24 @@ class FluxSource:
     interval: str = "1m"
     has_credentials: bool = False
     decrypt: bool = False
+    # The GitRepository's name (the bootstrap pair's in a `flux bootstrap` repo; else `name`).
+    repo_name: str = ""
+    namespace: str = NAMESPACE
+    # Flux's targetNamespace (the source's `namespace` option).
+    target_namespace: str = ""
+    # Namespaced kinds of objects that name no namespace: told to land in `default`.
+    default_namespace_kinds: tuple[str, ...] = ()
+    # kustomize selectors of objects git declares that rebuild provides itself (its Flux install,
+    # the bootstrap pair): left out of what this Kustomization applies.
+    drop: tuple[tuple[tuple[str, str], ...], ...] = ()
+
+    @property
+    def repository(self) -> str:
+        return self.repo_name or self.name
 
     @property
     def auth_secret(self) -> str:
-        return f"{self.name}-git-auth"
+        return f"{self.repository}-git-auth"
 
 
 def git_repository(src: FluxSource) -> dict[str, Any]:
@@ -48,9 +63,30 @@ def git_repository(src: FluxSource) -> dict[str, Any]:
     return {
         "apiVersion": SOURCE_API,
         "kind": "GitRepository",
-        "metadata": {"name": src.name, "namespace": NAMESPACE, "labels": {"app.kubernetes.io/managed-by": "rebuild"}},
+        "metadata": {"name": src.repository, "namespace": src.namespace, "labels": {"app.kubernetes.io/managed-by": "rebuild"}},
         "spec": spec,
     }
+
+
+# Deletes whatever the target selects from the build (kustomize needs a kind and name in the
+# patch; with a target they are not matched).
+_DELETE = "$patch: delete\napiVersion: v1\nkind: Any\nmetadata:\n  name: any\n"
+
+
+def _patches(src: FluxSource) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if src.default_namespace_kinds and not src.target_namespace:
+        # kustomize matches `namespace: default` for objects that name none.
+        kinds = "|".join(sorted(src.default_namespace_kinds))
+        out.append(
+            {
+                "target": {"kind": f"^({kinds})$", "namespace": "default"},
+                "patch": '[{"op": "add", "path": "/metadata/namespace", "value": "default"}]',
+            }
+        )
+    for sel in src.drop:
+        out.append({"target": dict(sel), "patch": _DELETE})
+    return out
 
 
 def kustomization(src: FluxSource) -> dict[str, Any]:
@@ -59,17 +95,22 @@ def kustomization(src: FluxSource) -> dict[str, Any]:
         "interval": src.interval,
         "path": path,
         "prune": True,
-        "sourceRef": {"kind": "GitRepository", "name": src.name},
+        "sourceRef": {"kind": "GitRepository", "name": src.repository},
         "timeout": "5m",
         "wait": False,
         "retryInterval": "10s",
     }
+    if src.target_namespace:
+        spec["targetNamespace"] = src.target_namespace
+    patches = _patches(src)
+    if patches:
+        spec["patches"] = patches
     if src.decrypt:
         spec["decryption"] = {"provider": "sops", "secretRef": {"name": SOPS_SECRET}}
     return {
         "apiVersion": KUSTOMIZE_API,
         "kind": "Kustomization",
-        "metadata": {"name": src.name, "namespace": NAMESPACE, "labels": {"app.kubernetes.io/managed-by": "rebuild"}},
+        "metadata": {"name": src.name, "namespace": src.namespace, "labels": {"app.kubernetes.io/managed-by": "rebuild"}},
         "spec": spec,
     }
 
@@ -79,7 +120,7 @@ def auth_secret(src: FluxSource, username: str, password: str) -> dict[str, Any]
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": src.auth_secret, "namespace": NAMESPACE},
+        "metadata": {"name": src.auth_secret, "namespace": src.namespace},
         "type": "Opaque",
         "stringData": {"username": username, "password": password},
     }
@@ -130,3 +171,81 @@ def kustomization_ready(ks: dict[str, Any] | None, sha: str) -> Readiness:
     if not revision_matches(rev, sha):
         return Readiness(False, f"Kustomization applied {rev or 'nothing'}, waiting for {sha[:12]}", rev)
     return Readiness(True, f"Kustomization Ready, applied {rev}", rev)
+
+
+def is_ready(obj: dict[str, Any] | None) -> bool:
+    cond = _condition(obj or {}, "Ready")
+    return cond is not None and cond.get("status") == "True"
+
+
+def ready_message(obj: dict[str, Any] | None) -> str:
+    if obj is None:
+        return "not found"
+    cond = _condition(obj, "Ready")
+    return str((cond or {}).get("message") or "no status yet")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A Ready=False condition at the revision rebuild waits for."""
+
+    reason: str
+    message: str
+
+
+def failure(obj: dict[str, Any], sha: str) -> Failure | None:
+    """The failure ``obj`` reports for revision ``sha`` ("" = any), None if it is not failing."""
+    cond = _condition(obj, "Ready")
+    if cond is None or cond.get("status") != "False":
+        return None
+    status = obj.get("status") or {}
+    attempted = str(status.get("lastAttemptedRevision") or ((status.get("artifact") or {}).get("revision")) or "")
+    reason = str(cond.get("reason") or "")
+    if sha and obj.get("kind") == "Kustomization" and not revision_matches(attempted, sha):
+        return None  # still failing on an older revision: the new one has not been tried yet
+    if reason in ("Progressing", "ProgressingWithRetry") or reason.endswith("InProgress"):
+        return None
+    return Failure(reason, str(cond.get("message") or ""))
+
+
+# Reasons and messages that retrying the same revision cannot change (kustomize-controller and
+# source-controller condition reasons; apply errors from the API server's dry run).
+PERMANENT_REASONS = ("BuildFailed", "ArtifactFailed")
+PERMANENT_MESSAGES = (
+    "namespace not specified",
+    "field not declared in schema",
+    "unknown field",
+    "strict decoding error",
+    "is invalid",
+    "admission webhook",
+    "failed to find unique target for patch",
+    "accumulating resources",
+    "authentication required",
+    "authorization failed",
+    "couldn't find remote ref",
+    "invalid path",
+    "kustomization path not found",
+    "not found in source",
+)
+TRANSIENT_MESSAGES = (
+    "dependency",
+    "connection refused",
+    "i/o timeout",
+    "too many requests",
+    "context deadline exceeded",
+    "etcdserver",
+)
+
+
+def classify_failure(f: Failure, *, defined_kinds: set[str]) -> str:
+    """"permanent", "transient" or "unknown" (unknown: confirm with one more reconcile)."""
+    msg = f.message.lower()
+    if f.reason == "DependencyNotReady" or any(t in msg for t in TRANSIENT_MESSAGES):
+        return "transient"
+    m = re.search(r"no matches for kind \"?([A-Za-z0-9]+)", f.message)
+    if m:
+        # A CRD git declares may still be on its way (applied by another Kustomization).
+        return "transient" if m.group(1) in defined_kinds else "permanent"
+    if f.reason in PERMANENT_REASONS or any(p in msg for p in PERMANENT_MESSAGES):
+        return "permanent"
+    return "unknown"

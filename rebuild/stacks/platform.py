@@ -8,6 +8,7 @@ secrets, encrypted in the stack state), and one GitRepository + Kustomization pe
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -153,13 +154,19 @@ def flux_bootstrap(cfg: pulumi.Config, provider: k8s.Provider) -> dict[str, Any]
             interval=str(s.get("interval") or "1m"),
             has_credentials=bool(s.get("hasCredentials")),
             decrypt=decrypt,
+            repo_name=str(s.get("repoName") or ""),
+            target_namespace=str(s.get("targetNamespace") or ""),
+            default_namespace_kinds=tuple(str(k) for k in s.get("defaultNamespaceKinds") or []),
+            drop=tuple(tuple(sorted((str(a), str(b)) for a, b in d.items())) for d in s.get("drop") or []),
         )
+        if s.get("objectName"):
+            src = dataclasses.replace(src, name=str(s["objectName"]))
         src_deps = list(deps)
         if src.has_credentials:
             secret = k8s.core.v1.Secret(
                 f"git-auth-{src.name}",
                 metadata=k8s.meta.v1.ObjectMetaArgs(name=src.auth_secret, namespace=flux.NAMESPACE),
-                string_data=pulumi.Output.secret(creds).apply(lambda c, n=src.name: dict((c or {}).get(n) or {})),
+                string_data=pulumi.Output.secret(creds).apply(lambda c, n=str(s["name"]): dict((c or {}).get(n) or {})),
                 opts=opts,
             )
             src_deps.append(secret)
