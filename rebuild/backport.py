@@ -232,6 +232,9 @@ class _Planner:
         self.notes: list[str] = []
         self.new_files: dict[str, str] = {}
         self.deleted_files: list[str] = []
+        # The source path when it has no kustomization: Flux's generated kustomization includes
+        # every folder below it that holds one, so a new folder there needs no resources entry.
+        self.generated_root: str | None = None
 
     # ---- fields
 
@@ -532,6 +535,10 @@ class _Planner:
         kpath = posixpath.join(self.new_dir, "kustomization.yaml")
         kust = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": sorted(entries)}
         self.new_files[kpath] = "# Objects created live and captured by `rebuild capture`.\n" + dump_clean(kust)
+        if self.generated_root is not None:
+            base = posixpath.normpath(self.generated_root.strip("/") or ".")
+            if base == "." or self.new_dir == base or self.new_dir.startswith(base + "/"):
+                return
         root = self.root_kustomization
         if root is not None and root in self.texts:
             rel = posixpath.relpath(self.new_dir, posixpath.dirname(root) or ".")
@@ -816,6 +823,7 @@ def plan_backport(
     new_objects_dir: str,
     include_deletions: bool,
     root_kustomization: str | None = None,
+    generated_root: str | None = None,
 ) -> Backport:
     """Plan the edits and the PR for the reported (human) findings of ``report``.
 
@@ -825,6 +833,7 @@ def plan_backport(
     created ``new_objects_dir``. Never raises for a finding it cannot write: that is listed.
     """
     p = _Planner(report, desired, files, new_objects_dir, include_deletions, root_kustomization)
+    p.generated_root = generated_root
     for f in report.findings:
         if f.kind in ("changed", "added"):
             p.edit(f)

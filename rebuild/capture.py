@@ -186,14 +186,18 @@ def list_live(
 # --------------------------------------------------------------------------- git
 
 
-def _repo_files(root: Path) -> dict[str, str]:
+def _repo_files(root: Path, also: Sequence[str] = ()) -> dict[str, str]:
+    """Every YAML file of the checkout, plus the other files the desired state was built from
+    (a generator's env files and literal files), which a backport may edit too."""
     files: dict[str, str] = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and p.suffix in (".yaml", ".yml") and ".git" not in p.parts:
-            try:
+    wanted = [p for p in sorted(root.rglob("*")) if p.is_file() and p.suffix in (".yaml", ".yml") and ".git" not in p.parts]
+    wanted += [root / rel for rel in sorted(set(also)) if (root / rel).is_file()]
+    for p in wanted:
+        try:
+            if p.resolve().is_relative_to(root.resolve()):
                 files[str(p.relative_to(root))] = p.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError):
-                continue
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
     return files
 
 
@@ -204,11 +208,16 @@ def _in_repo(obj: DesiredObject, label: str) -> DesiredObject:
     prefix = f"{label}:"
 
     def strip(src: Source) -> Source:
-        return Source(src.file.removeprefix(prefix), src.line) if src.file.startswith(prefix) else src
+        return dataclasses.replace(src, file=src.file.removeprefix(prefix)) if src.file.startswith(prefix) else src
 
     if not obj.source.file.startswith(prefix) and not any(s.file.startswith(prefix) for s in obj.field_sources.values()):
         return obj
-    return dataclasses.replace(obj, source=strip(obj.source), field_sources={k: strip(v) for k, v in obj.field_sources.items()})
+    declared = obj.declared
+    if declared is not None and declared.file.startswith(prefix):
+        declared = dataclasses.replace(declared, file=declared.file.removeprefix(prefix))
+    return dataclasses.replace(
+        obj, source=strip(obj.source), field_sources={k: strip(v) for k, v in obj.field_sources.items()}, declared=declared
+    )
 
 
 def _source_for(desired: DesiredState, name: str) -> SourceState:
@@ -280,7 +289,8 @@ def capture(ctx: Context, *, dry_run: bool = False, include_deletions: bool = Fa
             kube.close()
     report = find_drift(objects, live, spec=spec, managed_namespaces=namespaces, listed=listing.listed, skipped=listing.skipped)
     ctx.progress(f"capture: {len(report.findings)} manual change(s), {len(report.noise)} controller/reconciler change(s) ignored")
-    files = _repo_files(src.checkout.path)
+    sourced = [s.file for o in stripped.values() for s in o.field_sources.values() if s.via in ("env", "file")]
+    files = _repo_files(src.checkout.path, sourced)
     root_kust = next(
         (
             f"{src.spec.path.strip('/')}/{n}".lstrip("./")
@@ -296,6 +306,7 @@ def capture(ctx: Context, *, dry_run: bool = False, include_deletions: bool = Fa
         new_objects_dir=spec.new_objects_dir,
         include_deletions=include_deletions,
         root_kustomization=root_kust,
+        generated_root=None if root_kust else src.spec.path,
     )
     result = CaptureResult(report, bp, src.spec.name, diff=bp.diff(files), listed_objects=len(live))
     if not report.has_drift:

@@ -80,6 +80,31 @@ class SourceState:
     def flux_repo(self) -> str:
         return self.tree.flux_repo if self.tree else self.spec.name
 
+    def describe(self) -> list[str]:
+        """Plan lines: the source, the tree of Flux Kustomizations it applies, what rebuild replaces."""
+        ns = f" namespace {self.spec.namespace}" if self.spec.namespace else ""
+        lines = [
+            f"  {self.spec.name}: {self.url} {self.spec.branch}@{self.checkout.sha[:12]} path {self.spec.path}{ns} "
+            f"({len(self.objects)} objects)"
+        ]
+        nodes = self.tree.nodes if self.tree else []
+        if len(nodes) > 1:
+            lines.append(f"    Kustomization {self.flux_namespace}/{self.flux_name} (rebuild) applies {self.spec.path}")
+            for n in nodes[1:]:
+                depth = 3
+                parent = n.parent
+                while parent:
+                    depth += 1
+                    parent = next((m.parent for m in nodes if m.key == parent), "")
+                after = f" after {', '.join(n.depends_on)}" if n.depends_on else ""
+                what = f"{n.objects} objects from {n.path}" if n.followed else n.note
+                target = f" into {n.target_namespace}" if n.target_namespace else ""
+                lines.append(f"{'  ' * depth}Kustomization {n.key} ({n.source}): {what}{target}{after}")
+        for o, why in self.replaced:
+            lines.append(f"    replaced by rebuild: {o.ref} ({o.source}): {why}")
+        lines += [f"    warning: {w}" for w in self.warnings]
+        return lines
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.spec.name,
