@@ -98,8 +98,8 @@ def _spec(o: DesiredObject) -> dict[str, Any]:
 
 
 def _norm_path(p: str) -> str:
-    n = posixpath.normpath(p.strip() or ".")
-    return "." if n in ("", ".", "./") else n.lstrip("./") if n.startswith("./") else n
+    """``./clusters/prod/`` and ``clusters/prod`` are the same path (Flux paths are repo-relative)."""
+    return posixpath.normpath(p.strip().lstrip("/") or ".")
 
 
 def _norm_url(url: str) -> str:

@@ -674,8 +674,8 @@ def _check_permanent(ctx: Context, kube: Kube, w: _Watched, obj: dict[str, Any] 
     if failure is None:
         return
     verdict = flux.classify_failure(failure, defined_kinds={kind for _, kind in crd_kinds(desired.objects)})
-    if verdict == "transient":
-        return
+    if verdict == "transient" or (verdict == "unknown" and w.kind == "GitRepository"):
+        return  # a fetch can fail for many passing reasons (a cut transfer): only known ones are final
     if verdict == "unknown":
         handled = str((obj.get("status") or {}).get("lastHandledReconcileAt") or "")
         if not w.retried or w.retried != failure.message:
