@@ -7,7 +7,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 REBUILD := $(VENV)/bin/rebuild
 
-.PHONY: venv toolchain test demo lint clean-state
+.PHONY: venv toolchain test demo lint clean-state bench
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -24,6 +24,14 @@ test: toolchain
 
 demo: toolchain
 	@bash scripts/demo.sh
+
+# Benchmarks through the rebuild CLI against floors measured in the same run; asserts the
+# targets (exit 1 naming each missed one) and rewrites the tables of docs/measurements.md.
+# Not part of `make test`: it takes most of an hour at full size (bench/all.py).
+bench: toolchain
+	@$(VENV)/bin/python -c 'import pyinstrument' 2>/dev/null || \
+		$(VENV)/bin/python -m pip install -q --disable-pip-version-check pyinstrument
+	@$(VENV)/bin/python -m bench.all
 
 lint: venv
 	@$(VENV)/bin/ruff check rebuild stacks tests bench

@@ -1,0 +1,244 @@
+"""`make bench`: every benchmark through the `rebuild` CLI, its targets asserted, docs/measurements.md rewritten.
+
+Usage: .venv/bin/python -m bench.all [--quick] [--doc docs/measurements.md] [--no-doc] [--out DIR]
+
+Runs each bench module as its own process (``python -m bench.X ... --json``; one crash does
+not lose the others' numbers), collects their results and :class:`bench.common.Target`
+verdicts, rewrites the generated blocks of docs/measurements.md (between
+``<!-- bench:NAME begin -->`` and ``<!-- bench:NAME end -->``) with the numbers, the machine
+load and the exact commands, writes the raw results to ``--out``/results.json (and the
+pyinstrument profiles of `rebuild capture` beside it), and exits 1 naming every missed
+target or failed bench. ``--quick`` runs small sizes (for development: no targets apply
+there, and the doc is not rewritten unless ``--doc`` is given).
+
+Not run: bench/list_clients.py, a comparison of Kubernetes client libraries (a dependency
+choice, not a rebuild command; it needs the ``[bench]`` extras): run it by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = ".venv/bin/python"
+
+# (module, arguments at full size, arguments with --quick)
+STEPS: list[tuple[str, list[str], list[str]]] = [
+    # 10,000 objects first (the targets): one timed round after the (profiled) first run, since
+    # kustomize's build of 10,000 objects alone takes minutes here (docs/measurements.md says why).
+    ("capture_scale", ["--objects", "10000", "--rounds", "1"], ["--objects", "300", "--rounds", "1"]),
+    ("capture_scale", ["--objects", "1000", "--rounds", "3"], ["--objects", "200", "--rounds", "2"]),
+    ("cluster_start", ["--runs", "5"], ["--runs", "1"]),
+    ("rebuild_scale", ["--objects", "200", "1000"], ["--objects", "100"]),
+]
+
+
+def run_step(module: str, args: list[str], out: Path) -> tuple[list[dict[str, Any]], str]:
+    """One bench module; its results and an error ("" when it ran; exit 1 = a missed target, still results)."""
+    argv = [PY, "-m", f"bench.{module}", *args, "--json"]
+    if module == "capture_scale":
+        argv += ["--profile", str(out / "profiles")]
+    print(f"bench: {' '.join(argv)}", file=sys.stderr, flush=True)
+    t0 = time.monotonic()
+    proc = subprocess.run(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    print(f"bench: {module} exit {proc.returncode} after {time.monotonic() - t0:.0f}s", file=sys.stderr, flush=True)
+    try:
+        results = json.loads(proc.stdout)
+    except ValueError:
+        return [], f"bench.{module} {' '.join(args)} failed (exit {proc.returncode}); see its stderr above"
+    for r in results:
+        r["argv"] = " ".join(argv)
+        r["measured_at"] = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    return results, ""
+
+
+def _s(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f} s"
+
+
+def _n(x: int) -> str:
+    return f"{x:,}"
+
+
+def _load(r: dict[str, Any]) -> str:
+    return f"{r['load_average']['before'][0]:.1f} / {r['load_average']['after'][0]:.1f}"
+
+
+def block_cluster_start(results: list[dict[str, Any]]) -> str:
+    (r,) = results
+    lines = [
+        f"`{r['argv']}` (each run: `{r['command']}`, timed from spawn to exit; then a 3-replica",
+        "Deployment applied and timed to Available; then `rebuild cluster down --purge`). Machine load",
+        f"(1-min average) before / after: {_load(r)}.",
+        "",
+        "| run | `rebuild cluster up` (spawn to exit) | Deployment (3 replicas) to Available |",
+        "|---|---|---|",
+    ]
+    for i, run in enumerate(r["runs"]):
+        lines.append(f"| {i} | {_s(run['start_seconds'])} | {_s(run['deployment_available_seconds'])} |")
+    lines.append(f"| **median** | **{_s(r['median_start_seconds'])}** | **{_s(r['median_deployment_available_seconds'])}** |")
+    lines.append("")
+    lines.append("No target is set for these two numbers; they are reported.")
+    return "\n".join(lines)
+
+
+def block_rebuild_scale(results: list[dict[str, Any]]) -> str:
+    lines = [
+        f"`{results[0]['argv']}`; the measured command, per size: `{results[0]['command']}`.",
+        "",
+        "| objects | floor | up phases (desired / cluster / platform / reconciler / verify) | bootstrap to verified "
+        "| with platform | `rebuild up` spawn to exit | load before / after |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        p = r["phases"]
+        ph = " / ".join(f"{p.get(k, 0):.2f}" for k in ("desired", "cluster", "platform", "reconciler", "verify"))
+        lines.append(
+            f"| {_n(r['objects'])} | {_s(r['floor_seconds'])} | {ph} s | {_s(r['bootstrap_to_verified_seconds'])} = "
+            f"**{r['ratio']:.2f}x** | {_s(r['platform_to_verified_seconds'])} = {r['ratio_with_platform']:.2f}x "
+            f"| {_s(r['cli_wall_seconds'])} = {r['cli_wall_vs_floor']:.2f}x | {_load(r)} |"
+        )
+    lines += ["", *targets_lines(results)]
+    return "\n".join(lines)
+
+
+def block_capture_scale(results: list[dict[str, Any]]) -> str:
+    argvs = sorted({r["argv"] for r in results})
+    lines = [
+        "Commands: " + "; ".join(f"`{a}`" for a in argvs) + f". The measured command: `{results[0]['command']}`.",
+        "",
+        "| layout | objects (live, listed) | LIST floor | `rebuild capture` (best; all runs) | vs floor "
+        "| kubectl diff | kubectl diff / capture | first run | load before / after |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        first = _s(r["capture_first_run_seconds"]) + (" (profiled)" if r.get("first_run_profiled") else "")
+        all_runs = ", ".join(f"{x:.2f}" for x in r["capture_all_seconds"])
+        lines.append(
+            f"| {r['variant']} | {_n(r['objects'])} ({_n(r['live_objects_listed_by_capture'])}) | {_s(r['floor_seconds'], 3)} "
+            f"| {_s(r['capture_seconds'])} ({all_runs}) | **{r['capture_vs_floor']:.1f}x** | {_s(r['kubectl_diff_seconds'])} "
+            f"| **{r['kubectl_diff_vs_capture']:.2f}x** | {first} | {_load(r)} |"
+        )
+    lines += [
+        "",
+        "Where the command's wall time goes (best run; from the times its progress lines appeared on stderr):",
+        "",
+        "| layout | objects | start, config, publish the folder | git fetch + kustomize render + origins | client "
+        "| LISTs + drift | backport plan + diff + JSON | `kubectl kustomize` alone (setup) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        p = r["capture_phases_seconds"]
+        lines.append(
+            f"| {r['variant']} | {_n(r['objects'])} | {_s(p['start_and_publish'])} | {_s(p['fetch_and_render'])} "
+            f"| {_s(p['to_list'])} | {_s(p['list_and_drift'])} | {_s(p['backport_and_output'])} "
+            f"| {_s(r.get('kubectl_kustomize_alone_seconds'))} |"
+        )
+    lines += ["", *targets_lines(results)]
+    return "\n".join(lines)
+
+
+def targets_lines(results: list[dict[str, Any]]) -> list[str]:
+    ts = [t for r in results for t in r.get("targets", [])]
+    if not ts:
+        return ["No target applies at these sizes."]
+    out = ["| target | measured | required | verdict |", "|---|---|---|---|"]
+    for t in ts:
+        verdict = "met" if t["passed"] else "**MISSED**"
+        out.append(f"| {t['name']} ({t['why']}) | {t['value']:g} | {t['op']} {t['limit']:g} | {verdict} |")
+    return out
+
+
+def block_summary(all_results: list[dict[str, Any]], errors: list[str], started: str, seconds: float) -> str:
+    lines = [
+        f"Last `make bench`: {started}, {seconds / 60:.0f} min, on {platform.node() or 'this machine'} "
+        f"({os.cpu_count()} cores, load average at the end {os.getloadavg()[0]:.1f}; other engineers' builds and",
+        "tests were running, so every number carries that noise). Raw results: bench/results/results.json.",
+        "",
+        *targets_lines(all_results),
+    ]
+    for e in errors:
+        lines.append(f"\nFAILED: {e}")
+    return "\n".join(lines)
+
+
+def rewrite(doc: Path, blocks: dict[str, str]) -> None:
+    """Replace each generated block of the doc; a missing marker pair is an error (never a silent skip)."""
+    text = doc.read_text()
+    for name, body in blocks.items():
+        pat = re.compile(rf"(<!-- bench:{name} begin[^>]*-->\n).*?(<!-- bench:{name} end -->)", re.S)
+        if not pat.search(text):
+            raise SystemExit(f"{doc}: no <!-- bench:{name} begin --> ... <!-- bench:{name} end --> markers")
+        text = pat.sub(lambda m, b=body: m.group(1) + b.rstrip("\n") + "\n" + m.group(2), text)  # type: ignore[misc]
+    doc.write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="small sizes (development); the doc is left alone unless --doc")
+    ap.add_argument("--doc", type=Path, default=None, help="doc to rewrite (default: docs/measurements.md, not with --quick)")
+    ap.add_argument("--no-doc", action="store_true")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument(
+        "--only", nargs="+", default=None, help="run only these modules; the others' results are kept from --out/results.json"
+    )
+    args = ap.parse_args()
+    started = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    t0 = time.monotonic()
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(
+        "bench: bench.list_clients is not run by make bench (client-library comparison, needs the [bench] extras): "
+        "run `.venv/bin/python -m bench.list_clients` by hand",
+        file=sys.stderr,
+    )
+    by_module: dict[str, list[dict[str, Any]]] = {}
+    errors: list[str] = []
+    for module, full, quick in STEPS:
+        if args.only and module not in args.only:
+            continue
+        results, error = run_step(module, quick if args.quick else full, args.out)
+        by_module.setdefault(module, []).extend(results)
+        if error:
+            errors.append(error)
+    if args.only and (args.out / "results.json").exists():  # keep the last results of the modules not rerun
+        for r in json.loads((args.out / "results.json").read_text()):
+            if r["bench"] not in args.only:
+                by_module.setdefault(r["bench"], []).append(r)
+    # issue 10's comparison needs both layouts of the same size: done inside each capture_scale run.
+    all_results = [r for rs in by_module.values() for r in rs]
+    (args.out / "results.json").write_text(json.dumps(all_results, indent=2) + "\n")
+    doc = args.doc or (None if args.quick or args.no_doc else ROOT / "docs" / "measurements.md")
+    if doc is not None and not args.no_doc:
+        blocks = {"summary": block_summary(all_results, errors, started, time.monotonic() - t0)}
+        renderers = {
+            "cluster_start": block_cluster_start,
+            "rebuild_scale": block_rebuild_scale,
+            "capture_scale": block_capture_scale,
+        }
+        for module, results in by_module.items():
+            if results:
+                blocks[module] = renderers[module](results)
+        rewrite(doc, blocks)
+        print(f"bench: rewrote {doc}", file=sys.stderr)
+    missed = [t for r in all_results for t in r.get("targets", []) if not t["passed"]]
+    for t in missed:
+        print(f"bench: target missed: {t['name']}: {t['value']:g}, required {t['op']} {t['limit']:g} ({t['why']})")
+    for e in errors:
+        print(f"bench: {e}")
+    met = sum(1 for r in all_results for t in r.get("targets", []) if t["passed"])
+    print(f"bench: {met} target(s) met, {len(missed)} missed, {len(errors)} bench(es) failed")
+    sys.exit(1 if missed or errors else 0)
+
+
+if __name__ == "__main__":
+    main()
