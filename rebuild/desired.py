@@ -389,6 +389,7 @@ def render(
         return _labelled(result, label)
     index = _Index()
     resources_: list[Path] = []
+    checked: set[str] = set()
     if kustomization_file(target) is not None:
         _index_tree(repo, target, index)
         resources_.append(target)
@@ -399,6 +400,7 @@ def render(
                 continue
             rel = repo.rel(f)
             index.files.append(rel)
+            checked.add(rel)
             for d in repo.docs(rel):
                 if d.data is not None:
                     _check_object(d.data, rel, d.line, repo.problems)
@@ -411,8 +413,10 @@ def render(
         # kustomize cannot build this revision; still check the manifests it lists, so every
         # problem (missing fields, duplicates, unknown kinds) is reported at once.
         for rel in index.files:
+            # Plain folders' files were checked above; kustomize's resources are checked here.
+            sink = [] if rel in checked else result.problems
             for d in repo.docs(rel):
-                if d.data is not None and _check_object(d.data, rel, d.line, result.problems):
+                if d.data is not None and _check_object(d.data, rel, d.line, sink):
                     src = Source(rel, d.line)
                     result.objects.append(DesiredObject(ObjectRef.of(d.data), str(d.data["apiVersion"]), d.data, src))
         result.problems[:0] = repo.problems
