@@ -910,6 +910,19 @@ def _created(obj: Mapping[str, Any], ref: ObjectRef, entries: list[Owner], class
 
 
 _SCALED_KINDS = {"Deployment", "StatefulSet", "ReplicaSet", "ReplicationController"}
+# Fields a person sets to operate the reconciler, not to change what the cluster should be:
+# `flux suspend` (spec.suspend) and `flux reconcile` (the requestedAt annotation). A pull request
+# that suspends a Kustomization in git would stop the rebuilt cluster from ever reconciling.
+_FLUX_OPERATIONS: tuple[tuple[FieldPath, str], ...] = (
+    (("spec", "suspend"), "suspending reconciliation is an operation (flux suspend/resume), not desired state"),
+    (("metadata", "annotations", "reconcile.fluxcd.io/requestedAt"), "a reconcile request (flux reconcile), not desired state"),
+)
+
+
+def _operational(ref: ObjectRef, path: FieldPath) -> str | None:
+    if not ref.group.endswith(".toolkit.fluxcd.io"):
+        return None
+    return next((why for p, why in _FLUX_OPERATIONS if path == p), None)
 
 
 def _autoscaled(desired: Sequence[DesiredObject]) -> dict[ObjectRef, DesiredObject]:
@@ -940,9 +953,12 @@ def _compare_one(
         report.noise.append(Noise(f, s.reason))
     for d in result.diffs:
         f = _from_diff(want, d, classifier)
-        if scaler is not None and d.path == ("spec", "replicas"):
+        operational = _operational(want.ref, d.path)
+        if operational is not None:
+            report.noise.append(Noise(f, operational))
+        elif scaler is not None and d.path == ("spec", "replicas"):
             # The autoscaler decides replicas; whatever a person set is overwritten on its next sync.
-            report.noise.append(Noise(f, f"spec.replicas is owned by {scaler.ref.kind} {scaler.ref} ({scaler.source}) in git"))
+            report.noise.append(Noise(f, f"spec.replicas is owned by {scaler.ref} ({scaler.source}) in git"))
         elif f.klass == "human" and f.kind == "added" and is_server_default(want.ref.kind, d.path, d.live, obj):
             report.noise.append(Noise(f, "the value the API server fills in by default (see drift.SERVER_DEFAULTS)"))
         elif f.klass == "human":
