@@ -841,6 +841,9 @@ def find_drift(
         if owner is not None:
             report.excluded.append(Excluded(ref, "owned by another object (ownerReferences)"))
             continue
+        if (_meta(obj).get("labels") or {}).get("app.kubernetes.io/managed-by") == "rebuild":
+            report.excluded.append(Excluded(ref, "made by rebuild's platform stack from rebuild.yaml (rebuilt with it)"))
+            continue
         why = _exclusion(obj, ref, kinds)
         if why is not None:
             report.excluded.append(Excluded(ref, why))

@@ -77,6 +77,9 @@ DEFAULT_CONTROLLERS: tuple[str, ...] = (
     "vpa-admission-controller",
     "cert-manager*",
     "k3s",
+    # Flux controllers' own writes to the objects they reconcile (finalizers, status): their
+    # client names are gotk-<controller>; what they *apply* from git is kustomize-controller's.
+    "gotk-*",
 )
 
 # Nothing is "human" by pattern by default: every manager that is neither a reconciler nor
