@@ -225,6 +225,7 @@ def cluster() -> None:
 def _cluster_opts(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--name", required=True, help="Cluster name (one data folder per name).")(f)
     f = click.option("--provider", default="local", show_default=True, help="local | kind | kubeconfig")(f)
+    f = click.option("--context", default=None, help="kubeconfig context (provider kubeconfig; default: the current one).")(f)
     return f
 
 
@@ -232,7 +233,6 @@ def _cluster_opts(f: Callable[..., Any]) -> Callable[..., Any]:
 @_cluster_opts
 @click.option("--nodes", default=1, show_default=True, type=int, help="kwok nodes (local) or nodes (kind).")
 @click.option("--api-port", type=int, default=None, help="API server port (default: a free one).")
-@click.option("--context", default=None, help="kubeconfig context (provider kubeconfig).")
 @click.option("--unsafe-fast-storage", is_flag=True, help="etcd without fsync: throwaway clusters only.")
 @click.pass_obj
 def cluster_up(
@@ -256,34 +256,47 @@ def cluster_up(
 @_cluster_opts
 @click.option("--purge", is_flag=True, help="Also delete the cluster's data (etcd, certificates).")
 @click.pass_obj
-def cluster_down(obj: Ctx, name: str, provider: str, purge: bool) -> None:
-    """Stop every process of a cluster (keeps its data unless --purge)."""
-    from rebuild.clusters import get_cluster
+def cluster_down(obj: Ctx, name: str, provider: str, context: str | None, purge: bool) -> None:
+    """Stop every process of a cluster (keeps its data unless --purge), and the state dir's
+    git server when no other running cluster of the state dir uses it."""
+    from rebuild.clusters import get_cluster, release_gitserver
 
-    c = get_cluster(provider, name)
+    c = get_cluster(provider, name, context=context)
     c.delete(purge=purge)
-    obj.emit(
-        {"name": name, "provider": provider, "stopped": True, "purged": purge},
-        lambda: f"cluster {name} stopped" + (" and its data deleted" if purge else " (data kept; `up` restarts it)"),
-    )
+    gs = release_gitserver()
+
+    def text() -> str:
+        line = f"cluster {name} stopped" + (" and its data deleted" if purge else " (data kept; `up` restarts it)")
+        if gs.stopped:
+            line += "\ngit server stopped (no running cluster of this state dir uses it)"
+        elif gs.used_by:
+            line += f"\ngit server kept: still used by cluster(s) {', '.join(gs.used_by)}"
+        return line
+
+    obj.emit({"name": name, "provider": provider, "stopped": True, "purged": purge, "gitserver": gs.to_dict()}, text)
 
 
 @cluster.command("status")
 @_cluster_opts
 @click.pass_obj
-def cluster_status(obj: Ctx, name: str, provider: str) -> None:
+def cluster_status(obj: Ctx, name: str, provider: str, context: str | None) -> None:
     """Show a cluster's state and components; exit 0 only when running."""
+    from rebuild.adapters import gitserver
     from rebuild.clusters import get_cluster
+    from rebuild.clusters.base import state_root
 
-    st = get_cluster(provider, name).status()
+    st = get_cluster(provider, name, context=context).status()
+    gs = gitserver.server_info(state_root() / "gitserver")
 
     def text() -> str:
         lines = [f"cluster {st.name} ({st.provider}): {st.state}" + (f" at {st.server}" if st.server else "")]
         for comp in st.components:
             lines.append(f"  {comp.name:<24} {'up  ' if comp.alive else 'down'}  pid={comp.pid or '-'}")
+        if gs is not None:
+            lines.append(f"git server of the state dir: {'up  ' if gs.alive else 'down'}  pid={gs.pid or '-'}  {gs.url}")
         return "\n".join(lines)
 
-    obj.emit(st.to_dict(), text)
+    obj.emit({**st.to_dict(), "gitserver": gs.to_dict() if gs else None}, text)
     sys.exit(EXIT_OK if st.state == "running" else EXIT_FAIL)
 
 
@@ -341,10 +354,8 @@ def plan_cmd(obj: Ctx, revision: tuple[str, ...]) -> None:
 
     def text() -> str:
         lines = ["sources:"]
-        lines += [
-            f"  {s['name']}: {s['url']} {s['branch']}@{s['revision'][:12]} path {s['path']} ({s['objects']} objects)"
-            for s in (x.to_dict() for x in res.desired.sources)
-        ]
+        for source in res.desired.sources:
+            lines += source.describe()
         lines.append("stacks:")
         for p in res.previews:
             lines.append(f"  {p['stack']}: {p.get('note') or p['changes']}")
@@ -637,8 +648,10 @@ def _runbook_stages(obj: Ctx) -> dict[str, Callable[[dict[str, Any]], dict[str, 
         name = str(p.get("name") or output_of(p).get("cluster") or "")
         if not name:
             return {"ok": True, "message": "no cluster named; nothing to stop"}
+        from rebuild.clusters import release_gitserver
+
         get_cluster(str(p.get("provider") or "local"), name).delete(purge=bool(p.get("purge")))
-        return {"ok": True, "cluster": name}
+        return {"ok": True, "cluster": name, "gitserver": release_gitserver().to_dict()}
 
     def report_stage(p: dict[str, Any]) -> dict[str, Any]:
         from rebuild import history

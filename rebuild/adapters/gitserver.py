@@ -509,6 +509,31 @@ def server_running(state: Path) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class ServerInfo:
+    """What ``cluster status`` shows of a state folder's git server."""
+
+    url: str
+    pid: int | None
+    alive: bool
+    log: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"url": self.url, "pid": self.pid, "alive": self.alive, "log": self.log}
+
+
+def server_info(state: Path) -> ServerInfo | None:
+    """The git server recorded in a state folder (None if none was ever started there)."""
+    state = Path(state).resolve()
+    try:
+        data: dict[str, Any] = json.loads(_record_path(state).read_text())
+        url = f"http://{HOST}:{int(data['port'])}"
+        rec = ProcRecord.from_dict(data["process"]) if data.get("process") else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return ServerInfo(url, rec.pid if rec else None, rec is not None and process.alive(rec), str(state / "gitserver.log"))
+
+
 def stop_server(state: Path) -> bool:
     """Stop the detached git server recorded in a state folder; True if one was running."""
     record = _record_path(Path(state))

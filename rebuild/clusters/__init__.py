@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rebuild.clusters.base import Cluster, ClusterStatus, state_root
@@ -36,4 +37,35 @@ def get_cluster(
     raise ConfigError(f"unknown cluster provider {provider!r}", fix=f"use one of: {', '.join(PROVIDERS)}")
 
 
-__all__ = ["PROVIDERS", "Cluster", "ClusterStatus", "get_cluster", "state_root"]
+@dataclass(frozen=True)
+class GitServerRelease:
+    """What ``cluster down`` did with the state dir's git server."""
+
+    stopped: bool  # it was running and is stopped now
+    used_by: list[str] = field(default_factory=list)  # clusters still running, so it was kept
+
+    def to_dict(self) -> dict[str, object]:
+        return {"stopped": self.stopped, "used_by": self.used_by}
+
+
+def release_gitserver(root: Path | None = None) -> GitServerRelease:
+    """Stop the state dir's git server unless a cluster of that state dir still uses it.
+
+    The git server publishes local-folder sources; what pulls from it on its own is the
+    reconciler of a cluster, which can reach 127.0.0.1 only when it runs as processes on
+    this machine (the local provider's Flux controllers). So a cluster "uses" the server
+    while any process rebuild recorded for it under ``<state>/clusters/<name>/`` is still
+    running. Stopping it is safe for rebuild itself: every command that needs it
+    (``up``, ``verify``, ``capture``, ``plan``) starts it again, on the same port.
+    """
+    from rebuild.adapters import gitserver
+    from rebuild.clusters.base import live_processes
+
+    root = root or state_root()
+    users = sorted(d.name for d in (root / "clusters").glob("*") if d.is_dir() and live_processes(d))
+    if users:
+        return GitServerRelease(False, users)
+    return GitServerRelease(gitserver.stop_server(root / "gitserver"))
+
+
+__all__ = ["PROVIDERS", "Cluster", "ClusterStatus", "GitServerRelease", "get_cluster", "release_gitserver", "state_root"]

@@ -71,6 +71,28 @@ class Cluster(Protocol):
     def kubeconfig(self) -> Path: ...
 
 
+def live_processes(cluster_dir: Path) -> list[str]:
+    """Names of the processes rebuild started for one cluster that are still running.
+
+    Every process rebuild runs for a cluster is recorded in its folder: ``cluster.json``
+    (the control plane) and ``<add-on>/<name>.json`` (e.g. the Flux controllers on the
+    host), each with a ``processes`` list of (pid, start time) records.
+    """
+    from rebuild.adapters import process
+
+    names: list[str] = []
+    for record in [cluster_dir / "cluster.json", *sorted(cluster_dir.glob("*/*.json"))]:
+        raw = process.load_record(record).get("processes")
+        for item in raw if isinstance(raw, list) else []:
+            try:
+                rec = process.ProcRecord.from_dict(item)
+            except (KeyError, ValueError, TypeError):
+                continue
+            if process.alive(rec):
+                names.append(rec.name)
+    return names
+
+
 def validate_name(name: str) -> str:
     if not NAME_RE.match(name):
         raise ConfigError(
@@ -126,4 +148,3 @@ def check_state_dir(root: Path, need: str = "read") -> None:
             f"the state dir {root} has {free_mb} MB free; this command needs at least {want} MB there",
             fix="free some space on that filesystem, or pass --state-dir DIR on one with room",
         )
-
