@@ -113,6 +113,7 @@ def block_rebuild_scale(results: list[dict[str, Any]]) -> str:
 
 
 def block_capture_scale(results: list[dict[str, Any]]) -> str:
+    results = sorted(results, key=lambda r: (r["objects"], r["variant"] != "plain"))
     argvs = sorted({r["argv"] for r in results})
     lines = [
         "Commands: " + "; ".join(f"`{a}`" for a in argvs) + f". The measured command: `{results[0]['command']}`.",
@@ -159,11 +160,14 @@ def targets_lines(results: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def block_summary(all_results: list[dict[str, Any]], errors: list[str], started: str, seconds: float) -> str:
+def block_summary(all_results: list[dict[str, Any]], errors: list[str]) -> str:
+    times = sorted(r.get("measured_at", "") for r in all_results if r.get("measured_at"))
+    loads = [r["load_average"][w][0] for r in all_results for w in ("before", "after") if "load_average" in r]
+    span = f"{times[0]} to {times[-1]}" if times else "(no results)"
     lines = [
-        f"Last `make bench`: {started}, {seconds / 60:.0f} min, on {platform.node() or 'this machine'} "
-        f"({os.cpu_count()} cores, load average at the end {os.getloadavg()[0]:.1f}; other engineers' builds and",
-        "tests were running, so every number carries that noise). Raw results: bench/results/results.json.",
+        f"Last `make bench`: results measured {span} on {platform.node() or 'this machine'} ({os.cpu_count()} cores);",
+        f"1-minute load average during the runs {min(loads, default=0):.1f} to {max(loads, default=0):.1f}: other engineers'",
+        "builds and tests were running, so every number carries that noise. Raw results: bench/results/results.json.",
         "",
         *targets_lines(all_results),
     ]
@@ -193,8 +197,6 @@ def main() -> None:
         "--only", nargs="+", default=None, help="run only these modules; the others' results are kept from --out/results.json"
     )
     args = ap.parse_args()
-    started = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    t0 = time.monotonic()
     args.out.mkdir(parents=True, exist_ok=True)
     print(
         "bench: bench.list_clients is not run by make bench (client-library comparison, needs the [bench] extras): "
@@ -204,22 +206,22 @@ def main() -> None:
     by_module: dict[str, list[dict[str, Any]]] = {}
     errors: list[str] = []
     for module, full, quick in STEPS:
-        if args.only and module not in args.only:
+        if args.render_only or (args.only and module not in args.only):
             continue
         results, error = run_step(module, quick if args.quick else full, args.out)
         by_module.setdefault(module, []).extend(results)
         if error:
             errors.append(error)
-    if args.only and (args.out / "results.json").exists():  # keep the last results of the modules not rerun
+    if (args.only or args.render_only) and (args.out / "results.json").exists():  # keep the last results of the others
         for r in json.loads((args.out / "results.json").read_text()):
-            if r["bench"] not in args.only:
+            if args.render_only or r["bench"] not in args.only:
                 by_module.setdefault(r["bench"], []).append(r)
     # issue 10's comparison needs both layouts of the same size: done inside each capture_scale run.
     all_results = [r for rs in by_module.values() for r in rs]
     (args.out / "results.json").write_text(json.dumps(all_results, indent=2) + "\n")
     doc = args.doc or (None if args.quick or args.no_doc else ROOT / "docs" / "measurements.md")
     if doc is not None and not args.no_doc:
-        blocks = {"summary": block_summary(all_results, errors, started, time.monotonic() - t0)}
+        blocks = {"summary": block_summary(all_results, errors)}
         renderers = {
             "cluster_start": block_cluster_start,
             "rebuild_scale": block_rebuild_scale,
