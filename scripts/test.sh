@@ -9,6 +9,12 @@ if ! command -v chromium >/dev/null 2>&1; then
   echo "installing chromium (Debian package) for the report screenshot test" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+# The secrets audit records the argv of every process rebuild starts with strace (Debian's
+# package); without a working strace it fails rather than check argv only by sampling /proc.
+if ! command -v strace >/dev/null 2>&1; then
+  echo "installing strace (Debian package) for the secrets audit" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null
+fi
 .venv/bin/ruff check rebuild stacks tests bench
 .venv/bin/mypy
 exec .venv/bin/pytest -p no:cacheprovider "$@"

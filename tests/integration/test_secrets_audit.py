@@ -18,7 +18,10 @@ random secret values, and then looks everywhere for them:
   long-lived daemons' cmdlines are read once more while they run;
 - files: every file under the test's folder (state dir: logs, JSON records, Pulumi state
   and stack config, reports, history; the report dir; the CLI's stdout and stderr), as raw
-  bytes, for each value and every base64 alignment of it; tarballs are read decompressed;
+  bytes, for each value and every base64 alignment of it; tarballs are read decompressed.
+  Outside it, every file created or modified during the run (ctime or mtime after the start)
+  under PULUMI_HOME (and ~/.pulumi, where a pulumi ignoring PULUMI_HOME would write), Go's
+  build and module caches, pip's cache and /tmp;
 - git: every commit on every branch of every repository (the forge's, after a mirror
   clone, and rebuild's own mirrors and capture clone), through ``git log --all -p``;
 - the pull request's title, body and comments through the Gitea API;
@@ -31,9 +34,11 @@ The counts are printed (run with ``-s``) for docs to quote.
 
 The git source authenticates with the forge admin's password (``GIT_USER``/``GIT_PASSWORD``)
 and capture with the API token (``FORGE_TOKEN``), both from the environment as rebuild.yaml
-asks, so the two paths are told apart. Where strace cannot run (ptrace or seccomp filters
-denied in a container) the CLI runs untraced and the argv check rests on the /proc poller
-alone, which can miss a process living less than 20 ms; the printout says which mode ran.
+asks, so the two paths are told apart. Without a working strace (not on PATH, or ptrace or
+seccomp filters denied, as in a container without CAP_SYS_PTRACE) the audit FAILS before
+starting anything, naming why: the /proc poller alone can miss a process living less than
+20 ms, so the argv claim would hold only vacuously. scripts/test.sh installs strace (Debian's
+package) when it is missing.
 
 What it found: the Automation API handed the git credentials to ``pulumi config set-all
 --secret key=value``, in argv (fixed in rebuild/adapters/pulumi.py: secrets go through stdin).
@@ -50,9 +55,11 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -72,7 +79,7 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.integration
 
 EXAMPLE = REPO / "examples" / "gitops-repo"
-STRACE = "/usr/bin/strace"
+STRACE_FIX = "install it (`apt-get install -y strace`, as scripts/test.sh does) and put it on PATH"
 GIT_SECRET_FILE = "apps/base/payments-api/secret.yaml"
 
 
@@ -157,38 +164,56 @@ class Run:
     stderr: str
 
 
-def strace_works() -> bool:
-    """Whether strace can trace here (ptrace and seccomp filters may be denied in a container)."""
+def find_strace() -> tuple[str | None, str]:
+    """(path of a strace that can trace here, "") or (None, why not). ptrace and seccomp
+    filters may be denied (a container without CAP_SYS_PTRACE, a restrictive seccomp profile)."""
+    path = shutil.which("strace")
+    if path is None:
+        return None, (
+            f"no working tracer: strace is not on PATH ({os.environ.get('PATH', '')}); the argv audit needs it "
+            f"to see every process rebuild starts (a /proc poller misses short-lived ones). Fix: {STRACE_FIX}"
+        )
+    probe = [path, "-f", "-q", "--seccomp-bpf", "-e", "trace=execve", "-o", os.devnull, "--", "true"]
     try:
-        probe = [STRACE, "-f", "-q", "--seccomp-bpf", "-e", "trace=execve", "-o", os.devnull, "--", "true"]
-        return subprocess.run(probe, capture_output=True, timeout=30, check=False).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+        r = subprocess.run(probe, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"no working tracer: {path} could not run ({exc}). Fix: {STRACE_FIX}"
+    if r.returncode != 0:
+        why = (r.stderr.strip().splitlines() or ["no message"])[-1]
+        return None, (
+            f"no working tracer: {path} cannot trace here ({why}): ptrace or seccomp filters are denied, "
+            "or the tests already run under a tracer. Fix: allow ptrace (e.g. `docker run --cap-add SYS_PTRACE "
+            "--security-opt seccomp=unconfined`) and run the tests untraced"
+        )
+    return path, ""
+
+
+def require_strace() -> str:
+    """The audit fails (never skips, never runs untraced) without a working strace."""
+    path, why = find_strace()
+    if path is None:
+        pytest.fail(why, pytrace=False)
+    return path
 
 
 @dataclass
 class Tracer:
-    """Runs ``python -m rebuild.cli`` under strace; sessions live as long as any daemon they traced.
-    Without a working strace, runs it plainly (the /proc poller is then the only argv check)."""
+    """Runs ``python -m rebuild.cli`` under strace; sessions live as long as any daemon they traced."""
 
     work: Path
     env: dict[str, str]
-    strace: bool = True
+    strace: str  # the strace binary (find_strace)
     sessions: list[tuple[str, subprocess.Popen[bytes], Path]] = field(default_factory=list)
 
     def run(self, name: str, args: list[str], timeout: float = 600) -> Run:
         trace, out, err = (self.work / f"{name}.{ext}" for ext in ("strace", "stdout", "stderr"))
         argv = [sys.executable, "-m", "rebuild.cli", *args]
-        if self.strace:
-            opts = ["-f", "-q", "--seccomp-bpf", "-e", "trace=execve,execveat", "-e", "signal=none", "-s", "65536"]
-            argv = [STRACE, *opts, "-o", str(trace), "--", *argv]
+        opts = ["-f", "-q", "--seccomp-bpf", "-e", "trace=execve,execveat", "-e", "signal=none", "-s", "65536"]
+        argv = [self.strace, *opts, "-o", str(trace), "--", *argv]
         with out.open("wb") as fo, err.open("wb") as fe:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fo, stderr=fe, env=self.env, cwd=self.work)
-        if self.strace:
-            self.sessions.append((name, proc, trace))
-            rc = self._wait_cli(proc, trace, timeout)
-        else:
-            rc = proc.wait(timeout)
+        self.sessions.append((name, proc, trace))
+        rc = self._wait_cli(proc, trace, timeout)
         return Run(name, rc, out.read_text(errors="replace"), err.read_text(errors="replace"))
 
     @staticmethod
@@ -478,6 +503,105 @@ def scan_tree(tmp: Path, root: Path, secrets: list[TestSecret], out: Findings) -
                 out.leaks.append(f"cannot read the tarball {rel} to search it: {exc}")
 
 
+@dataclass
+class ChangedScan:
+    """Files outside the test's folder created or modified during the run, per place searched."""
+
+    roots: dict[str, tuple[Path, int, int]] = field(default_factory=dict)  # label -> (path, files, bytes)
+    absent: dict[str, Path] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> folders not entered
+
+
+def _go_env(var: str, default: Path) -> Path:
+    go = shutil.which("go")
+    if go:
+        r = subprocess.run([go, "env", var], capture_output=True, text=True, check=False)
+        if r.returncode == 0 and r.stdout.strip():
+            return Path(r.stdout.strip())
+    return default
+
+
+def _pip_cache() -> Path:
+    r = subprocess.run([sys.executable, "-m", "pip", "cache", "dir"], capture_output=True, text=True, check=False)
+    if r.returncode == 0 and r.stdout.strip():
+        return Path(r.stdout.strip())
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "pip"
+
+
+def outside_places() -> list[tuple[str, Path]]:
+    """Where rebuild (or a program it runs) could write outside its state dir: Pulumi's home
+    (rebuild sets PULUMI_HOME; ~/.pulumi is where a pulumi ignoring it would write), Go's caches
+    (the toolchain builds), pip's cache, and the temporary folder."""
+    from rebuild.adapters.toolchain import Toolchain
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    places = [
+        ("PULUMI_HOME", Toolchain().pulumi_home),
+        ("~/.pulumi", Path.home() / ".pulumi"),
+        ("GOCACHE", _go_env("GOCACHE", cache / "go-build")),
+        ("GOMODCACHE", _go_env("GOMODCACHE", Path.home() / "go" / "pkg" / "mod")),
+        ("pip cache", _pip_cache()),
+        ("/tmp", Path("/tmp")),
+    ]
+    tmpdir = Path(tempfile.gettempdir())
+    if tmpdir.resolve() != Path("/tmp").resolve():
+        places.append(("TMPDIR", tmpdir))
+    return places
+
+
+def scan_changed(
+    places: list[tuple[str, Path]], since: float, secrets: list[TestSecret], tmp: Path, out: Findings
+) -> ChangedScan:
+    """Every regular file under ``places`` whose ctime or mtime is after ``since``, as raw bytes.
+
+    Not entered: the test's own folder (searched file by file above, with its exclusions) and
+    other pytest sessions' folders (other tests running on this machine at the same time: their
+    clusters' etcd data alone is hundreds of MB; no process of this run writes there).
+    """
+    session = tmp.resolve().parent  # /tmp/pytest-of-<user>/pytest-<n>
+    result = ChangedScan()
+
+    def skip(path: Path) -> str | None:
+        if path == tmp.resolve():
+            return "the test's own folder (searched above with its own rules)"
+        if fnmatch.fnmatchcase(path.as_posix(), "*/pytest-of-*/pytest-*") and path.parent == session.parent and path != session:
+            return "another pytest session's folder (tests running concurrently on this machine)"
+        return None
+
+    for label, root in places:
+        root = root.resolve() if root.exists() else root
+        if not root.is_dir():
+            result.absent[label] = root
+            continue
+        files = size = 0
+        for dirpath, dirnames, filenames in os.walk(root):
+            here = Path(dirpath)
+            for name in list(dirnames):
+                reason = skip(here / name)
+                if reason:
+                    dirnames.remove(name)
+                    result.skipped[reason] = result.skipped.get(reason, 0) + 1
+            for name in filenames:
+                path = here / name
+                try:
+                    st = path.lstat()
+                except OSError:
+                    continue
+                if not stat.S_ISREG(st.st_mode) or max(st.st_mtime, st.st_ctime) < since:
+                    continue
+                try:
+                    data = path.read_bytes()
+                except OSError:
+                    continue  # went away meanwhile (a lock, a temp file)
+                files += 1
+                size += len(data)
+                where = f"{label}: {path}"
+                scan_bytes(data, where, secrets, where, out)
+        result.roots[label] = (root, files, size)
+    return result
+
+
 def git_out(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
     return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True).stdout
 
@@ -543,6 +667,7 @@ def git(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
 def setup(tmp_path: Path, toolchain: Any) -> Iterator[dict[str, Any]]:
     """A real Gitea holding the example (its demo Secret given random values) and a small local
     folder served by rebuild's git server: two sources, so both git paths are exercised."""
+    since = time.time() - 1.0  # files outside tmp_path changed after this belong to the run (1 s: timestamp slack)
     forge = Gitea(tmp_path / "gitea", toolchain=toolchain)
     state = tmp_path / "state"
     watch: ProcWatch | None = None
@@ -604,7 +729,7 @@ def setup(tmp_path: Path, toolchain: Any) -> Iterator[dict[str, Any]]:
         audit.mkdir()
         env = dict(os.environ, REBUILD_STATE_DIR=str(state), GIT_USER=forge.admin_user, GIT_PASSWORD=password, FORGE_TOKEN=token)
         env.pop("REBUILD_NOTIFY_URL", None)
-        tracer = Tracer(audit, env, strace=strace_works())
+        tracer = Tracer(audit, env, strace=require_strace())
         watch = ProcWatch(secrets)
         watch.start()
         yield {
@@ -618,6 +743,7 @@ def setup(tmp_path: Path, toolchain: Any) -> Iterator[dict[str, Any]]:
             "secrets": secrets,
             "tracer": tracer,
             "watch": watch,
+            "since": since,
         }
     finally:
         for d in sorted((state / "clusters").glob("*")) if (state / "clusters").is_dir() else ():
@@ -633,7 +759,9 @@ def setup(tmp_path: Path, toolchain: Any) -> Iterator[dict[str, Any]]:
 # --------------------------------------------------------------------------- the test
 
 
-def test_no_secret_leaks_in_argv_files_git_or_the_pr_and_every_listener_is_loopback(setup: dict[str, Any]) -> None:
+def test_no_secret_leaks_in_argv_files_git_or_the_pr_and_every_listener_is_loopback(request: pytest.FixtureRequest) -> None:
+    require_strace()  # before anything starts: without a tracer the argv claim could only pass vacuously
+    setup: dict[str, Any] = request.getfixturevalue("setup")
     forge: Gitea = setup["forge"]
     tmp, state, audit = setup["tmp"], setup["state"], setup["audit"]
     secrets: list[TestSecret] = setup["secrets"]
@@ -834,11 +962,15 @@ def test_no_secret_leaks_in_argv_files_git_or_the_pr_and_every_listener_is_loopb
     problems["argv truncated by strace"] = execs.truncated
     polled = {Path(c.split(" ")[0]).name for c in watch.cmdlines.values()}
     for prog in ("kube-apiserver", "etcd", "source-controller", "kustomize-controller", "pulumi", "git"):
-        assert execs.programs.get(prog) or not tracer.strace, f"strace never saw {prog} start: {sorted(execs.programs)}"
+        assert execs.programs.get(prog), f"strace never saw {prog} start: {sorted(execs.programs)}"
         assert prog in polled or prog == "git", f"the poller never saw {prog}"
     assert any("rebuild.adapters.gitserver" in c for c in watch.cmdlines.values())
     # the daemons stay traced after the CLI that started them exits: the git server's children too
-    assert execs.http_backends > 0 or not tracer.strace
+    assert execs.http_backends > 0
+
+    # 11. files outside the test's folder that changed during the run (daemons stopped: all written)
+    changed = scan_changed(outside_places(), setup["since"], secrets, tmp, files)
+    assert "/tmp" in changed.roots and "PULUMI_HOME" in changed.roots, changed
 
     # listeners of this run's processes: traced pids, Gitea, or anything whose argv names our tmp
     ours = [
@@ -848,7 +980,7 @@ def test_no_secret_leaks_in_argv_files_git_or_the_pr_and_every_listener_is_loopb
     ]
     problems["listeners"] = [f"{ls.address}:{ls.port} (pid {ls.pid}: {ls.cmd[:160]})" for ls in ours if not ls.loopback]
 
-    print("\nsecrets audit:" + ("" if tracer.strace else " (strace unusable here: argv checked by the /proc poller only)"))
+    print(f"\nsecrets audit (tracer: {tracer.strace}):")
     print(f"  secrets: {len(secrets)} values, {sum(len(s.needles()) for s in secrets)} forms searched (raw, base64 alignments)")
     print(f"  CLI runs: {', '.join(f'{r.name} (exit {r.rc})' for r in runs)}")
     print(
@@ -862,6 +994,14 @@ def test_no_secret_leaks_in_argv_files_git_or_the_pr_and_every_listener_is_loopb
     )
     for reason, count in sorted(files.skipped.items()):
         print(f"    not searched ({count} file-secret pairs): {reason}")
+    started = time.strftime("%H:%M:%S", time.localtime(setup["since"]))
+    print(f"  changed during the run, outside the test's folder (since {started}):")
+    for label, (root, n, size) in changed.roots.items():
+        print(f"    {label} ({root}): {n} files, {size / 1e6:.1f} MB")
+    for label, root in changed.absent.items():
+        print(f"    {label} ({root}): absent, nothing written there")
+    for reason, count in sorted(changed.skipped.items()):
+        print(f"    not entered ({count} folders): {reason}")
     print(f"  git: {gscan.repos} repositories, {gscan.refs} refs, {gscan.commits} commits")
     print(f"  modes: {len(private)} credential files named + {content_checked} found by content checked 0600")
     by_program: dict[str, list[str]] = {}
