@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rebuild.adapters import gitserver
-from rebuild.errors import Interrupted, RebuildError
+from rebuild.errors import ConfigError, Interrupted, RebuildError
 from rebuild.model import Phases
 from rebuild.recovery import Context, DesiredStateError, UpResult, up
 
@@ -84,6 +84,17 @@ def run_drill(
     ``live``: first count the manual changes in the live cluster of rebuild.yaml that git does
     not have yet (``capture --dry-run``): what a rebuild would lose today, the RPO in changes.
     """
+    existing = ctx.config.cluster
+    if existing.provider == "kubeconfig":
+        # Refused before anything runs: the drill creates its cluster and always tears it down,
+        # and rebuild neither creates nor deletes a cluster it is given by a kubeconfig context.
+        raise ConfigError(
+            f"rebuild drill refuses cluster {existing.name} (provider kubeconfig, context "
+            f"{existing.context or '(current)'}): a drill creates a throwaway cluster and tears it down, "
+            "and rebuild never creates or deletes an existing cluster; nothing was created or deleted",
+            fix="run drills with cluster.provider local (or kind where a container engine exists) in a copy of "
+            "rebuild.yaml (--config); use `rebuild up` and `rebuild verify` against the existing cluster",
+        )
     uncaptured: int | None = None
     if live:
         from rebuild.capture import capture
@@ -92,11 +103,6 @@ def run_drill(
         uncaptured = len(capture(ctx, dry_run=True).report.findings)
     name = name or f"drill-{uuid.uuid4().hex[:6]}"
     cluster = dataclasses.replace(ctx.config.cluster, name=name, provider=ctx.config.cluster.provider)
-    if cluster.provider == "kubeconfig":
-        raise RebuildError(
-            "a drill needs a throwaway cluster; provider kubeconfig names an existing one",
-            fix="use cluster.provider local (or kind where a container engine exists) for drills",
-        )
     dctx = dataclasses.replace(ctx, config=dataclasses.replace(ctx.config, cluster=cluster))
     result = DrillResult(name, _now(), Phases(), uncaptured_changes=uncaptured)
     server_was_running = gitserver.server_running(ctx.root / "gitserver")

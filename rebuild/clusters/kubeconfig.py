@@ -55,10 +55,15 @@ def flatten(source: dict[str, Any], context: str | None, base_dir: Path) -> dict
     if ctx_name not in contexts:
         raise ConfigError(
             f"context {ctx_name!r} is not in the kubeconfig (contexts: {', '.join(sorted(contexts)) or 'none'})",
-            fix="pass --context with one of those names",
+            fix="set cluster.context in rebuild.yaml (or --context) to one of those names",
         )
     ctx = contexts[ctx_name]
-    cluster = next(c["cluster"] for c in source.get("clusters") or [] if c["name"] == ctx["cluster"])
+    cluster = next((c["cluster"] for c in source.get("clusters") or [] if c["name"] == ctx.get("cluster")), None)
+    if cluster is None:
+        raise ConfigError(
+            f"context {ctx_name!r} names cluster {ctx.get('cluster')!r}, which the kubeconfig does not define",
+            fix="add that cluster to the kubeconfig's clusters, or fix the context",
+        )
     user: dict[str, Any] = next((u["user"] for u in source.get("users") or [] if u["name"] == ctx.get("user")), {})
 
     def embed(d: dict[str, Any], key: str) -> None:
@@ -107,7 +112,8 @@ class KubeconfigCluster:
             src = yaml.safe_load(self.source.read_text(encoding="utf-8")) or {}
         except OSError as exc:
             raise ConfigError(
-                f"cannot read kubeconfig {self.source}: {exc.strerror}", fix="set KUBECONFIG or --kubeconfig"
+                f"cannot read kubeconfig {self.source}: {exc.strerror}",
+                fix="set KUBECONFIG to the kubeconfig file that holds the cluster's context (default ~/.kube/config)",
             ) from exc
         flat = flatten(src, self.context, self.source.parent)
         pki.write_private(out, yaml.safe_dump(flat, sort_keys=False).encode())
