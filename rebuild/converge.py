@@ -18,7 +18,7 @@ import tenacity
 
 from rebuild.adapters.kube import Kube
 from rebuild.config import IgnoreRule, VerifySpec
-from rebuild.errors import ClusterError, KubeError
+from rebuild.errors import ClusterError, ConfigError, KubeError
 from rebuild.health import Health, assess
 from rebuild.model import DesiredObject, ObjectRef
 from rebuild.verify import ObjectResult, compare, message
@@ -140,6 +140,33 @@ def check(
     return VerifyReport(verdicts, time.monotonic() - t0, 1)
 
 
+# What the API server says when a schema does not know a field (strict field validation).
+_UNKNOWN_FIELD = ("unknown field", "field not declared in schema", "strict decoding error")
+
+
+def _refuse_unknown_fields(kube: Kube, report: VerifyReport, probed: set[ObjectRef]) -> None:
+    """A field git declares that stays missing live may be one no schema knows: the API server
+    drops it on apply (the reconciler reports success) and verify would wait out its timeout.
+    Ask the server once per such object, with a strict dry-run apply, and stop at once if so."""
+    for v in report.verdicts:
+        ref = v.desired.ref
+        if ref in probed or not v.result.present or not any(d.change == "missing" for d in v.result.diffs):
+            continue
+        probed.add(ref)
+        try:
+            kube.apply(v.desired.body, field_manager="rebuild-verify", dry_run=True, strict=True)
+        except KubeError as exc:
+            text = str(exc)
+            if exc.status in (400, 422, 500) and any(u in text for u in _UNKNOWN_FIELD):
+                missing = [d for d in v.result.diffs if d.change == "missing"]
+                where = ", ".join(f"{d.rendered} ({d.source})" for d in missing)
+                raise ConfigError(
+                    f"{ref}: the API server does not know field(s) {where} and drops them, so the cluster can never "
+                    f"match git: {text.splitlines()[0][:300]}",
+                    fix="fix the field name in git at the line shown (or remove it) and rerun",
+                ) from exc
+
+
 def wait_converged(
     kube: Kube,
     desired: Sequence[DesiredObject],
@@ -156,9 +183,13 @@ def wait_converged(
     attempts = [0]
     last_note = [""]
 
+    probed: set[ObjectRef] = set()
+
     def attempt() -> VerifyReport:
         attempts[0] += 1
         report = check(kube, desired, spec, revisions=revisions)
+        if attempts[0] > 1:
+            _refuse_unknown_fields(kube, report, probed)
         report.attempts = attempts[0]
         report.seconds = time.monotonic() - t0
         if not report.converged and progress:

@@ -138,7 +138,7 @@ class Kube:
             else:
                 if resp.status_code in ok:
                     return resp
-                if resp.status_code not in RETRY_STATUSES:
+                if resp.status_code not in RETRY_STATUSES or _permanent_500(resp):
                     raise _api_error(resp, method, path, what)
                 status = resp.status_code
                 last = f"HTTP {status}: {_status_message(resp)[:200]}"
@@ -259,8 +259,13 @@ class Kube:
                 return
             params["continue"] = cont
 
-    def apply(self, obj: Obj, *, field_manager: str = FIELD_MANAGER, force: bool = True, dry_run: bool = False) -> Obj:
-        """Server-side apply of one object; returns the object as the server stored it."""
+    def apply(
+        self, obj: Obj, *, field_manager: str = FIELD_MANAGER, force: bool = True, dry_run: bool = False, strict: bool = False
+    ) -> Obj:
+        """Server-side apply of one object; returns the object as the server stored it.
+
+        ``strict``: refuse unknown or duplicate fields (``fieldValidation=Strict``) instead of
+        dropping them, which is how rebuild finds a field git declares that no schema has."""
         info = self.info_for(obj)
         meta = obj.get("metadata") or {}
         ns = meta.get("namespace") if info.namespaced else None
@@ -269,6 +274,8 @@ class Kube:
         params = {"fieldManager": field_manager, "force": "true" if force else "false"}
         if dry_run:
             params["dryRun"] = "All"
+        if strict:
+            params["fieldValidation"] = "Strict"
         resp = self.request(
             "PATCH",
             info.path(ns, meta.get("name")),
@@ -341,6 +348,15 @@ def next_delay(status: int | None, *, failures: int, throttles: int, elapsed: fl
     if failures >= MAX_ATTEMPTS:
         return None
     return retry_after or min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (failures - 1))
+
+
+# A 500 that names a problem of the request itself, not of the server: the API server answers
+# a server-side apply of a field no schema declares this way; retrying sends the same bytes.
+_PERMANENT_500 = ("failed to create typed patch object",)
+
+
+def _permanent_500(resp: httpx.Response) -> bool:
+    return resp.status_code == 500 and any(m in _status_message(resp) for m in _PERMANENT_500)
 
 
 def _retry_after(resp: httpx.Response) -> float | None:

@@ -286,19 +286,48 @@ def test_namespaceless_manifests_land_in_the_source_namespace(scratch: tuple[Pat
         assert _live(kubeconfig, kind, "default", name) is None, (kind, name)
 
 
-def test_a_kustomization_flux_cannot_apply_ends_up_at_once_with_file_and_line(scratch: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expect"),
+    [
+        # The API server refuses the object: Flux reports it, rebuild stops waiting at once.
+        (
+            "apps/base/podinfo/deployment.yaml",
+            "      labels:\n        app: podinfo\n    spec:",
+            "      labels:\n        app: podinfo-typo\n    spec:",
+            [
+                "Kustomization flux-system/apps (clusters/production/apps.yaml:1) cannot apply revision",
+                "apps/base/podinfo/deployment.yaml:1",
+                "retrying the same revision cannot fix it",
+            ],
+        ),
+        # The API server drops an unknown field (Flux reports success): verify asks it once, strictly.
+        (
+            "apps/base/podinfo/service.yaml",
+            "spec:\n",
+            "spec:\n  sessionAffinityy: None\n",
+            [
+                "Service/web/podinfo: the API server does not know field(s) spec.sessionAffinityy "
+                "(apps/base/podinfo/service.yaml:6)"
+            ],
+        ),
+    ],
+    ids=["invalid-object", "unknown-field"],
+)
+def test_what_flux_cannot_apply_ends_up_at_once_with_file_and_line(
+    scratch: tuple[Path, Path], file: str, old: str, new: str, expect: list[str]
+) -> None:
     tmp, state = scratch
     repo = tmp / "repos" / "fleet"
     shutil.copytree(CORPUS / "fleet" / "repo", repo)
-    svc = repo / "apps" / "base" / "podinfo" / "service.yaml"
-    svc.write_text(svc.read_text().replace("spec:\n", "spec:\n  sessionAffinityy: None\n"))
+    target = repo / file
+    assert old in target.read_text()
+    target.write_text(target.read_text().replace(old, new, 1))
     git("init", "-q", "-b", "main", cwd=repo)
     git("add", "-A", cwd=repo)
     git("-c", "user.name=corpus", "-c", "user.email=corpus@localhost", "commit", "-qm", "typo", cwd=repo)
     cfg = _one_source(tmp, "fleet", "clusters/production", "broken")
     r = rebuild(["--config", str(cfg), "up"], state)
     assert r.returncode == 2, r.stdout + r.stderr[-3000:]
-    err = r.stderr
-    assert "Kustomization flux-system/apps (clusters/production/apps.yaml:1) cannot apply revision" in err, err[-3000:]
-    assert "sessionAffinityy" in err and "apps/base/podinfo/service.yaml:" in err, err[-3000:]
-    assert "retrying the same revision cannot fix it" in err
+    for text in expect:
+        assert text in r.stderr, (text, r.stderr[-3000:])
+    assert "fix: " in r.stderr and "Traceback" not in r.stderr
