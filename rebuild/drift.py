@@ -484,6 +484,8 @@ class Finding:
             text += f"; {'created' if self.kind == 'created' else 'changed'} by {self.changed_by()}"
             if self.time:
                 text += f" at {self.time}"
+        elif self.kind == "added" and self.path == ("spec", "replicas"):
+            text += "; set through the scale subresource (the API server recorded no field manager for it)"
         elif self.kind != "deleted":
             text += "; no field manager recorded"
         return text
@@ -943,6 +945,21 @@ def _autoscaled(desired: Sequence[DesiredObject]) -> dict[ObjectRef, DesiredObje
     return out
 
 
+def _scaled_without_owner(want: DesiredObject, obj: Mapping[str, Any], result: Any) -> FieldDiff | None:
+    """``kubectl scale`` of a workload whose manifest has no replicas, when managedFields kept no
+    entry for it (the API server records none for a /scale write to a field nobody owned). The
+    server's default is 1; any other value git does not declare was set by someone."""
+    path: FieldPath = ("spec", "replicas")
+    if want.ref.kind not in _SCALED_KINDS or "replicas" in (want.body.get("spec") or {}):
+        return None
+    live = (obj.get("spec") or {}).get("replicas") if isinstance(obj.get("spec"), Mapping) else None
+    if not isinstance(live, int) or isinstance(live, bool) or live == 1:
+        return None
+    if any(d.path == path for d in result.diffs) or any(s.diff.path == path for s in result.suppressed):
+        return None
+    return FieldDiff(path, None, live, want.source_of(path), ownership(obj).of(path), "added")
+
+
 def _compare_one(
     want: DesiredObject,
     obj: dict[str, Any],
@@ -951,6 +968,9 @@ def _compare_one(
     scaler: DesiredObject | None = None,
 ) -> None:
     result = compare(want, obj, classifier=classifier)
+    scaled = _scaled_without_owner(want, obj, result)
+    if scaled is not None:
+        result.diffs.append(scaled)
     for s in result.suppressed:
         f = _from_diff(want, s.diff, classifier)
         report.noise.append(Noise(f, s.reason))

@@ -124,6 +124,9 @@ class KNode:
     file: str
     kdoc: int = 0
     prefix: tuple[str, ...] = ()
+    # A kustomize Component: a feature shared by many overlays. Its patches own the values they
+    # set, not the structure around them, so a field added live is not written into a component.
+    component: bool = False
     namespace: Source | None = None
     name_prefix: Source | None = None
     name_suffix: Source | None = None
@@ -160,6 +163,7 @@ def index_node(
         k = k.get(p) if isinstance(k, dict) else {}
     if not isinstance(k, dict):
         return node
+    node.component = not prefix and k.get("kind") == "Component"
 
     def line(*p: str | int) -> int:
         for n in range(len(p), 0, -1):
@@ -395,6 +399,8 @@ def apply_node(node: KNode, body: dict[str, Any], fields: dict[FieldPath, Source
         if patch.smp is not None:
             for p, line in patch.smp.lines.items():
                 if p and p[0] not in ("apiVersion", "kind") and p[:2] not in (("metadata", "name"), ("metadata", "namespace")):
+                    if node.component and isinstance(_at(patch.smp.data, p), dict):
+                        continue
                     fields[selector_path(p, patch.smp.data)] = Source(patch.file, line, patch.via, patch.locator)
         for pointer, line in patch.ops:
             ip = pointer_path(pointer)
@@ -412,6 +418,15 @@ def apply_node(node: KNode, body: dict[str, Any], fields: dict[FieldPath, Source
         if not sel or target_matches(sel, body, names, namespaces):
             for fp, where in paths:
                 fields[fp] = where
+
+
+def _at(data: Any, path: tuple[str | int, ...]) -> Any:
+    for seg in path:
+        if isinstance(seg, int):
+            data = data[seg] if isinstance(data, list) and 0 <= seg < len(data) else None
+        else:
+            data = data.get(seg) if isinstance(data, dict) else None
+    return data
 
 
 def _index_paths(node: Any, path: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], Any]]:

@@ -657,7 +657,10 @@ def _fmt_at(info: _Parsed, doc: int, mapping: Node | None) -> _Fmt:
     """Indentation step and sequence style to use for new content near ``mapping``."""
     here = _observe(info, [info.roots[doc]])
     every = _observe(info, info.roots)
-    steps = here.steps or every.steps
+    # Files mix styles (4 spaces for the object, 2 inside a container's `resources:`): the
+    # nesting already used under the mapping being extended wins over the document's habit.
+    local = _observe(info, [mapping]).steps if isinstance(mapping, MappingNode) else Counter()
+    steps = local or here.steps or every.steps
     step = steps.most_common(1)[0][0] if steps else 2
     gaps = here.gaps or every.gaps
     gap = gaps.most_common(1)[0][0] if gaps else 2
