@@ -785,7 +785,8 @@ def install(tc: Toolchain | None = None, progress: Progress = _default_progress,
     if only is None:
         only = tc.core_tools()
     todo = [r for r in RECIPES if r.name in only and not tc.installed(r.name)]
-    need_plugin = not tc.plugin_dir().joinpath("pulumi-resource-kubernetes").exists()
+    plugin = tc.plugin_dir().joinpath("pulumi-resource-kubernetes")
+    need_plugin = "pulumi-resource-kubernetes" in only and not plugin.exists()
     if not todo and not need_plugin:
         _bundle_language_host(tc)
         return []
@@ -797,7 +798,8 @@ def install(tc: Toolchain | None = None, progress: Progress = _default_progress,
                 continue
             _run_recipe(tc, recipe, progress)
             built.append(recipe.name)
-        if "pulumi-resource-kubernetes" in only and need_plugin:
+        # Checked again under the lock: an install we waited for may have added the plugin.
+        if need_plugin and not plugin.exists():
             _install_plugin(tc, progress)
         _bundle_language_host(tc)
     return built

@@ -218,3 +218,17 @@ def test_a_tool_may_pin_a_newer_go_toolchain(tmp_path: Path) -> None:
     t = tc.Toolchain(root=tmp_path, versions=versions)
     assert tc._Build(t, "helm-controller", lambda _m: None).goenv()["GOTOOLCHAIN"] == "go1.27.3"
     assert tc._Build(t, "sops", lambda _m: None).goenv()["GOTOOLCHAIN"] == "local"
+
+
+def test_only_optional_tools_already_built_takes_no_lock_even_without_the_plugin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    t = tc.Toolchain(root=tmp_path)
+    _stamp(t, "sops")
+
+    def no_lock(*_a: object, **_k: object) -> None:
+        raise AssertionError("took the install lock for nothing")
+
+    monkeypatch.setattr(tc, "_install_lock", no_lock)
+    monkeypatch.setattr(tc, "check_prerequisites", no_lock)
+    assert tc.install(t, progress=lambda _m: None, only=["sops"]) == []
