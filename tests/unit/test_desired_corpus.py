@@ -32,7 +32,7 @@ PATHS = {
 
 
 def _render(name: str) -> Rendered:
-    r = render(CORPUS / name, PATHS[name])
+    r = render(CORPUS / name / "repo", PATHS[name])
     assert not r.problems, [str(p) for p in r.problems]
     return r
 
@@ -173,7 +173,7 @@ def test_a_patch_targeting_nothing_is_a_problem_with_its_file_and_line(tmp_path:
 
 
 def _fleet() -> fluxtree.Tree:
-    root = CORPUS / "fleet"
+    root = CORPUS / "fleet" / "repo"
     r = render(root, "clusters/production")
     assert not r.problems, [str(p) for p in r.problems]
 
