@@ -185,7 +185,7 @@ class Toolchain:
             return [n for n in known if n in only_names]
         optional = self.optional_tools()
         wanted = set(optional) if "optional" in with_names else set(with_names)
-        bad = sorted(wanted - set(optional))
+        bad = sorted(set(with_names) - set(optional) - {"optional"})
         if bad:
             core = [n for n in bad if n in known]
             raise ConfigError(

@@ -67,6 +67,7 @@ def test_only_selects_exactly_those_core_or_optional() -> None:
         (("nope",), (), "unknown tool(s): nope"),
         ((), ("kubernetes",), "not an optional tool: kubernetes (core tools are always installed)"),
         ((), ("helm",), "not an optional tool: helm"),
+        ((), ("optional,kwok",), "not an optional tool: kwok"),
         (("sops",), ("age",), "cannot be combined"),
     ],
 )
