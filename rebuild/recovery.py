@@ -630,6 +630,7 @@ def wait_flux_ready(
         if watchdog is not None:
             watchdog()
         notes: list[str] = []
+        paused: list[_Watched] = []
         pending = 0
         for w in watched:
             obj = kube.get(w.api, w.kind, w.name, w.namespace)
@@ -645,13 +646,17 @@ def wait_flux_ready(
             pending += 1
             notes.append(f"{w.kind.lower()} {w.name}: {r.message}")
             if r.message == "Kustomization is suspended" and w.declared is None:
-                # Someone paused reconciliation on purpose; waiting would only end in a timeout.
-                raise RebuildError(
-                    f"Flux Kustomization {w.namespace}/{w.name} is suspended, so it cannot converge",
-                    fix=f"resume it (`flux resume kustomization {w.name} -n {w.namespace}`, "
-                    "or set spec.suspend: false) and rerun",
-                )
+                paused.append(w)
+                continue
             _check_permanent(ctx, kube, w, obj, desired)
+        if paused:
+            # Someone paused reconciliation on purpose; waiting would only end in a timeout.
+            names = ", ".join(w.name for w in paused)
+            raise RebuildError(
+                f"Flux Kustomization(s) {names} in {paused[0].namespace} are suspended, so they cannot converge",
+                fix=f"resume them (`flux resume kustomization {paused[0].name} -n {paused[0].namespace}`, "
+                "or set spec.suspend: false) and rerun",
+            )
         if not pending:
             return
         note = "; ".join(notes)
