@@ -77,9 +77,9 @@ def _load(r: dict[str, Any]) -> str:
 def block_cluster_start(results: list[dict[str, Any]]) -> str:
     (r,) = results
     lines = [
-        f"`{r['argv']}` (each run: `{r['command']}`, timed from spawn to exit; then a 3-replica",
-        "Deployment applied and timed to Available; then `rebuild cluster down --purge`). Machine load",
-        f"(1-min average) before / after: {_load(r)}.",
+        f"`{r['argv']}`. Each run: `{r['command']}`, timed from spawn",
+        "to exit; then a 3-replica Deployment applied and timed to Available; then `rebuild cluster down",
+        f"--purge`. Machine load (1-min average) before / after: {_load(r)}.",
         "",
         "| run | `rebuild cluster up` (spawn to exit) | Deployment (3 replicas) to Available |",
         "|---|---|---|",
@@ -123,6 +123,12 @@ def block_capture_scale(results: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        if "error" in r:
+            lines.append(
+                f"| {r['variant']} | {_n(r['objects'])} | {_s(r['floor_seconds'], 3)} | **failed**: {r['error']} "
+                f"| {r['capture_vs_floor']:.0f}x (until it failed) | not run | - | - | {_load(r)} |"
+            )
+            continue
         first = _s(r["capture_first_run_seconds"]) + (" (profiled)" if r.get("first_run_profiled") else "")
         all_runs = ", ".join(f"{x:.2f}" for x in r["capture_all_seconds"])
         lines.append(
@@ -139,6 +145,8 @@ def block_capture_scale(results: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        if "error" in r:
+            continue
         p = r["capture_phases_seconds"]
         lines.append(
             f"| {r['variant']} | {_n(r['objects'])} | {_s(p['start_and_publish'])} | {_s(p['fetch_and_render'])} "
@@ -205,16 +213,20 @@ def main() -> None:
     )
     by_module: dict[str, list[dict[str, Any]]] = {}
     errors: list[str] = []
+    rerun: set[tuple[str, int]] = set()
     for module, full, quick in STEPS:
         if args.render_only or (args.only and module not in args.only):
             continue
+        if args.sizes and module == "capture_scale" and full[full.index("--objects") + 1] not in args.sizes:
+            continue
         results, error = run_step(module, quick if args.quick else full, args.out)
         by_module.setdefault(module, []).extend(results)
+        rerun.update((module, r.get("objects", 0)) for r in results)
         if error:
             errors.append(error)
-    if (args.only or args.render_only) and (args.out / "results.json").exists():  # keep the last results of the others
-        for r in json.loads((args.out / "results.json").read_text()):
-            if args.render_only or r["bench"] not in args.only:
+    if (args.only or args.sizes or args.render_only) and (args.out / "results.json").exists():
+        for r in json.loads((args.out / "results.json").read_text()):  # keep the last results of what was not rerun
+            if (r["bench"], r.get("objects", 0)) not in rerun:
                 by_module.setdefault(r["bench"], []).append(r)
     # issue 10's comparison needs both layouts of the same size: done inside each capture_scale run.
     all_results = [r for rs in by_module.values() for r in rs]

@@ -114,15 +114,43 @@ def phases(run: CliRun) -> dict[str, float]:
     }
 
 
-def profile(base: Path, env: dict[str, str], out: Path) -> float:
-    """The first (warm-up) run of the command, under pyinstrument; its wall seconds (never used for ratios)."""
+def profile(base: Path, env: dict[str, str], out: Path) -> tuple[float, int, str]:
+    """The first (warm-up) run of the command, under pyinstrument: wall seconds (never used for
+    ratios), exit code, the end of its stderr."""
     exe = shutil.which("pyinstrument", path=str(Path(REBUILD).parent))
     if exe is None:
         raise RuntimeError("--profile needs pyinstrument: .venv/bin/pip install pyinstrument")
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    subprocess.run([exe, "-r", "text", "-o", str(out), REBUILD, *COMMAND], cwd=base, env=env, capture_output=True, timeout=7200)
-    return time.perf_counter() - t0
+    proc = subprocess.run(
+        [exe, "-r", "text", "-o", str(out), REBUILD, *COMMAND], cwd=base, env=env, capture_output=True, text=True, timeout=7200
+    )
+    return time.perf_counter() - t0, proc.returncode, proc.stderr[-1500:]
+
+
+def failed(case: dict[str, Any], seconds: float, returncode: int, stderr: str, floor: tuple[float, int]) -> dict[str, Any]:
+    """A capture run that did not do the job (exit other than 1): a result whose targets are missed, with why."""
+    floor_s, listed = floor
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    error = next((line for line in reversed(lines) if line.startswith(("error", "Error"))), lines[-1] if lines else "")
+    ratio = round(seconds / floor_s, 2)
+    name = f"{case['variant']}, {case['objects']} objects"
+    return {
+        **case,
+        "error": f"`rebuild {' '.join(COMMAND)}` exited {returncode} after {seconds:.1f}s: {error}",
+        "stderr_tail": lines[-12:],
+        "floor_seconds": round(floor_s, 3),
+        "live_objects_listed_by_floor": listed,
+        "capture_seconds": round(seconds, 3),
+        "capture_vs_floor": ratio,
+        "targets": [
+            Target(
+                f"capture/LIST floor, {name} (the command failed; time until it did)", ratio, "<=", FLOOR_TARGET, "issue 14"
+            ).to_dict()
+        ]
+        if case["objects"] >= TARGET_AT
+        else [],
+    }
 
 
 def run(n: int, variant: str, rounds: int = 3, profile_dir: Path | None = None) -> dict[str, Any]:
@@ -155,19 +183,35 @@ def run(n: int, variant: str, rounds: int = 3, profile_dir: Path | None = None) 
             cluster_kinds = {(ObjectRef.of(o).group, o["kind"]) for o in applied if not o["metadata"].get("namespace")}
             kinds = [(i.api_version, i.kind) for i in listed_kinds(kube, cluster_kinds)]
             load_before = load()
+            case: dict[str, Any] = {
+                "bench": "capture_scale",
+                "variant": variant,
+                "objects": n,
+                "applied_objects": len(applied),
+                "kubectl_kustomize_alone_seconds": kustomize_alone,
+                "first_run_profiled": profile_dir is not None,
+                "load_average": {"before": load_before},
+                "command": f"cd <dir with rebuild.yaml> && REBUILD_STATE_DIR=<bench state> rebuild {' '.join(COMMAND)}",
+            }
             # The first run starts rebuild's git server and clones the mirror; with --profile it
             # runs under pyinstrument (its time is then the profiled time).
             if profile_dir is not None:
-                first_s = profile(base, env, profile_dir / f"capture-{variant}-{n}.txt")
+                first_s, rc, err = profile(base, env, profile_dir / f"capture-{variant}-{n}.txt")
             else:
-                first = run_cli(COMMAND, env=env, cwd=base, ok=(1,), timeout=7200)
-                check_findings(first, expected)
-                first_s = first.seconds
+                first = run_cli(COMMAND, env=env, cwd=base, ok=(0, 1, 2), timeout=7200)
+                first_s, rc, err = first.seconds, first.returncode, "\n".join(line for _, line in first.stderr)
+            if rc != 1:  # not "drift found": the command failed; rounds would fail the same way
+                case["load_average"]["after"] = load()
+                return failed(case, first_s, rc, err, list_floor(kube, kinds))
             floors: list[tuple[float, int]] = []
             runs: list[CliRun] = []
             for _ in range(rounds):  # alternate: neither side benefits from a warmer cache
                 floors.append(list_floor(kube, kinds))
-                runs.append(run_cli(COMMAND, env=env, cwd=base, ok=(1,), timeout=7200))
+                one = run_cli(COMMAND, env=env, cwd=base, ok=(0, 1, 2), timeout=7200)
+                if one.returncode != 1:
+                    case["load_average"]["after"] = load()
+                    return failed(case, one.seconds, one.returncode, "\n".join(line for _, line in one.stderr), floors[-1])
+                runs.append(one)
             best = min(runs, key=lambda r: r.seconds)
             findings = check_findings(best, expected)
             floor_s, listed = min(floors)
@@ -175,10 +219,7 @@ def run(n: int, variant: str, rounds: int = 3, profile_dir: Path | None = None) 
             load_after = load()
             ratio = best.seconds / floor_s
             result: dict[str, Any] = {
-                "bench": "capture_scale",
-                "variant": variant,
-                "objects": n,
-                "applied_objects": len(applied),
+                **case,
                 "live_objects_listed_by_floor": listed,
                 "live_objects_listed_by_capture": best.data["live_objects_listed"],
                 "findings": findings,
@@ -188,15 +229,12 @@ def run(n: int, variant: str, rounds: int = 3, profile_dir: Path | None = None) 
                 "capture_seconds": round(best.seconds, 3),
                 "capture_all_seconds": [round(r.seconds, 3) for r in runs],
                 "capture_first_run_seconds": round(first_s, 3),
-                "first_run_profiled": profile_dir is not None,
-                "kubectl_kustomize_alone_seconds": kustomize_alone,
                 "capture_phases_seconds": phases(best),
                 "capture_progress": [[round(t, 3), line] for t, line in best.stderr],
                 "kubectl_diff_seconds": round(t_kdiff, 2),
                 "capture_vs_floor": round(ratio, 2),
                 "kubectl_diff_vs_capture": round(t_kdiff / best.seconds, 1),
                 "load_average": {"before": load_before, "after": load_after},
-                "command": f"cd <dir with rebuild.yaml> && REBUILD_STATE_DIR=<bench state> rebuild {' '.join(COMMAND)}",
                 "targets": [],
             }
             if n >= TARGET_AT:
@@ -221,35 +259,37 @@ def run(n: int, variant: str, rounds: int = 3, profile_dir: Path | None = None) 
 
 
 def compare_variants(results: list[dict[str, Any]]) -> None:
-    """Issue 10: at each size >= 10,000 measured in both layouts, kustomized ratio <= 1.3x plain ratio."""
+    """Issue 10: at each size >= 10,000 measured in both layouts, kustomized ratio <= 1.3x plain ratio.
+    A failed kustomized run counts with its time until failure (a lower bound), and misses."""
     by = {(r["variant"], r["objects"]): r for r in results}
     for (variant, n), r in by.items():
         plain = by.get(("plain", n))
-        if variant != "kustomized" or plain is None or n < TARGET_AT:
+        if variant != "kustomized" or plain is None or n < TARGET_AT or "error" in plain:
             continue
         rel = r["capture_vs_floor"] / plain["capture_vs_floor"]
         r["kustomized_vs_plain_ratio"] = round(rel, 2)
-        r["targets"].append(
-            Target(
-                f"kustomized/plain capture-to-floor ratio, {n} objects", round(rel, 2), "<=", KUSTOMIZED_TARGET, "issue 10"
-            ).to_dict()
-        )
+        name = f"kustomized/plain capture-to-floor ratio, {n} objects" + (" (kustomized failed)" if "error" in r else "")
+        t = Target(name, round(rel, 2), "<=", KUSTOMIZED_TARGET, "issue 10")
+        r["targets"].append({**t.to_dict(), "passed": t.passed and "error" not in r})
 
 
 def text(results: list[dict[str, Any]]) -> str:
     lines = []
     for r in results:
-        p = r["capture_phases_seconds"]
-        lines.append(
-            f"{r['variant']} {r['objects']} objects ({r['live_objects_listed_by_capture']} live objects listed by capture, "
-            f"{r['findings']} findings; load {r['load_average']['before']} -> {r['load_average']['after']}):"
-        )
-        lines.append(
-            f"  floor (bare LISTs) {r['floor_seconds']:.3f}s; `rebuild capture` {r['capture_seconds']:.3f}s "
-            f"= {r['capture_vs_floor']:.2f}x floor (first run {r['capture_first_run_seconds']:.2f}s)"
-        )
-        lines.append("  capture wall time: " + ", ".join(f"{k} {v:.3f}s" for k, v in p.items()))
-        lines.append(f"  kubectl diff {r['kubectl_diff_seconds']:.2f}s = {r['kubectl_diff_vs_capture']:.1f}x capture")
+        if "error" in r:
+            lines.append(f"{r['variant']} {r['objects']} objects: FAILED: {r['error']}")
+        else:
+            p = r["capture_phases_seconds"]
+            lines.append(
+                f"{r['variant']} {r['objects']} objects ({r['live_objects_listed_by_capture']} live objects listed by capture, "
+                f"{r['findings']} findings; load {r['load_average']['before']} -> {r['load_average']['after']}):"
+            )
+            lines.append(
+                f"  floor (bare LISTs) {r['floor_seconds']:.3f}s; `rebuild capture` {r['capture_seconds']:.3f}s "
+                f"= {r['capture_vs_floor']:.2f}x floor (first run {r['capture_first_run_seconds']:.2f}s)"
+            )
+            lines.append("  capture wall time: " + ", ".join(f"{k} {v:.3f}s" for k, v in p.items()))
+            lines.append(f"  kubectl diff {r['kubectl_diff_seconds']:.2f}s = {r['kubectl_diff_vs_capture']:.1f}x capture")
         for t in r["targets"]:
             lines.append("  " + Target(t["name"], t["value"], t["op"], t["limit"]).line())
     return "\n".join(lines)
