@@ -408,6 +408,14 @@ def render(
         for sub in dirs:
             _index_tree(repo, sub, index)
             resources_.append(sub)
+    # Load and check every listed manifest first: YAML errors and missing fields are reported with
+    # their own file:line (kustomize would stop at the first one, and name no line).
+    for rel in index.files:
+        if rel not in checked:
+            checked.add(rel)
+            for d in repo.docs(rel):
+                if d.data is not None:
+                    _check_object(d.data, rel, d.line, repo.problems)
     components = [target / c for c in (flux.components if flux else [])]
     if repo.problems:
         # kustomize cannot build this revision; still check the manifests it lists, so every

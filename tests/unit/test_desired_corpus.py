@@ -64,9 +64,9 @@ def test_component_images_and_nested_component_patches() -> None:
     assert (img.file, img.line, img.via) == ("components/version/kustomization.yaml", 6, "image")
     ann = _src(d, "spec", "template", "metadata", "annotations", "prometheus.io/scrape")
     assert (ann.file, ann.line, ann.via) == ("components/monitoring/kustomization.yaml", 16, "inline-patch")
-    # A field git does not declare goes where its nearest declared parent is: the component's
-    # patch declares `spec` for this object (as an overlay's patch keeps a cluster's changes).
-    assert _src(d, "spec", "replicas").locator == (0, ("patches", 0, "patch"), 0)
+    # A field git does not declare goes where its nearest declared parent is. A component's patch
+    # owns the values it sets, not the `spec:` around them: the base manifest declares `spec`.
+    assert _src(d, "spec", "replicas") == Source("base/deployment.yaml", 7)
     backend = _obj(r, "Deployment", "backend")
     assert _src(backend, "spec", "replicas") == Source("base/backend.yaml", 5)
     assert _src(d, "metadata", "namespace").via == "transformer"
