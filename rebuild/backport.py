@@ -661,7 +661,8 @@ def _not_editable(src: Source) -> str:
         names = ", ".join("${" + str(n) + "}" for n in src.locator[2:])
         return f"comes from the Flux variable {names} (defined at {src}); the manifest line is {src.locator[0]}:{src.locator[1]}"
     if src.via == "remote":
-        return f"comes from the remote base {src.file}, which this repository does not hold"
+        what = src.locator[0] if src.locator else "a remote base"
+        return f"comes from the remote base {what} (listed at {src}), which this repository does not hold"
     return f"set at {src}"
 
 

@@ -251,6 +251,7 @@ class _Index:
     nodes: dict[str, KNode] = field(default_factory=dict)  # by repo-relative kustomization file
     parents: dict[str, list[str]] = field(default_factory=dict)  # kustomization file -> files including it
     files: list[str] = field(default_factory=list)  # resource files listed, in order
+    remote: list[tuple[Source, str]] = field(default_factory=list)  # remote bases and where they are listed
 
 
 def _index_tree(repo: _Repo, kdir: Path, index: _Index, parent: str | None = None) -> None:
@@ -283,15 +284,13 @@ def _index_tree(repo: _Repo, kdir: Path, index: _Index, parent: str | None = Non
         )
     for key in ("resources", "bases", "components"):
         for i, entry in enumerate(k.get(key) or []):
-            if not isinstance(entry, str) or "://" in entry or entry.startswith("git@") or entry.startswith("github.com/"):
-                repo.problems.append(
-                    Problem(
-                        krel,
-                        line(key, i),
-                        f"remote {key} entry {entry!r} is not supported: rebuild cannot pin or trace it; "
-                        "vendor it into the repository (or add it as another source)",
-                    )
-                )
+            if not isinstance(entry, str):
+                repo.problems.append(Problem(krel, line(key, i), f"{key} entries must be paths or URLs, not {entry!r}"))
+                continue
+            if "://" in entry or entry.startswith("git@") or entry.startswith("github.com/"):
+                # A remote base: kustomize fetches it (as Flux does); its objects are rendered and
+                # verified, and their fields point at this line (they cannot be edited here).
+                index.remote.append((Source(krel, line(key, i), "remote", (entry,)), entry))
                 continue
             target = kdir / entry
             if not repo.inside(target, krel, line(key, i)):
@@ -595,7 +594,8 @@ def _attach(
         else:
             source = Source(rel, 1)
     elif origin.get("repo"):
-        source = Source(str(origin.get("repo")), 0, "remote")
+        source = _remote_source(str(origin.get("repo")), str(origin.get("path") or ""), index)
+        fields[()] = source
     elif isinstance(origin.get("configuredIn"), str):
         kfile = repo.rel(out.resolve(origin["configuredIn"]))
         source = _generated(data, ref, kfile, index, fields, names)
@@ -608,6 +608,14 @@ def _attach(
         if node is not None:
             apply_node(node, data, fields, names, namespaces)
     return DesiredObject(ref, str(data["apiVersion"]), data, source, fields, declared)
+
+
+def _remote_source(repo_url: str, path: str, index: _Index) -> Source:
+    """The kustomization line that lists the remote base an object came from."""
+    for where, entry in index.remote:
+        if repo_url.rstrip("/").removesuffix(".git") in entry:
+            return Source(where.file, where.line, "remote", (f"{repo_url}//{path}",))
+    return Source(index.remote[0][0].file if index.remote else "(remote)", 0, "remote", (f"{repo_url}//{path}",))
 
 
 def _generated(

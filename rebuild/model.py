@@ -196,7 +196,7 @@ class DesiredObject:
 
     def source_of(self, path: FieldPath) -> Source:
         """The most specific known source of a field: the path itself or its nearest ancestor."""
-        for n in range(len(path), 0, -1):
+        for n in range(len(path), -1, -1):
             hit = self.field_sources.get(path[:n])
             if hit is not None:
                 return hit

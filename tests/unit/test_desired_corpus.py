@@ -268,3 +268,43 @@ def test_postbuild_substitution_forms() -> None:
     assert substitute("${a:0:1}${n/3/4}", {"a": "xyz", "n": "3"}) == "x4"
     with pytest.raises(SubstitutionError):
         substitute("${a}", {"bad-name": "x"})
+
+
+@needs_kustomize
+def test_a_remote_base_is_rendered_and_points_at_the_line_that_lists_it(tmp_path: Path) -> None:
+    """A base fetched over git (kustomize's remote URL form), served by rebuild's own git server
+    on 127.0.0.1: its objects are desired state; their fields name the `resources:` line."""
+    from rebuild.adapters.gitserver import GitServer, publish_dir
+    from rebuild.backport import plan_backport
+    from rebuild.drift import DriftReport, Finding
+
+    base = tmp_path / "base-src" / "app"
+    base.mkdir(parents=True)
+    (base / "kustomization.yaml").write_text("resources: [cm.yaml]\n")
+    (base / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: shared}\ndata: {a: '1'}\n")
+    server = GitServer(tmp_path / "srv")
+    (tmp_path / "srv").mkdir()
+    publish_dir(tmp_path / "base-src", server.root / "base.git", "base")
+    server.start()
+    served = server.url
+    try:
+        repo = tmp_path / "repo"
+        repo.mkdir()
+        url = f"{served}/base.git//app?ref=main"
+        (repo / "kustomization.yaml").write_text(f"namespace: team\nresources:\n  - {url}\n")
+        r = render(repo, ".")
+    finally:
+        server.stop()
+    assert not r.problems, [str(p) for p in r.problems]
+    (cm,) = r.objects
+    assert str(cm.ref) == "ConfigMap/team/shared"
+    src = cm.source_of(("data", "a"))
+    assert (src.file, src.line, src.via) == ("kustomization.yaml", 3, "remote")
+    f = Finding("changed", cm.ref, "v1", ("data", "a"), "1", "2", "kubectl-patch", "Update", "", None, src, "human")
+    files = {"kustomization.yaml": (repo / "kustomization.yaml").read_text()}
+    b = plan_backport(DriftReport(findings=[f]), {cm.ref: cm}, files, new_objects_dir="captured", include_deletions=False)
+    assert not b.edits
+    assert b.listed == [
+        f"ConfigMap/team/shared data.a: not edited: comes from the remote base {served}/base.git//app/cm.yaml "
+        "(listed at kustomization.yaml:3), which this repository does not hold"
+    ]
