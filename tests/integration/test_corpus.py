@@ -308,6 +308,18 @@ def test_namespaceless_manifests_land_in_the_source_namespace(scratch: tuple[Pat
                 "retrying the same revision cannot fix it",
             ],
         ),
+        # kustomize cannot build a followed Kustomization's path: refused before any cluster exists.
+        (
+            "apps/production/kustomization.yaml",
+            "  - path: podinfo-patch.yaml\n",
+            "  - path: podinfo-patch.yaml\n  - patch: |-\n      apiVersion: apps/v1\n      kind: Deployment\n"
+            "      metadata:\n        name: podinfo-old\n      spec:\n        replicas: 1\n",
+            [
+                "apps/production/kustomization.yaml:8: kustomize build failed: patch targets Deployment/podinfo-old, "
+                "which is not declared (in Flux Kustomization flux-system/apps, clusters/production/apps.yaml:1)",
+                "nothing was applied",
+            ],
+        ),
         # The API server drops an unknown field (Flux reports success): verify asks it once, strictly.
         (
             "apps/base/podinfo/service.yaml",
@@ -319,7 +331,7 @@ def test_namespaceless_manifests_land_in_the_source_namespace(scratch: tuple[Pat
             ],
         ),
     ],
-    ids=["invalid-object", "unknown-field"],
+    ids=["invalid-object", "build-error", "unknown-field"],
 )
 def test_what_flux_cannot_apply_ends_up_at_once_with_file_and_line(
     scratch: tuple[Path, Path], file: str, old: str, new: str, expect: list[str]
