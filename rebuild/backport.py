@@ -53,8 +53,8 @@ from typing import Any
 
 import yaml
 
-from rebuild.desired import KUSTOMIZATION_FILES, selector_path
 from rebuild.drift import DriftReport, Finding, parse_image, strip_server_defaults
+from rebuild.kustsource import KUSTOMIZATION_FILES, pointer_path, selector_path
 from rebuild.model import DesiredObject, FieldPath, ObjectRef, PathSeg, Source
 from rebuild.yamledit import (
     YamlEditError,
@@ -192,14 +192,6 @@ def _strip_default_protocol(path: FieldPath) -> FieldPath:
             pairs = [(k, v) for k, v in zip(seg[0].split(","), seg[1].split(","), strict=False) if (k, v) != ("protocol", "TCP")]
             seg = (",".join(k for k, _ in pairs), ",".join(v for _, v in pairs)) if pairs else seg
         out.append(seg)
-    return tuple(out)
-
-
-def _pointer(pointer: str) -> tuple[str | int, ...]:
-    out: list[str | int] = []
-    for tok in pointer.lstrip("/").split("/"):
-        tok = tok.replace("~1", "/").replace("~0", "~")
-        out.append(int(tok) if tok.isdigit() else tok)
     return tuple(out)
 
 
@@ -447,7 +439,7 @@ class _Planner:
         for i, op in enumerate(docs[0]):
             if not isinstance(op, dict) or op.get("op") not in ("add", "replace") or not isinstance(op.get("path"), str):
                 continue
-            ip = _pointer(op["path"])
+            ip = pointer_path(op["path"])
             append = bool(ip) and ip[-1] == "-"
             fp = selector_path(ip[:-1] if append else ip, d.body)
             if f.path[: len(fp)] == fp and (best is None or len(fp) > len(best[1])):
