@@ -22,7 +22,10 @@ toolchain: venv
 test: toolchain
 	@bash scripts/test.sh
 
-demo: toolchain
+# Only the tools the demo uses (`demo = true` in rebuild/versions.toml; docs/toolchain.md):
+# no Gitea, no Argo CD manifests.
+demo: venv
+	@$(REBUILD) toolchain install --only demo
 	@bash scripts/demo.sh
 
 # Benchmarks through the rebuild CLI against floors measured in the same run; asserts the

@@ -164,12 +164,19 @@ class Toolchain:
     def optional_tools(self) -> list[str]:
         return [r.name for r in RECIPES if self.is_optional(r.name)]
 
+    def demo_tools(self) -> list[str]:
+        """What ``make demo`` needs (``demo = true`` in versions.toml): a local cluster, Pulumi and
+        Flux's source and kustomize controllers; not Gitea or Argo CD's manifests, which the demo
+        never uses. ``--only demo`` installs exactly these."""
+        return [r.name for r in RECIPES if self.versions.get(r.name, {}).get("demo", "").lower() == "true"]
+
     def select(self, only: Sequence[str] = (), with_: Sequence[str] = ()) -> list[str]:
         """The recipe names an install builds, in recipe order.
 
-        ``only``: exactly these tools (any recipe, core or optional). ``with_``: the core tools
-        plus these optional ones; the word ``optional`` stands for all of them. Both accept
-        comma-separated lists (``--with sops,age``). Unknown names fail with the valid ones.
+        ``only``: exactly these tools (any recipe, core or optional); the word ``demo`` stands for
+        the tools ``make demo`` needs. ``with_``: the core tools plus these optional ones; the word
+        ``optional`` stands for all of them. Both accept comma-separated lists (``--with sops,age``).
+        Unknown names fail with the valid ones.
         """
         only_names = _split_names(only)
         with_names = _split_names(with_)
@@ -177,12 +184,14 @@ class Toolchain:
             raise ConfigError("--only and --with cannot be combined", fix="use --only NAME,... or --with NAME,...")
         known = [r.name for r in RECIPES]
         if only_names:
-            unknown = [n for n in only_names if n not in known]
+            unknown = [n for n in only_names if n not in known and n != "demo"]
             if unknown:
                 raise ConfigError(
-                    f"unknown tool(s): {', '.join(unknown)}", fix=f"choose from {', '.join(known)} (rebuild/versions.toml)"
+                    f"unknown tool(s): {', '.join(unknown)}",
+                    fix=f"choose from {', '.join(known)} or demo (rebuild/versions.toml)",
                 )
-            return [n for n in known if n in only_names]
+            wanted = set(only_names) | (set(self.demo_tools()) if "demo" in only_names else set())
+            return [n for n in known if n in wanted]
         optional = self.optional_tools()
         wanted = set(optional) if "optional" in with_names else set(with_names)
         bad = sorted(set(with_names) - set(optional) - {"optional"})

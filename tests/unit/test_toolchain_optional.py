@@ -233,3 +233,54 @@ def test_only_optional_tools_already_built_takes_no_lock_even_without_the_plugin
     monkeypatch.setattr(tc, "_install_lock", no_lock)
     monkeypatch.setattr(tc, "check_prerequisites", no_lock)
     assert tc.install(t, progress=lambda _m: None, only=["sops"]) == []
+
+
+DEMO = [
+    "kubernetes",
+    "kwok",
+    "pulumi",
+    "pulumi-language-python",
+    "pulumi-resource-kubernetes",
+    "source-controller",
+    "kustomize-controller",
+]
+
+
+def test_demo_profile_is_what_the_demo_uses_and_nothing_more() -> None:
+    """`make demo` builds the local cluster, Pulumi and Flux's two controllers: no Gitea, no
+    Argo CD manifests, no optional tool (issue 14, item 8)."""
+    t = tc.Toolchain(root=Path("/nonexistent"))
+    assert t.demo_tools() == DEMO
+    assert t.select(only=("demo",)) == DEMO
+    assert set(DEMO) < set(t.core_tools())
+    assert "gitea" not in DEMO and "argocd-manifests" not in DEMO
+    # the word combines with names like any other --only entry, in recipe order
+    assert t.select(only=("demo,sops",)) == [*DEMO, "sops"]
+    with pytest.raises(ConfigError) as err:
+        t.select(only=("demos",))
+    assert "unknown tool(s): demos" in err.value.message and "demo" in (err.value.fix or "")
+
+
+def test_make_demo_installs_only_the_demo_profile() -> None:
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    block = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    assert "toolchain install --only demo" in block
+    assert "toolchain" not in block.splitlines()[0]  # not the full `toolchain` target
+    test_block = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    assert "toolchain" in test_block.splitlines()[0]  # make test still installs every core tool
+
+
+def test_cli_install_only_demo_builds_the_demo_profile(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from rebuild import cli
+
+    seen: list[list[str]] = []
+
+    def fake_install(t: tc.Toolchain, progress: object = None, only: list[str] | None = None) -> list[str]:
+        seen.append(list(only or []))
+        return []
+
+    monkeypatch.setenv("REBUILD_CACHE", str(tmp_path))
+    monkeypatch.setattr(tc, "install", fake_install)
+    r = CliRunner().invoke(cli.main, ["toolchain", "install", "--only", "demo"])
+    assert r.exit_code == 0, r.output
+    assert seen == [DEMO]
