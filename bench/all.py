@@ -47,7 +47,7 @@ def run_step(module: str, args: list[str], out: Path) -> tuple[list[dict[str, An
     """One bench module; its results and an error ("" when it ran; exit 1 = a missed target, still results)."""
     argv = [PY, "-m", f"bench.{module}", *args, "--json"]
     if module == "capture_scale":
-        argv += ["--profile", str(out / "profiles")]
+        argv += ["--profile", os.path.relpath(out / "profiles", ROOT)]
     print(f"bench: {' '.join(argv)}", file=sys.stderr, flush=True)
     t0 = time.monotonic()
     proc = subprocess.run(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -114,7 +114,7 @@ def block_rebuild_scale(results: list[dict[str, Any]]) -> str:
 
 def block_capture_scale(results: list[dict[str, Any]]) -> str:
     results = sorted(results, key=lambda r: (r["objects"], r["variant"] != "plain"))
-    argvs = sorted({r["argv"] for r in results})
+    argvs = sorted({r["argv"].replace(f"{ROOT}/", "") for r in results})
     lines = [
         "Commands: " + "; ".join(f"`{a}`" for a in argvs) + f". The measured command: `{results[0]['command']}`.",
         "",
@@ -126,7 +126,10 @@ def block_capture_scale(results: list[dict[str, Any]]) -> str:
         if "error" in r:
             lines.append(
                 f"| {r['variant']} | {_n(r['objects'])} | {_s(r['floor_seconds'], 3)} | **failed**: {r['error']} "
-                f"| {r['capture_vs_floor']:.0f}x (until it failed) | not run | - | - | {_load(r)} |"
+                f"| {r['capture_vs_floor']:.0f}x (until it failed) | {_s(r.get('kubectl_diff_seconds'))} "
+                f"| {r['kubectl_diff_vs_capture']:.2f}x (until it failed) | - | {_load(r)} |"
+                if "kubectl_diff_seconds" in r
+                else f"| {r['capture_vs_floor']:.0f}x (until it failed) | not run | - | - | {_load(r)} |"
             )
             continue
         first = _s(r["capture_first_run_seconds"]) + (" (profiled)" if r.get("first_run_profiled") else "")
@@ -204,6 +207,8 @@ def main() -> None:
     ap.add_argument(
         "--only", nargs="+", default=None, help="run only these modules; the others' results are kept from --out/results.json"
     )
+    ap.add_argument("--sizes", nargs="+", default=None, help="run only the capture_scale steps of these --objects sizes")
+    ap.add_argument("--render-only", action="store_true", help="rewrite the doc from --out/results.json; run nothing")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     print(
