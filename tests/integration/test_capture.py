@@ -33,6 +33,28 @@ def git(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
     return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True).stdout
 
 
+def kubectl(state: Path, *args: str, stdin: str | None = None, env_extra: dict[str, str] | None = None) -> str:
+    """A real `kubectl` against the cluster `rebuild up` made: drift as a person makes it, so
+    capture attributes it to the field managers kubectl really records."""
+    env = dict(os.environ, KUBECONFIG=str(state / "clusters/demo/kubeconfig"), **(env_extra or {}))
+    r = subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, f"kubectl {' '.join(args)}: {r.stderr}"
+    return r.stdout
+
+
+def editor(tmp: Path, name: str, *sed: str) -> dict[str, str]:
+    """EDITOR for `kubectl edit`: a script that edits the file kubectl hands it with sed."""
+    script = tmp / f"edit-{name}.sh"
+    exprs = " ".join(f"-e '{e}'" for e in sed)
+    script.write_text(f'#!/bin/sh\nexec sed -i {exprs} "$1"\n')
+    script.chmod(0o700)
+    return {"EDITOR": str(script), "KUBE_EDITOR": str(script)}
+
+
+def managers(obj: dict[str, Any]) -> set[str]:
+    return {str(m.get("manager")) for m in obj["metadata"].get("managedFields", [])}
+
+
 def rebuild(args: list[str], state: Path, env_extra: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, REBUILD_STATE_DIR=str(state), **env_extra)
     return subprocess.run([sys.executable, "-m", "rebuild.cli", *args], capture_output=True, text=True, env=env, timeout=timeout)
@@ -89,55 +111,68 @@ def test_capture_opens_one_pr_that_brings_everything_back(setup: dict[str, Any])
     assert r.returncode == 0, r.stderr[-3000:]
 
     kube = Kube.from_kubeconfig(state / "clusters/demo/kubeconfig")
-    ks = {
-        "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
-        "kind": "Kustomization",
-        "metadata": {"name": "demo", "namespace": "flux-system"},
-    }
-    kube.patch(ks, {"spec": {"suspend": True}}, field_manager="flux-cli")
+    tmp: Path = setup["tmp"]
+    # Suspend Flux as a person does before changing things by hand (kubectl, not flux-cli).
+    kubectl(state, "-n", "flux-system", "patch", "kustomizations.kustomize.toolkit.fluxcd.io", "demo",
+            "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    ks = kube.get("kustomize.toolkit.fluxcd.io/v1", "Kustomization", "demo", "flux-system") or {}
+    assert ks["spec"]["suspend"] is True
 
     def dep(name: str, ns: str = "shop") -> dict[str, Any]:
         return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns}}
 
-    # Controller noise first: an HPA-style replicas change and status updates by controllers.
+    # Controller noise first: an HPA-style replicas change by kube-controller-manager. kubectl
+    # cannot make it (it cannot write as another field manager through /scale), so it stays a
+    # direct API write under the controller's manager name.
     kube.patch(
         dep("payments-api", "payments"), {"spec": {"replicas": 4}}, field_manager="kube-controller-manager", subresource="scale"
     )
-    # The manual changes, with the field managers kubectl uses.
-    kube.patch(dep("cart"), {"spec": {"replicas": 5}}, field_manager="kubectl", subresource="scale")
-    kube.patch(
-        dep("frontend"),
-        {"spec": {"template": {"spec": {"containers": [{"name": "nginx", "image": "nginx:1.27.9"}]}}}},
-        field_manager="kubectl-edit",
-        patch_type="strategic",
+    # The manual changes, made with real kubectl commands.
+    kubectl(state, "-n", "shop", "scale", "deployment/cart", "--replicas=5")
+    kubectl(state, "-n", "shop", "set", "image", "deployment/frontend", "nginx=nginx:1.27.9")
+    kubectl(state, "-n", "shop", "label", "deployment/search", "team=search-oncall")
+    kubectl(state, "-n", "shop", "annotate", "deployment/search", "example.com/pager=search-oncall")
+    kubectl(state, "-n", "shop", "set", "env", "deployment/search", "SEARCH_DEBUG=1")
+    kubectl(state, "-n", "shop", "patch", "configmap/frontend-nginx", "-p", '{"data":{"cache-ttl-seconds":"120"}}')
+    kubectl(state, "-n", "shop", "create", "configmap", "hotfix-flags", "--from-literal=DISABLE_RECS=true")
+    kubectl(
+        state,
+        "create",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "debug", "namespace": "shop"},
+                "spec": {"selector": {"app": "cart"}, "ports": [{"port": 9000, "targetPort": 9000}]},
+            }
+        ),
     )
-    kube.patch(dep("search"), {"metadata": {"labels": {"team": "search-oncall"}}}, field_manager="kubectl-label")
-    kube.patch(
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "frontend-nginx", "namespace": "shop"}},
-        {"data": {"cache-ttl-seconds": "120"}},
-        field_manager="kubectl-patch",
+    kubectl(state, "-n", "payments", "delete", "service/ledger")
+    b64_value = base64.b64encode(SECRET_VALUE.encode()).decode()
+    kubectl(
+        state,
+        "-n",
+        "payments",
+        "edit",
+        "secret/payments-db",
+        env_extra=editor(tmp, "secret", f"s/^data:$/data:\\n  password: {b64_value}/"),
     )
-    kube.create(
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "hotfix-flags", "namespace": "shop"},
-            "data": {"DISABLE_RECS": "true"},
-        },
-        field_manager="kubectl-create",
-    )
-    kube.create(
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "debug", "namespace": "shop"},
-            "spec": {"selector": {"app": "cart"}, "ports": [{"port": 9000, "targetPort": 9000}]},
-        },
-        field_manager="kubectl-create",
-    )
-    kube.delete("v1", "Service", "ledger", "payments")
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "payments-db", "namespace": "payments"}}
-    kube.patch(secret, {"data": {"password": base64.b64encode(SECRET_VALUE.encode()).decode()}}, field_manager="kubectl-edit")
+
+    # What kubectl really records (not what rebuild assumes): one manager per verb.
+    cart = kube.get("apps/v1", "Deployment", "cart", "shop") or {}
+    assert cart["spec"]["replicas"] == 5
+    scale_entries = [m for m in cart["metadata"].get("managedFields", []) if m.get("subresource") == "scale"]
+    front = kube.get("apps/v1", "Deployment", "frontend", "shop") or {}
+    assert "kubectl-set" in managers(front)
+    search = kube.get("apps/v1", "Deployment", "search", "shop") or {}
+    assert {"kubectl-label", "kubectl-annotate", "kubectl-set"} <= managers(search)
+    assert "kubectl-patch" in managers(kube.get("v1", "ConfigMap", "frontend-nginx", "shop") or {})
+    assert "kubectl-create" in managers(kube.get("v1", "ConfigMap", "hotfix-flags", "shop") or {})
+    assert "kubectl-create" in managers(kube.get("v1", "Service", "debug", "shop") or {})
+    assert "kubectl-edit" in managers(kube.get("v1", "Secret", "payments-db", "payments") or {})
+    assert kube.get("v1", "Service", "ledger", "payments") is None
 
     first = rebuild(["-o", "json", "--config", str(config), "capture"], state, env)
     assert first.returncode == 1, first.stderr[-3000:]
@@ -147,8 +182,29 @@ def test_capture_opens_one_pr_that_brings_everything_back(setup: dict[str, Any])
     assert len(prs) == 1
     pr = prs[0]
     body = pr["body"]
-    for manager in ("kubectl-edit", "kubectl-label", "kubectl-patch", "kubectl (Update, scale)", "kubectl-create"):
+    for manager in ("kubectl-edit", "kubectl-label", "kubectl-annotate", "kubectl-set", "kubectl-patch", "kubectl-create"):
         assert manager in body, manager
+    # kubectl scale (1.32) writes the /scale subresource with no --field-manager: the API server
+    # names the manager after the user agent ("kubectl") and, because Flux owned spec.replicas,
+    # records the new owner with the subresource and no timestamp. (A replicas field nobody
+    # owned gets no entry at all; rebuild then says "set through the scale subresource".)
+    assert [(m["manager"], m["operation"], "time" in m) for m in scale_entries] == [("kubectl", "Update", False)], scale_entries
+    assert "kubectl (Update, scale)" in body
+    # Each change is attributed to the kubectl verb that made it, row by row.
+    lines = body.splitlines()
+    for obj, fld, who in [
+        ("Deployment/shop/cart", "spec.replicas", "kubectl (Update, scale)"),
+        ("Deployment/shop/frontend", "spec.template.spec.containers[name=nginx].image", "kubectl-set (Update)"),
+        ("Deployment/shop/search", "metadata.labels.team", "kubectl-label (Update)"),
+        ("Deployment/shop/search", "metadata.annotations.example.com/pager", "kubectl-annotate (Update)"),
+        ("Deployment/shop/search", "spec.template.spec.containers[name=search].env[name=SEARCH_DEBUG]", "kubectl-set (Update)"),
+        ("ConfigMap/shop/frontend-nginx", "data.cache-ttl-seconds", "kubectl-patch (Update)"),
+        ("Secret/payments/payments-db", "data.password", "kubectl-edit (Update)"),
+        ("ConfigMap/shop/hotfix-flags", None, "kubectl-create (Update)"),
+        ("Service/shop/debug", None, "kubectl-create (Update)"),
+    ]:
+        cell = f"| {obj} | `{fld}` |" if fld else f"| {obj} |"
+        assert any(ln.startswith(cell) and f"| {who} |" in ln for ln in lines), (obj, fld, who, body)
     assert "Service/payments/ledger" in body and "deleted live" in body
     assert "Secret/payments/payments-db" in body and "password" in body
     assert "Deployment/payments/payments-api" not in body  # controller noise: no finding
@@ -164,6 +220,9 @@ def test_capture_opens_one_pr_that_brings_everything_back(setup: dict[str, Any])
     assert "-    newTag: 1.27.4" in edits and "+    newTag: 1.27.9" in edits  # overlay images: entry
     assert '-  cache-ttl-seconds: "60"' in edits and '+  cache-ttl-seconds: "120"' in edits  # the SMP patch file
     assert "+    team: search-oncall" in edits  # base manifest
+    added = [ln for ln in edits if ln.startswith("+")]
+    assert any(ln[1:].strip() == "example.com/pager: search-oncall" for ln in added), diff  # kubectl annotate
+    assert any("SEARCH_DEBUG" in ln for ln in added), diff  # kubectl set env: a new env entry
     assert "+  - ../../apps/captured" in edits, diff  # the cluster's kustomization includes the new folder
     removed = [ln for ln in changed if ln.startswith("-")]
     assert sorted(removed) == sorted(["-    count: 3", "-    newTag: 1.27.4", '-  cache-ttl-seconds: "60"'])
@@ -194,7 +253,7 @@ def test_capture_opens_one_pr_that_brings_everything_back(setup: dict[str, Any])
     assert len(open_prs(forge)) == 1
 
     # One more manual change: the same PR is updated.
-    kube.patch(dep("cart"), {"metadata": {"labels": {"hotfix": "INC-4711"}}}, field_manager="kubectl-label")
+    kubectl(state, "-n", "shop", "label", "deployment/cart", "hotfix=INC-4711")
     third = rebuild(["-o", "json", "--config", str(config), "capture"], state, env)
     assert third.returncode == 1 and json.loads(third.stdout)["action"] == "updated", third.stderr[-2000:]
     prs = open_prs(forge)
@@ -219,7 +278,10 @@ def test_capture_opens_one_pr_that_brings_everything_back(setup: dict[str, Any])
     assert (k2.get("apps/v1", "Deployment", "cart", "shop") or {})["metadata"]["labels"]["hotfix"] == "INC-4711"
     front = k2.get("apps/v1", "Deployment", "frontend", "shop") or {}
     assert front["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.27.9"
-    assert (k2.get("apps/v1", "Deployment", "search", "shop") or {})["metadata"]["labels"]["team"] == "search-oncall"
+    search2 = k2.get("apps/v1", "Deployment", "search", "shop") or {}
+    assert search2["metadata"]["labels"]["team"] == "search-oncall"
+    assert search2["metadata"]["annotations"]["example.com/pager"] == "search-oncall"
+    assert {"name": "SEARCH_DEBUG", "value": "1"} in search2["spec"]["template"]["spec"]["containers"][0]["env"]
     assert (k2.get("v1", "ConfigMap", "frontend-nginx", "shop") or {})["data"]["cache-ttl-seconds"] == "120"
     assert k2.get("v1", "ConfigMap", "hotfix-flags", "shop") is not None
     assert k2.get("v1", "Service", "debug", "shop") is not None
