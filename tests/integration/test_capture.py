@@ -22,6 +22,8 @@ from rebuild.adapters.gitea import Gitea
 from rebuild.adapters.kube import Kube
 from rebuild.clusters.local import LocalCluster
 from tests.conftest import REPO
+from tests.kubectl import kubectl as kubectl_at
+from tests.kubectl import sed_editor, suspend_flux
 
 pytestmark = pytest.mark.integration
 
@@ -34,21 +36,7 @@ def git(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
 
 
 def kubectl(state: Path, *args: str, stdin: str | None = None, env_extra: dict[str, str] | None = None) -> str:
-    """A real `kubectl` against the cluster `rebuild up` made: drift as a person makes it, so
-    capture attributes it to the field managers kubectl really records."""
-    env = dict(os.environ, KUBECONFIG=str(state / "clusters/demo/kubeconfig"), **(env_extra or {}))
-    r = subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 0, f"kubectl {' '.join(args)}: {r.stderr}"
-    return r.stdout
-
-
-def editor(tmp: Path, name: str, *sed: str) -> dict[str, str]:
-    """EDITOR for `kubectl edit`: a script that edits the file kubectl hands it with sed."""
-    script = tmp / f"edit-{name}.sh"
-    exprs = " ".join(f"-e '{e}'" for e in sed)
-    script.write_text(f'#!/bin/sh\nexec sed -i {exprs} "$1"\n')
-    script.chmod(0o700)
-    return {"EDITOR": str(script), "KUBE_EDITOR": str(script)}
+    return kubectl_at(state / "clusters/demo/kubeconfig", *args, stdin=stdin, env_extra=env_extra)
 
 
 def managers(obj: dict[str, Any]) -> set[str]:
@@ -113,8 +101,7 @@ def test_capture_opens_one_pr_that_brings_everything_back(setup: dict[str, Any])
     kube = Kube.from_kubeconfig(state / "clusters/demo/kubeconfig")
     tmp: Path = setup["tmp"]
     # Suspend Flux as a person does before changing things by hand (kubectl, not flux-cli).
-    kubectl(state, "-n", "flux-system", "patch", "kustomizations.kustomize.toolkit.fluxcd.io", "demo",
-            "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    suspend_flux(state / "clusters/demo/kubeconfig")
     ks = kube.get("kustomize.toolkit.fluxcd.io/v1", "Kustomization", "demo", "flux-system") or {}
     assert ks["spec"]["suspend"] is True
 
@@ -157,7 +144,8 @@ def test_capture_opens_one_pr_that_brings_everything_back(setup: dict[str, Any])
         "payments",
         "edit",
         "secret/payments-db",
-        env_extra=editor(tmp, "secret", f"s/^data:$/data:\\n  password: {b64_value}/"),
+        # The value reaches sed through the environment: the script on disk does not hold it.
+        env_extra={"NEW_B64": b64_value, **sed_editor(tmp, "secret", r"s/^data:\$/data:\n  password: $NEW_B64/")},
     )
 
     # What kubectl really records (not what rebuild assumes): one manager per verb.

@@ -3,6 +3,7 @@ control plane, rebuild's git server, the real Flux controllers and the real Pulu
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from rebuild.adapters import gitserver, process
 from rebuild.adapters.kube import Kube
 from rebuild.clusters.local import LocalCluster
 from tests.conftest import REPO
+from tests.kubectl import kubectl, sed_editor, suspend_flux
 
 pytestmark = pytest.mark.integration
 
@@ -47,16 +49,10 @@ def test_up_converges_then_drift_is_reported_and_reverted(example: tuple[Path, P
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads(again.stdout)["nothing_changed"] is True
 
-    kube = Kube.from_kubeconfig(state / "clusters" / "demo" / "kubeconfig")
-    ks = {
-        "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
-        "kind": "Kustomization",
-        "metadata": {"name": "demo", "namespace": "flux-system"},
-    }
-    kube.patch(ks, {"spec": {"suspend": True}}, field_manager="flux-cli")
-    # What `kubectl scale deployment/cart --replicas=5` sends: the /scale subresource, manager "kubectl".
-    dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "cart", "namespace": "shop"}}
-    kube.patch(dep, {"spec": {"replicas": 5}}, field_manager="kubectl", subresource="scale")
+    kubeconfig = state / "clusters" / "demo" / "kubeconfig"
+    suspend_flux(kubeconfig)
+    # A real `kubectl scale`: the API server records it on the /scale subresource under "kubectl".
+    kubectl(kubeconfig, "-n", "shop", "scale", "deployment/cart", "--replicas=5")
     v = rebuild(["--config", str(config), "verify", "--timeout", "2"], state)
     assert v.returncode == 1, v.stdout + v.stderr
     assert (
@@ -73,10 +69,18 @@ def test_up_converges_then_drift_is_reported_and_reverted(example: tuple[Path, P
     assert "Flux Kustomization(s) demo in flux-system are suspended" in paused.stderr
     assert "flux resume kustomization demo -n flux-system" in paused.stderr
 
-    kube.patch(
-        ks,
-        {"spec": {"suspend": False}, "metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": str(time.time())}}},
-        field_manager="flux-cli",
+    # What `flux resume` does, with kubectl: unsuspend and ask for a reconcile now.
+    resume = {"spec": {"suspend": False}, "metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": str(time.time())}}}
+    kubectl(
+        kubeconfig,
+        "-n",
+        "flux-system",
+        "patch",
+        "kustomizations.kustomize.toolkit.fluxcd.io",
+        "demo",
+        "--type=merge",
+        "-p",
+        json.dumps(resume),
     )
     ok = rebuild(["--config", str(config), "verify", "--timeout", "90"], state)
     assert ok.returncode == 0, ok.stdout + ok.stderr
@@ -195,8 +199,8 @@ def test_two_sources_each_bootstrapped_as_its_own_reconciler_source(tmp_path: Pa
             assert kube.get("kustomize.toolkit.fluxcd.io/v1", "Kustomization", name, "flux-system") is not None
 
         # capture with two sources edits the apps repo's own file (no `apps:` label in the path)
-        cart = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "cart", "namespace": "shop"}}
-        kube.patch(cart, {"spec": {"replicas": 7}}, field_manager="kubectl", subresource="scale")
+        kubeconfig = state / "clusters" / "multi" / "kubeconfig"
+        kubectl(kubeconfig, "-n", "shop", "scale", "deployment/cart", "--replicas=7")
         with config.open("a") as f:
             f.write("capture: {source: apps, namespaces: [shop, payments]}\n")
         r = rebuild(["-o", "json", "--config", str(config), "capture", "--dry-run"], state)
@@ -206,10 +210,12 @@ def test_two_sources_each_bootstrapped_as_its_own_reconciler_source(tmp_path: Pa
         assert "+    count: 7" in cap["diff"]
 
         # Only a Secret's value drifted: nothing can be written to git, so no commit and no PR (exit 1: drift).
-        kube.patch(cart, {"spec": {"replicas": 3}}, field_manager="kubectl", subresource="scale")
+        kubectl(kubeconfig, "-n", "shop", "scale", "deployment/cart", "--replicas=3")
         value = "hand-rotated-4411"
-        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "payments-db", "namespace": "payments"}}
-        kube.patch(secret, {"stringData": {"password": value}}, field_manager="kubectl-edit")
+        # `kubectl edit` with an EDITOR script that adds the key (the value comes through the environment).
+        editor = sed_editor(tmp_path, "secret", r"s/^data:\$/data:\n  password: $NEW_B64/")
+        b64 = base64.b64encode(value.encode()).decode()
+        kubectl(kubeconfig, "-n", "payments", "edit", "secret/payments-db", env_extra={"NEW_B64": b64, **editor})
         r = rebuild(["-o", "json", "--config", str(config), "capture"], state)
         assert r.returncode == 1, r.stderr[-3000:]
         cap = json.loads(r.stdout)
