@@ -33,6 +33,7 @@ from rebuild.adapters import gitserver, process
 from rebuild.adapters.kube import Kube
 from rebuild.clusters.local import LocalCluster
 from tests.conftest import REPO
+from tests.kubectl import kubectl, suspend_flux
 
 pytestmark = pytest.mark.integration
 
@@ -187,13 +188,13 @@ def test_ctrl_c_in_every_phase_of_up_then_the_rerun_completes(example: tuple[Pat
             time.sleep(0.5)
         assert deploy
         want = deploy["spec"]["replicas"]
-        kube.patch(deploy, {"spec": {"replicas": want + 3}}, field_manager="kubectl-edit")
+        kubectl(cluster.kubeconfig(), "-n", "shop", "scale", "deployment/frontend", f"--replicas={want + 3}")
         run = Run(["--config", str(config), "up"], state)
         run.wait_for("· verify: 55/56 verified")
         run.interrupt()
         assert run.finish() == 130, run.text[-3000:]
         clean_error(run, "interrupted during the verify phase")
-        kube.patch(deploy, {"spec": {"replicas": want}}, field_manager="kubectl-edit")
+        kubectl(cluster.kubeconfig(), "-n", "shop", "scale", "deployment/frontend", f"--replicas={want}")
     finally:
         kube.close()
     up_converged(config, state)
@@ -570,16 +571,12 @@ def test_capture_through_forge_errors_and_ctrl_c_leaves_one_pr(forge_setup: dict
     from tests.integration.test_forge_gitea import Fault
 
     forge, proxy, config, state, env = (forge_setup[k] for k in ("forge", "proxy", "config", "state", "env"))
-    kube = Kube.from_kubeconfig(state / "clusters/demo/kubeconfig")
-    ks = {
-        "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
-        "kind": "Kustomization",
-        "metadata": {"name": "demo", "namespace": "flux-system"},
-    }
-    cart = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "cart", "namespace": "shop"}}
+    kubeconfig = state / "clusters/demo/kubeconfig"
+    kube = Kube.from_kubeconfig(kubeconfig)
     try:
-        kube.patch(ks, {"spec": {"suspend": True}}, field_manager="flux-cli")
-        kube.patch(cart, {"spec": {"replicas": 5}}, field_manager="kubectl", subresource="scale")
+        # Drift as a person makes it: Flux suspended and cart scaled with kubectl.
+        suspend_flux(kubeconfig)
+        kubectl(kubeconfig, "-n", "shop", "scale", "deployment/cart", "--replicas=5")
 
         # The forge answers 500 twice, then 429 with Retry-After, on creating the PR: one PR.
         proxy.inject(Fault("status", 500, method="POST", times=2))
@@ -593,7 +590,7 @@ def test_capture_through_forge_errors_and_ctrl_c_leaves_one_pr(forge_setup: dict
         assert len(forge.list_pull_requests(forge.admin_user, "gitops", "open")) == 1
 
         # A new manual change; Ctrl-C while the forge hangs on a request: exit 130, nothing half-done.
-        kube.patch(cart, {"spec": {"replicas": 6}}, field_manager="kubectl", subresource="scale")
+        kubectl(kubeconfig, "-n", "shop", "scale", "deployment/cart", "--replicas=6")
         proxy.inject(Fault("forward_then_drop", method="GET", stall=20.0))
         run = Run(["--config", str(config), "capture"], state, env_extra=env)
         run.wait_for("· capture: 1 manual change(s)")
