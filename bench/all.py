@@ -124,13 +124,16 @@ def block_capture_scale(results: list[dict[str, Any]]) -> str:
     ]
     for r in results:
         if "error" in r:
-            lines.append(
-                f"| {r['variant']} | {_n(r['objects'])} | {_s(r['floor_seconds'], 3)} | **failed**: {r['error']} "
-                f"| {r['capture_vs_floor']:.0f}x (until it failed) | {_s(r.get('kubectl_diff_seconds'))} "
-                f"| {r['kubectl_diff_vs_capture']:.2f}x (until it failed) | - | {_load(r)} |"
-                if "kubectl_diff_seconds" in r
-                else f"| {r['capture_vs_floor']:.0f}x (until it failed) | not run | - | - | {_load(r)} |"
-            )
+            why = next((x.strip() for x in r.get("stderr_tail", []) if "failed:" in x and x.strip() not in r["error"]), "")
+            head = f"| {r['variant']} | {_n(r['objects'])} | {_s(r['floor_seconds'], 3)} | **failed**: {r['error']} {why} "
+            if "kubectl_diff_seconds" in r:
+                tail = (
+                    f"| {r['capture_vs_floor']:.0f}x (until it failed) | {_s(r['kubectl_diff_seconds'])} "
+                    f"| {r['kubectl_diff_vs_capture']:.2f}x (until it failed) | - | {_load(r)} |"
+                )
+            else:
+                tail = f"| {r['capture_vs_floor']:.0f}x (until it failed) | not run | - | - | {_load(r)} |"
+            lines.append(head + tail)
             continue
         first = _s(r["capture_first_run_seconds"]) + (" (profiled)" if r.get("first_run_profiled") else "")
         all_runs = ", ".join(f"{x:.2f}" for x in r["capture_all_seconds"])
