@@ -45,6 +45,7 @@ from rebuild.adapters.kube import MAX_ATTEMPTS, Kube
 from rebuild.capture import list_live
 from rebuild.clusters.local import OPERATOR_USER, LocalCluster
 from tests.conftest import unique
+from tests.kubectl import kubectl
 
 pytestmark = pytest.mark.integration
 
@@ -239,10 +240,12 @@ def test_capture_over_10000_objects_while_throttled(throttled_cluster: tuple[Loc
     in_pool(lambda o: system.apply(o, field_manager="kustomize-controller"), in_git)
     in_pool(lambda o: system.create(o, field_manager="kustomize-controller"), not_in_git)
     created_s = time.monotonic() - t0
-    system.patch(in_git[0], {"data": {"LOG_LEVEL": "debug"}}, field_manager="kubectl-patch")
-    system.patch(in_git[1], {"metadata": {"labels": {"team": "oncall"}}}, field_manager="kubectl-label")
-    hotfix = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "hotfix", "namespace": namespaces[0]}}
-    system.create({**hotfix, "data": {"k": "v"}}, field_manager="kubectl-create")
+    # The three changes by hand, with real kubectl (as the exempt identity, before the throttle).
+    admin = cluster.system_kubeconfig()
+    cm0, cm1 = (o["metadata"] for o in in_git[:2])
+    kubectl(admin, "-n", cm0["namespace"], "patch", f"configmap/{cm0['name']}", "-p", '{"data":{"LOG_LEVEL":"debug"}}')
+    kubectl(admin, "-n", cm1["namespace"], "label", f"configmap/{cm1['name']}", "team=oncall")
+    kubectl(admin, "-n", namespaces[0], "create", "configmap", "hotfix", "--from-literal=k=v")
 
     # What capture must see: every object of every kind it lists in those namespaces.
     live_configmaps = [o for o in system.list("v1", "ConfigMap") if o["metadata"]["namespace"] in namespaces]
