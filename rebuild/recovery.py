@@ -681,15 +681,17 @@ def _check_permanent(ctx: Context, kube: Kube, w: _Watched, obj: dict[str, Any] 
     verdict = flux.classify_failure(failure, defined_kinds={kind for _, kind in crd_kinds(desired.objects)})
     if verdict == "transient" or (verdict == "unknown" and w.kind == "GitRepository"):
         return  # a fetch can fail for many passing reasons (a cut transfer): only known ones are final
-    if verdict == "unknown":
-        handled = str((obj.get("status") or {}).get("lastHandledReconcileAt") or "")
-        if not w.retried or w.retried != failure.message:
-            w.retried, w.stamp = failure.message, str(time.time())
-            kube.patch(obj, {"metadata": {"annotations": {flux.REQUESTED_AT: w.stamp}}}, field_manager="rebuild")
-            ctx.progress(f"reconciler: {w.label} failed; asking Flux to retry once to tell a lasting error from a passing one")
-            return
-        if handled != w.stamp:
-            return  # the retry has not run yet
+    # Even a known-permanent reason is confirmed by one requested reconcile that fails the same
+    # way: a controller's temporary folder removed under it also reads "BuildFailed".
+    handled = str((obj.get("status") or {}).get("lastHandledReconcileAt") or "")
+    same = flux.same_failure(w.retried, failure.message)
+    if not w.retried or not same:
+        w.retried, w.stamp = failure.message, str(time.time())
+        kube.patch(obj, {"metadata": {"annotations": {flux.REQUESTED_AT: w.stamp}}}, field_manager="rebuild")
+        ctx.progress(f"reconciler: {w.label} failed; asking Flux to retry once to tell a lasting error from a passing one")
+        return
+    if handled != w.stamp:
+        return  # the retry has not run yet
     where = _locate(failure.message, desired)
     raise RebuildError(
         f"{w.label} cannot apply revision {w.state.checkout.sha[:12]}: {failure.reason}: {failure.message}"

@@ -237,6 +237,14 @@ TRANSIENT_MESSAGES = (
 )
 
 
+_VOLATILE = re.compile(r"/tmp/[\w.-]+|\d+")
+
+
+def same_failure(a: str, b: str) -> bool:
+    """The same error twice: equal once temporary paths and numbers (ports, pids) are ignored."""
+    return bool(a) and _VOLATILE.sub("#", a) == _VOLATILE.sub("#", b)
+
+
 def classify_failure(f: Failure, *, defined_kinds: set[str]) -> str:
     """"permanent", "transient" or "unknown" (unknown: confirm with one more reconcile)."""
     msg = f.message.lower()

@@ -42,6 +42,8 @@ REPOS: dict[str, tuple[str, list[str]]] = {
     "legacy": ("staging", ["legacy"]),
     "plain": (".", ["default"]),
     "deep": ("cluster/eu", ["deep"]),
+    # the flux bootstrap layout: its nested Kustomizations apply apps into `web`
+    "fleet": ("clusters/production", ["web", "flux-system"]),
 }
 UPDATE = os.environ.get("REBUILD_UPDATE_GOLDEN") == "1"
 _DEFAULTS = {"protocol": "TCP"}

@@ -260,6 +260,9 @@ def test_failures_retrying_cannot_fix_are_told_apart() -> None:
     }
     assert flux.failure(stale, "b" * 40) is None  # an older revision's failure says nothing yet
     assert flux.failure(stale, "a" * 40) == flux.Failure("BuildFailed", "x")
+    # A failure is final only when a requested retry fails the same way (temporary paths aside).
+    assert flux.same_failure("build failed: /tmp/kustomization-123/x: bad", "build failed: /tmp/kustomization-987/x: bad")
+    assert not flux.same_failure("evalsymlink failure on '/tmp/kustomization-1'", "")
 
 
 def test_postbuild_substitution_forms() -> None:
