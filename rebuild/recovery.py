@@ -666,7 +666,12 @@ def wait_flux_ready(
         if time.monotonic() > deadline:
             raise RebuildError(
                 f"Flux did not become Ready at the expected revision in {timeout:.0f}s: {note}",
-                fix="check the controllers' logs (rebuild state dir: clusters/<name>/flux/logs)",
+                fix=(
+                    f"check the controllers' logs ({ctx.root / 'clusters' / ctx.config.cluster.name / 'flux' / 'logs'})"
+                    if ctx.config.cluster.provider == "local"
+                    else "check the controllers' logs (kubectl -n flux-system logs deploy/source-controller, "
+                    "deploy/kustomize-controller)"
+                ),
             )
         time.sleep(0.5)
 
