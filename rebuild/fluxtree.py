@@ -58,6 +58,7 @@ class FluxNode:
     followed: bool = True
     note: str = ""
     parent: str = ""
+    suspended: bool = False  # spec.suspend: true in git
 
     @property
     def key(self) -> str:
@@ -212,8 +213,12 @@ def _follow(
         node.followed = False
         node.note = f"not followed: its source {kind}/{ns}/{name} is not this repository; rebuild checks only that it is Ready"
         return node
-    if spec.get("suspend"):
-        node.note = "suspended in git: Flux will not apply it"
+    if spec.get("suspend") is True:
+        # Flux applies nothing from it, so a rebuild cannot bring its objects back either.
+        node.followed = False
+        node.suspended = True
+        node.note = "suspended in git (spec.suspend: true): Flux applies nothing from it; its objects are not rebuilt or verified"
+        return node
     layer = _layer(k, spec, load_doc, tree, node)
     rendered = render_path(node.path, layer)
     for p in rendered.problems:

@@ -584,6 +584,8 @@ def _watched(desired: DesiredState) -> list[_Watched]:
         out.append(_Watched(s, flux.KUSTOMIZE_API, "Kustomization", s.flux_name, s.flux_namespace))
         for node in (s.tree.nodes[1:] if s.tree else []):
             assert node.ref is not None
+            if node.suspended:
+                continue  # git keeps it paused: it will never report Ready
             out.append(
                 _Watched(
                     s, flux.KUSTOMIZE_API, "Kustomization", node.ref.name, node.ref.namespace, node.source, not node.followed

@@ -311,3 +311,25 @@ def test_a_remote_base_is_rendered_and_points_at_the_line_that_lists_it(tmp_path
         f"ConfigMap/team/shared data.a: not edited: comes from the remote base {served}/base.git//app/cm.yaml "
         "(listed at kustomization.yaml:3), which this repository does not hold"
     ]
+
+
+@needs_kustomize
+def test_a_kustomization_suspended_in_git_is_listed_not_followed(tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "fleet"
+    shutil.copytree(CORPUS / "fleet" / "repo", root)
+    apps = root / "clusters" / "production" / "apps.yaml"
+    apps.write_text(apps.read_text().replace("  interval: 10m\n", "  interval: 10m\n  suspend: true\n", 1))
+    r = render(root, "clusters/production")
+
+    def render_path(path: str, layer: FluxLayer) -> Rendered:
+        return render(root, path, flux=layer)
+
+    def load_doc(file: str, doc: int) -> LoadedDoc | None:
+        return load_all((root / file).read_bytes())[doc]
+
+    tree = fluxtree.expand("prod", ".", "clusters/production", r.objects, render_path, load_doc)
+    node = next(n for n in tree.nodes if n.key == "flux-system/apps")
+    assert node.suspended and not node.followed and "suspended in git" in node.note
+    assert not any(o.applied_by == "flux-system/apps" for o in tree.objects)
