@@ -534,7 +534,8 @@ def _weight(p: Path) -> int:
     total = 0
     for f in files:
         try:
-            total += max(1, f.read_bytes().count(b"\nkind:") + (1 if f.read_bytes().startswith(b"kind:") else 0))
+            raw = f.read_bytes()
+            total += max(1, raw.count(b"\nkind:") + raw.startswith(b"kind:"))
         except OSError:
             total += 1
     return total
