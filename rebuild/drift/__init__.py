@@ -1,0 +1,43 @@
+"""Manual changes in the live cluster, as findings a person can act on (see :mod:`rebuild.drift.classification`)."""
+
+from rebuild.drift.classification import (
+    DEFAULT_EXCLUSIONS,
+    SERVER_DEFAULTS,
+    Coverage,
+    DriftReport,
+    Excluded,
+    Exclusion,
+    Finding,
+    FindingKind,
+    Noise,
+    Uncovered,
+    classifier_for,
+    default_pull_policy,
+    find_drift,
+    is_secret,
+    is_server_default,
+    parse_image,
+    path_to_json,
+    strip_server_defaults,
+)
+
+__all__ = [
+    "DEFAULT_EXCLUSIONS",
+    "SERVER_DEFAULTS",
+    "Coverage",
+    "DriftReport",
+    "Excluded",
+    "Exclusion",
+    "Finding",
+    "FindingKind",
+    "Noise",
+    "Uncovered",
+    "classifier_for",
+    "default_pull_policy",
+    "find_drift",
+    "is_secret",
+    "is_server_default",
+    "parse_image",
+    "path_to_json",
+    "strip_server_defaults",
+]
