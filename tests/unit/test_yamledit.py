@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import yaml
 
-from rebuild import yamledit
 from rebuild.model import FieldPath, render_path
 from rebuild.yamledit import (
     YamlEditError,
@@ -22,6 +21,7 @@ from rebuild.yamledit import (
     remove_document,
     set_value,
 )
+from rebuild.yamledit import splice as yamledit
 
 DATA = Path(__file__).parent / "data" / "yamledit"
 SHOP = (DATA / "shop.yaml").read_text()  # Deployment + Service + ConfigMap, trailing newline
