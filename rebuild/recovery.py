@@ -29,12 +29,13 @@ from rebuild.adapters.pulumi import STACKS_DIR, Pulumi
 from rebuild.adapters.toolchain import Toolchain
 from rebuild.config import Config, SourceSpec
 from rebuild.converge import VerifyReport, wait_converged
-from rebuild.desired import FluxLayer, KindInfo, Problem, Rendered, builtin_kinds, check_kinds, crd_kinds, fill_namespaces, render
+from rebuild.desired import FluxLayer, KindInfo, Problem, Rendered, builtin_kinds, check_kinds, crd_kinds, fill_namespaces
 from rebuild.errors import ConfigError, Interrupted, RebuildError
 from rebuild.fluxtree import Tree
 from rebuild.model import DesiredObject, Phases, Source
 from rebuild.ordering import apply_order, table
 from rebuild.reconcilers import flux
+from rebuild.rendercache import RenderCache, RenderKey
 from rebuild.yamlload import LoadedDoc, YamlLoadError, load_all
 
 Progress = Callable[[str], None]
@@ -194,6 +195,7 @@ def load_desired(
 ) -> DesiredState:
     """Fetch and render every source; raise DesiredStateError with all problems found."""
     mirrors = Mirrors(ctx.root)
+    renders = RenderCache(ctx.root / "cache" / "render")
     states: list[SourceState] = []
     problems: list[Problem] = []
     many = len(ctx.config.sources) > 1
@@ -205,11 +207,12 @@ def load_desired(
         creds = spec.credentials.resolve(ctx.config.base_dir)
         co = mirrors.checkout(spec.name, url, spec.branch, rev, creds)
         label = spec.name if many else ""
-        rendered = render(co.path, spec.path, label=label, namespace=spec.namespace, reconciler=reconciler)
+        key = RenderKey(co.sha, spec.path, label, spec.namespace, reconciler)
+        rendered = renders.render(key, co.path)
         problems.extend(rendered.problems)
         state = SourceState(spec, url, co, rendered.objects, warnings=list(rendered.warnings))
         if reconciler == "flux" and not rendered.problems:
-            state.tree = _flux_tree(co.path, spec, label, rendered.objects, reconciler)
+            state.tree = _flux_tree(co, spec, label, rendered.objects, reconciler, renders)
             state.objects = state.tree.objects
             problems.extend(state.tree.problems)
         states.append(state)
@@ -228,16 +231,20 @@ def load_desired(
     fill_namespaces(all_objects, kinds)
     for w in (w for s in states for w in s.warnings):
         ctx.progress(f"desired: warning: {w}")
-    ctx.progress(f"desired: {len(all_objects)} objects from {len(states)} source(s)")
+    cached = f"; {renders.hits} of {renders.hits + renders.misses} renders from the cache" if renders.hits else ""
+    ctx.progress(f"desired: {len(all_objects)} objects from {len(states)} source(s){cached}")
     return DesiredState(states)
 
 
-def _flux_tree(checkout: Path, spec: SourceSpec, label: str, objects: list[DesiredObject], reconciler: str) -> Tree:
+def _flux_tree(
+    co: Checkout, spec: SourceSpec, label: str, objects: list[DesiredObject], reconciler: str, renders: RenderCache
+) -> Tree:
     """Follow the Flux Kustomizations of the source that apply this same repository."""
     prefix = f"{label}:" if label else ""
+    checkout = co.path
 
     def render_path(path: str, layer: FluxLayer) -> Rendered:
-        return render(checkout, path, label=label, flux=layer, reconciler=reconciler)
+        return renders.render(RenderKey(co.sha, path, label, "", reconciler, layer), checkout)
 
     def load_doc(file: str, doc: int) -> LoadedDoc | None:
         try:
@@ -582,7 +589,7 @@ def _watched(desired: DesiredState) -> list[_Watched]:
     for s in desired.sources:
         out.append(_Watched(s, flux.SOURCE_API, "GitRepository", s.flux_repo, s.flux_namespace))
         out.append(_Watched(s, flux.KUSTOMIZE_API, "Kustomization", s.flux_name, s.flux_namespace))
-        for node in (s.tree.nodes[1:] if s.tree else []):
+        for node in s.tree.nodes[1:] if s.tree else []:
             assert node.ref is not None
             if node.suspended:
                 continue  # git keeps it paused: it will never report Ready

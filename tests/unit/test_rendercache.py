@@ -1,0 +1,111 @@
+"""The render cache gives back exactly what a render gives, skips kustomize on a hit, and never
+stores what it must not (problems, remote bases, values it cannot keep). Real kustomize, no cluster."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from rebuild import rendercache
+from rebuild.desired import FluxLayer, Problem, Rendered, render
+from rebuild.model import DesiredObject, ObjectRef, Source
+from rebuild.rendercache import RenderCache, RenderKey
+from tests.unit.test_desired_corpus import CORPUS, PATHS
+from tests.unit.test_drift import needs_kustomize
+
+SHA = "0" * 40
+
+
+def _entries(cache: RenderCache) -> list[Path]:
+    return sorted(cache.root.glob("*.bin"))
+
+
+@needs_kustomize
+@pytest.mark.parametrize("name", ["components", "generators", "legacy", "shop-prefix", "deep"])
+def test_a_hit_equals_the_render_field_for_field(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = CORPUS / name / "repo"
+    fresh = render(repo, PATHS[name], label="src", namespace="team")
+    cache = RenderCache(tmp_path / "cache")
+    key = RenderKey(SHA, PATHS[name], "src", "team", "flux")
+    first = cache.render(key, repo)
+    assert (cache.hits, cache.misses) == (0, 1)
+    assert first.objects == fresh.objects and first.warnings == fresh.warnings
+    # A hit must not run kustomize (or read the checkout at all): render is made to fail.
+    monkeypatch.setattr(rendercache, "render", lambda *a, **k: pytest.fail("rendered again on a hit"))
+    second = RenderCache(tmp_path / "cache").render(key, tmp_path / "no-such-checkout")
+    assert second.objects == fresh.objects
+    assert second.warnings == fresh.warnings
+    assert any(o.field_sources for o in second.objects)  # the file:line sources came back too
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in _entries(cache))
+
+
+@needs_kustomize
+def test_every_part_of_the_key_is_a_different_entry(tmp_path: Path) -> None:
+    repo = CORPUS / "guestbook" / "repo"
+    cache = RenderCache(tmp_path / "cache")
+    base = RenderKey(SHA, ".", "", "", "flux")
+    variants = [
+        base,
+        RenderKey("1" * 40, ".", "", "", "flux"),
+        RenderKey(SHA, ".", "g", "", "flux"),
+        RenderKey(SHA, ".", "", "shop", "flux"),
+        RenderKey(SHA, ".", "", "", "argocd"),
+        RenderKey(SHA, ".", "", "", "flux", FluxLayer(fields={"namePrefix": "x-"})),
+    ]
+    results = [cache.render(k, repo) for k in variants]
+    assert (cache.hits, cache.misses) == (0, len(variants))
+    assert len(_entries(cache)) == len(variants)
+    assert {o.ref.namespace for o in results[3].objects} - {""} == {"shop"}
+    assert "shop" not in {o.ref.namespace for o in results[0].objects}
+    prefixed = {o.ref.name for o in results[5].objects}
+    assert prefixed == {f"x-{o.ref.name}" if o.ref.kind != "Namespace" else o.ref.name for o in results[0].objects}
+    cache.render(base, repo)
+    assert cache.hits == 1
+
+
+@needs_kustomize
+def test_a_render_with_problems_is_not_stored_and_a_broken_entry_renders_again(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(CORPUS / "guestbook" / "repo", repo)
+    bad = repo / "broken"
+    bad.mkdir()
+    (bad / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n")
+    cache = RenderCache(tmp_path / "cache")
+    r = cache.render(RenderKey(SHA, "broken"), repo)
+    assert [p.line for p in r.problems] == [1]
+    assert _entries(cache) == []
+    good = RenderKey(SHA, ".")
+    want = cache.render(good, repo).objects
+    (entry,) = _entries(cache)
+    entry.write_bytes(entry.read_bytes()[:100])  # cut short, as by a full disk
+    again = RenderCache(tmp_path / "cache")
+    assert again.render(good, repo).objects == want
+    assert (again.hits, again.misses) == (0, 1)
+
+
+def test_remote_bases_and_unstorable_values_are_not_stored(tmp_path: Path) -> None:
+    remote = DesiredObject(
+        ObjectRef("", "ConfigMap", "a", "b"), "v1", {"kind": "ConfigMap"}, Source("kustomization.yaml", 3, "remote")
+    )
+    assert not rendercache._cacheable(Rendered([remote]))
+    assert not rendercache._cacheable(Rendered(problems=[Problem("a.yaml", 1, "bad")]))
+    import datetime
+
+    dated = DesiredObject(
+        ObjectRef("", "ConfigMap", "a", "b"), "v1", {"data": {"at": datetime.date(2024, 1, 1)}}, Source("cm.yaml", 1)
+    )
+    assert rendercache._cacheable(Rendered([dated]))
+    with pytest.raises(ValueError):
+        rendercache._dump(Rendered([dated]))
+
+
+def test_old_entries_are_pruned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rendercache, "KEEP", 3)
+    monkeypatch.setattr(rendercache, "render", lambda *a, **k: Rendered())
+    cache = RenderCache(tmp_path / "cache")
+    for i in range(5):
+        cache.render(RenderKey(SHA, f"p{i}"), tmp_path)
+    assert len(_entries(cache)) == 3
