@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
-from rebuild.adapters import gitserver
+from rebuild.adapters import gitserver, process
 from rebuild.clusters.local import LocalCluster
 from tests.conftest import REPO
+from tests.procs import pending_operations, pid_alive, pulumi_processes, stack_locks
 
 pytestmark = pytest.mark.integration
 
@@ -134,12 +135,45 @@ def test_runbook_killed_during_platform_step_resumes_without_redoing(tmp_path: P
             time.sleep(0.2)
         else:
             pytest.fail("the platform step never started")
-        time.sleep(1.5)  # in the middle of `pulumi up` of the platform stack
+        # In the middle of `pulumi up` of the platform stack: its lock is taken and, when the
+        # engine is caught with operations in flight, its checkpoint lists them as pending.
+        locks = state / "pulumi" / ".pulumi" / "locks" / "organization" / "rebuild-platform"
+        deadline = time.monotonic() + 120
+        while not list(locks.rglob("*.json")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        deadline = time.monotonic() + 20
+        while not pending_operations(state) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        engines = [pid for pid in process.children_of(proc.pid) if "pulumi" in Path(f"/proc/{pid}/cmdline").read_text("latin-1")]
+        assert engines, "no pulumi CLI under the runbook"
+        # kill -9 of the runbook and of its Pulumi engine (the CLI leads its own process group):
+        # nothing of the run gets to clean up, as when the machine running it is lost.
         os.kill(proc.pid, signal.SIGKILL)
+        for pid in engines:
+            os.killpg(pid, signal.SIGKILL)
         proc.wait(30)
+        pending_before = pending_operations(state)
+        assert pending_before, "the engine was killed with no operation in flight: nothing for resume to clear"
+        stale = list(locks.rglob("*.json"))
+        assert stale, "the killed update left no lock: nothing for resume to clear"
+        holders = [int(json.loads(lock.read_text())["pid"]) for lock in stale]
+        deadline = time.monotonic() + 10
+        while any(pid_alive(pid) for pid in holders) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for pid in holders:  # stale: its holder is dead
+            assert not pid_alive(pid), (pid, Path(f"/proc/{pid}/cmdline").read_bytes(), engines)
 
         r = cli(["runbook", "resume", "latest", "--yes"], state)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        said = r.stdout + r.stderr
+        assert "rebuild-platform: removed the lock of an interrupted update (pid " in said, said[-3000:]
+        for stack, n in pending_before.items():
+            assert f"dropped {n} pending operation(s) of the interrupted update" in said, (stack, said[-3000:])
+        assert stack_locks(state) == [] and pending_operations(state) == {}
+        deadline = time.monotonic() + 15  # the killed engine's plugins notice and exit
+        while pulumi_processes(state) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert pulumi_processes(state) == {}  # no process of the killed run or of the resume left
         events = [json.loads(x) for x in audit.read_text().splitlines()]
         starts = [e for e in events if e.get("event") in ("step-start", "start") and e.get("step")]
         per_step: dict[str, int] = {}
@@ -151,7 +185,10 @@ def test_runbook_killed_during_platform_step_resumes_without_redoing(tmp_path: P
         sessions = {e.get("session") or e.get("pid") for e in events}
         assert len(sessions) >= 2  # the audit log shows both runs
         report = next(state.glob("runbooks/runs/*/report/result.json"))
-        assert json.loads(report.read_text())["passed"] is True
+        result = json.loads(report.read_text())
+        assert result["passed"] is True
+        assert result["objects"]["verified"] == result["objects"]["objects"] == 56  # every object verified
+        print(f"pending operations left by the killed update: {pending_before}")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
