@@ -68,6 +68,7 @@ class Seen:
     method: str
     path: str
     outcome: str  # "forwarded", "fault 500", "forwarded+drop", ...
+    at: float = field(default_factory=time.monotonic)  # when the request reached the proxy
 
 
 class FaultProxy:
