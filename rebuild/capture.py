@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import shutil
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,16 +122,23 @@ class Listing:
     objects: list[dict[str, Any]]
     listed: set[tuple[str, str]]
     skipped: dict[tuple[str, str], str]
+    per_namespace: list[ResourceInfo] = dataclasses.field(default_factory=list)  # refused cluster-wide, not yet listed
 
 
 def list_cluster(
     kube: Kube,
-    namespaces: Sequence[str],
+    namespaces: Sequence[str] | None,
     desired_cluster_kinds: set[tuple[str, str]],
     include_kinds: Sequence[str] = (),
     workers: int = 16,
 ) -> Listing:
-    """Every object of every listable kind in the namespaces, plus cluster-scoped kinds git declares."""
+    """Every object of every listable kind in the namespaces (None: in every namespace), plus the
+    cluster-scoped kinds git declares."""
+    _wait_ready(kube)
+    return _list_kinds(kube, listed_kinds(kube, desired_cluster_kinds, include_kinds), namespaces, workers)
+
+
+def _wait_ready(kube: Kube) -> None:
     # A server that just (re)started answers before its discovery and informers are complete:
     # wait for /readyz first (5xx while starting are retried by the client's policy).
     try:
@@ -138,18 +146,26 @@ def list_cluster(
     except KubeError as exc:
         if exc.status not in (401, 403, 404):  # not allowed to ask: go on
             raise
-    kinds = listed_kinds(kube, desired_cluster_kinds, include_kinds)
-    wanted = set(namespaces)
+
+
+def _list_kinds(kube: Kube, kinds: Sequence[ResourceInfo], namespaces: Sequence[str] | None, workers: int) -> Listing:
+    wanted = None if namespaces is None else set(namespaces)
     skipped: dict[tuple[str, str], str] = {}
+    per_namespace: list[ResourceInfo] = []
 
     def one(info: ResourceInfo) -> list[dict[str, Any]]:
         # One cluster-wide LIST per kind (a handful of requests, however many namespaces);
         # an identity allowed to read only some namespaces falls back to per-namespace LISTs.
         try:
             items = kube.list(info.api_version, info.kind)
-            return [o for o in items if not info.namespaced or (o.get("metadata") or {}).get("namespace") in wanted]
+            if wanted is None or not info.namespaced:
+                return items
+            return [o for o in items if (o.get("metadata") or {}).get("namespace") in wanted]
         except KubeError as exc:
             if exc.status == 403 and info.namespaced:
+                if namespaces is None:  # which namespaces is known once git is read: list them then
+                    per_namespace.append(info)
+                    return []
                 out: list[dict[str, Any]] = []
                 for ns in namespaces:
                     try:
@@ -168,8 +184,37 @@ def list_cluster(
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         for items in pool.map(one, kinds):
             out.extend(items)
-    listed = {(i.group, i.kind) for i in kinds} - set(skipped)
-    return Listing(out, listed, skipped)
+    listed = {(i.group, i.kind) for i in kinds} - set(skipped) - {(i.group, i.kind) for i in per_namespace}
+    return Listing(out, listed, skipped, per_namespace)
+
+
+def early_listing(kube: Kube, include_kinds: Sequence[str] = (), workers: int = 16) -> Listing:
+    """The namespaced kinds listed in every namespace, before git says which namespaces matter:
+    capture starts it while it fetches and renders, so the LISTs cost no extra wall time."""
+    _wait_ready(kube)
+    return _list_kinds(kube, listed_kinds(kube, set(), include_kinds), None, workers)
+
+
+def complete_listing(
+    kube: Kube,
+    early: Listing,
+    namespaces: Sequence[str],
+    desired_cluster_kinds: set[tuple[str, str]],
+    include_kinds: Sequence[str] = (),
+    workers: int = 16,
+) -> Listing:
+    """:func:`early_listing` narrowed to the namespaces git manages, plus the cluster-scoped kinds
+    git declares and the kinds only listable namespace by namespace: what :func:`list_cluster` lists."""
+    wanted = set(namespaces)
+    objects = [o for o in early.objects if not (o.get("metadata") or {}).get("namespace") or o["metadata"]["namespace"] in wanted]
+    done = early.listed | set(early.skipped)
+    rest = [
+        i
+        for i in listed_kinds(kube, desired_cluster_kinds, include_kinds)
+        if (i.group, i.kind) not in done or i in early.per_namespace
+    ]
+    more = _list_kinds(kube, rest, namespaces, workers) if rest else Listing([], set(), {})
+    return Listing(objects + more.objects, early.listed | more.listed, {**early.skipped, **more.skipped})
 
 
 def list_live(
@@ -270,22 +315,40 @@ def push_branch(ctx: Context, src: SourceState, branch: str, bp: Backport, base_
 
 def capture(ctx: Context, *, dry_run: bool = False, include_deletions: bool = False, kube: Kube | None = None) -> CaptureResult:
     spec = ctx.config.capture
+    # The LISTs start while git is fetched and rendered (they need nothing from git but the
+    # namespaces, applied afterwards), so capture's wall time is about the slower of the two.
+    # A daemon thread: if git fails first, its error is reported at once and the LISTs are dropped.
+    early: concurrent.futures.Future[tuple[Kube, Listing]] = concurrent.futures.Future()
+    given = kube
+
+    def list_early() -> None:
+        try:
+            client = given if given is not None else live_kube(ctx)
+        except BaseException as exc:
+            early.set_exception(exc)
+            return
+        try:
+            early.set_result((client, early_listing(client, spec.kinds)))
+        except BaseException as exc:
+            if given is None:
+                client.close()
+            early.set_exception(exc)
+
+    threading.Thread(target=list_early, name="capture-list", daemon=True).start()
     desired = load_desired(ctx)
     src = _source_for(desired, spec.source)
     # The backported source's objects name their files as in its own checkout (see _in_repo).
     stripped = {id(o): _in_repo(o, src.spec.name) for o in src.objects}
     objects = [stripped.get(id(o), o) for o in desired.objects]
     namespaces = list(spec.namespaces) or sorted({o.ref.namespace for o in objects if o.ref.namespace})
-    own_kube = kube is None
-    if kube is None:
-        kube = live_kube(ctx)
+    ctx.progress(f"capture: listing live objects in {', '.join(namespaces)}")
+    kube, first = early.result()
     try:
-        ctx.progress(f"capture: listing live objects in {', '.join(namespaces)}")
         cluster_kinds = {(o.ref.group, o.ref.kind) for o in objects if not o.ref.namespace}
-        listing = list_cluster(kube, namespaces, cluster_kinds, spec.kinds)
+        listing = complete_listing(kube, first, namespaces, cluster_kinds, spec.kinds)
         live = listing.objects
     finally:
-        if own_kube:
+        if given is None:
             kube.close()
     report = find_drift(objects, live, spec=spec, managed_namespaces=namespaces, listed=listing.listed, skipped=listing.skipped)
     ctx.progress(f"capture: {len(report.findings)} manual change(s), {len(report.noise)} controller/reconciler change(s) ignored")
