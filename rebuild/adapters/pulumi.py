@@ -1,4 +1,4 @@
-"""Drive the Pulumi programs in stacks/ through the Automation API, offline and predictably.
+"""Drive the Pulumi programs in rebuild/programs/ through the Automation API, offline and predictably.
 
 Why a wrapper: every call must use the toolchain's pulumi binary and plugins (no
 downloads), a file backend under rebuild's state dir, a passphrase that never appears in
@@ -43,8 +43,15 @@ from rebuild.errors import (
 
 Progress = Callable[[str], None]
 
-STACKS_DIR = Path(__file__).resolve().parents[2] / "stacks"
+# The built-in programs (cluster, platform): package data of rebuild.programs, so an installed
+# wheel has them as a checkout does. stacks/<name>/ in a checkout are thin entry points to them.
+STACKS_DIR = Path(__file__).resolve().parents[1] / "programs"
 STALE_TMP_SECONDS = 2.0  # a backend .tmp older than this belongs to no write in progress
+
+
+def _virtualenv() -> str | None:
+    """The virtualenv of the Python running rebuild, None when it runs outside one."""
+    return sys.prefix if sys.prefix != sys.base_prefix else None
 
 
 def _strip_ansi(text: str) -> str:
@@ -253,29 +260,51 @@ class Pulumi:
         env["PULUMI_BACKEND_URL"] = self.backend_dir.as_uri()
         env["PULUMI_CONFIG_PASSPHRASE_FILE"] = str(self.passphrase_file)
         env.pop("PULUMI_CONFIG_PASSPHRASE", None)
-        # The dynamic-provider plugin (stacks/cluster) runs Python from this virtualenv.
-        env["PULUMI_RUNTIME_VIRTUALENV"] = os.environ.get("VIRTUAL_ENV") or sys.prefix
+        # The programs and the cluster program's dynamic-provider plugin run with the Python that
+        # runs rebuild (which has the rebuild package they import): its virtualenv when it has
+        # one (the plugin reads PULUMI_RUNTIME_VIRTUALENV), else the interpreter itself.
+        env["PULUMI_PYTHON_CMD"] = sys.executable
+        venv = _virtualenv()
+        if venv:
+            env["PULUMI_RUNTIME_VIRTUALENV"] = venv
+        else:
+            env.pop("PULUMI_RUNTIME_VIRTUALENV", None)
         return env
 
     def workspace(self, project_dir: Path) -> Path:
-        """A private copy of a stack program under the state dir, where Pulumi may write its
-        per-stack config files (Pulumi.<stack>.yaml, with encrypted secrets) without touching
-        the user's checkout or colliding between state dirs. The virtualenv becomes absolute."""
+        """A private copy of a program's Pulumi.yaml and entry under the state dir, where Pulumi
+        may write its per-stack config files (Pulumi.<stack>.yaml, with encrypted secrets)
+        without touching the user's checkout or the installed package, or colliding between
+        state dirs. The program runs in rebuild's own Python (see ``env``), whatever virtualenv
+        its Pulumi.yaml names for plain ``pulumi up``."""
         import yaml
 
         dest = self.root / "stacks" / project_dir.name
         dest.mkdir(parents=True, exist_ok=True)
         dest.parent.chmod(0o700)  # Pulumi.<stack>.yaml: encrypted secrets and the encryption salt
         for src in project_dir.iterdir():
+            # Not the program's modules (resource.py would shadow the stdlib's `resource` on the
+            # program's sys.path): __main__.py imports them from the rebuild package.
+            if src.suffix == ".py" and src.name != "__main__.py":
+                continue
             if src.is_file() and not re.match(r"Pulumi\..+\.ya?ml$", src.name):
                 data = src.read_bytes()
                 if src.name == "Pulumi.yaml":
                     doc = yaml.safe_load(data)
                     runtime = doc.get("runtime")
+                    if isinstance(runtime, str):  # `runtime: python`
+                        runtime = doc["runtime"] = {"name": runtime}
                     if isinstance(runtime, dict):
-                        opts = runtime.setdefault("options", {})
-                        if isinstance(opts, dict) and opts.get("virtualenv"):
-                            opts["virtualenv"] = str((project_dir / str(opts["virtualenv"])).resolve())
+                        opts = runtime.get("options")
+                        opts = opts if isinstance(opts, dict) else {}
+                        opts.pop("virtualenv", None)
+                        venv = _virtualenv()
+                        if venv:
+                            opts["virtualenv"] = venv
+                        if opts:
+                            runtime["options"] = opts
+                        else:
+                            runtime.pop("options", None)
                     data = yaml.safe_dump(doc, sort_keys=False).encode()
                 target = dest / src.name
                 if not target.exists() or target.read_bytes() != data:

@@ -1,26 +1,6 @@
-"""Pulumi program: the cluster itself.
+"""Thin entry point for plain `pulumi up` in this folder (README): the program is
+rebuild.programs.cluster, shipped in the rebuild package and run by rebuild from there."""
 
-Works the same under ``pulumi up`` in this folder and under rebuild's Automation API
-driver. The cluster is a Python dynamic resource (no extra provider binary): create
-starts or creates it through rebuild's cluster providers, delete tears it down, and the
-admin kubeconfig is exported as a *secret* output for stacks/platform to consume.
-"""
+from rebuild.programs.cluster import main
 
-import pulumi
-
-from rebuild.stacks.cluster_resource import Cluster, ClusterArgs
-
-cfg = pulumi.Config()
-args = ClusterArgs(
-    provider=cfg.get("provider") or "local",
-    name=cfg.require("name"),
-    nodes=cfg.get_int("nodes") or 1,
-    context=cfg.get("context") or "",
-    state_dir=cfg.get("stateDir") or "",
-)
-cluster = Cluster("cluster", args)
-
-pulumi.export("name", cluster.cluster_name)
-pulumi.export("provider", cluster.provider_name)
-pulumi.export("server", cluster.server)
-pulumi.export("kubeconfig", pulumi.Output.secret(cluster.kubeconfig))
+main()

@@ -1,12 +1,6 @@
-"""Pulumi program: the platform layer of a rebuilt cluster.
+"""Thin entry point for plain `pulumi up` in this folder (README): the program is
+rebuild.programs.platform, shipped in the rebuild package and run by rebuild from there."""
 
-Reads the cluster's kubeconfig from the rebuild-cluster stack (a stack reference) or a
-file, then creates the namespaces and the ``rebuild-platform`` ConfigMap with
-pulumi-kubernetes. Runs the same under ``pulumi up`` and rebuild's Automation API.
-"""
+from rebuild.programs.platform import main
 
-import pulumi
-
-from rebuild.stacks.platform import build_platform
-
-build_platform(pulumi.Config())
+main()

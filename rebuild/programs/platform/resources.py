@@ -1,4 +1,4 @@
-"""The platform stack's resources, kept in the package so stacks/platform/__main__.py stays tiny.
+"""The platform program's resources (rebuild.programs.platform runs ``build_platform``).
 
 Namespaces, a ConfigMap recording what built the cluster, and the GitOps reconciler's
 bootstrap: its CRDs (and, on real clusters, its controllers), the git credentials it
@@ -9,6 +9,7 @@ secrets, encrypted in the stack state), and one GitRepository + Kustomization pe
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ PLATFORM_CONFIGMAP = "rebuild-platform"
 def kubeconfig_input(cfg: pulumi.Config) -> pulumi.Input[str]:
     ref = cfg.get("clusterStack") or ""
     if ref:
-        return pulumi.StackReference(ref).require_output("kubeconfig")  # type: ignore[return-value]
+        return pulumi.StackReference(ref).require_output("kubeconfig")
     path = cfg.get("kubeconfig") or ""
     if not path:
         raise pulumi.RunError(
@@ -38,7 +39,7 @@ def kubeconfig_input(cfg: pulumi.Config) -> pulumi.Input[str]:
 
 
 def build_platform(cfg: pulumi.Config) -> dict[str, Any]:
-    namespaces: list[str] = cfg.get_object("namespaces") or [PLATFORM_NAMESPACE]  # type: ignore[assignment]
+    namespaces: list[str] = cfg.get_object("namespaces") or [PLATFORM_NAMESPACE]
     if not isinstance(namespaces, list) or not all(isinstance(n, str) and n for n in namespaces):
         raise pulumi.RunError("rebuild-platform:namespaces must be a list of namespace names")
     if PLATFORM_NAMESPACE not in namespaces:
@@ -166,7 +167,7 @@ def flux_bootstrap(cfg: pulumi.Config, provider: k8s.Provider) -> dict[str, Any]
             secret = k8s.core.v1.Secret(
                 f"git-auth-{src.name}",
                 metadata=k8s.meta.v1.ObjectMetaArgs(name=src.auth_secret, namespace=flux.NAMESPACE),
-                string_data=pulumi.Output.secret(creds).apply(lambda c, n=str(s["name"]): dict((c or {}).get(n) or {})),
+                string_data=pulumi.Output.secret(creds).apply(functools.partial(_credentials_of, str(s["name"]))),
                 opts=opts,
             )
             src_deps.append(secret)
@@ -175,6 +176,11 @@ def flux_bootstrap(cfg: pulumi.Config, provider: k8s.Provider) -> dict[str, Any]
             _custom(flux.kustomization(src), provider, src_deps),
         ]
     return made
+
+
+def _credentials_of(source: str, creds: Any) -> dict[str, str]:
+    """The git credentials of one source, out of the secret mapping of all of them."""
+    return dict((creds or {}).get(source) or {})
 
 
 def _custom(obj: dict[str, Any], provider: k8s.Provider, deps: list[pulumi.Resource]) -> k8s.apiextensions.CustomResource:

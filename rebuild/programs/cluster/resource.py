@@ -5,6 +5,10 @@ shells out to its CLI; neither has a Pulumi provider, and a Python dynamic provi
 needs no extra plugin binary. ``pulumi up`` creates (or restarts) the cluster,
 ``pulumi destroy`` stops it and removes its data, ``pulumi refresh`` notices a cluster
 that is gone. The kubeconfig output is marked secret.
+
+Stack state names ``ClusterProvider`` by this module's path (Pulumi stores the provider as
+a dill pickle, which refers to classes by module and name), so a move needs an alias at the
+old path: rebuild/stacks/cluster_resource.py is the one for the path before this.
 """
 
 from __future__ import annotations
