@@ -6,7 +6,8 @@ real fault into a real component (SIGINT/SIGKILL/SIGSTOP to real processes, a st
 server, a TCP proxy that cuts a real git transfer, a read-only or full tmpfs under the
 state dir), then checks what a person would: the exit code, one readable error with a fix,
 no traceback, no stray process or stack lock left behind, and that rerunning the same
-command converges with every object in place. docs/reliability.md lists each case.
+command converges with every object in place. docs/reliability.md lists each case and
+maps each of its claims to the assert here that shows it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from rebuild.adapters.kube import Kube
 from rebuild.clusters.local import LocalCluster
 from tests.conftest import REPO
 from tests.kubectl import kubectl, suspend_flux
+from tests.procs import pending_operations, processes_naming, pulumi_processes, stack_locks
 
 pytestmark = pytest.mark.integration
 
@@ -115,13 +117,17 @@ def rebuild(
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO)
 
 
+def all_verified(objects: list[dict[str, Any]]) -> bool:
+    """Every object of the example, each present, as in git and healthy."""
+    return len(objects) == OBJECTS and all(o["ok"] and o["present"] and o["health"]["status"] == "healthy" for o in objects)
+
+
 def up_converged(config: Path, state: Path) -> dict[str, Any]:
     r = rebuild(["-o", "json", "--config", str(config), "up"], state)
     assert r.returncode == 0, r.stderr[-3000:]
     res: dict[str, Any] = json.loads(r.stdout)
     assert res["converged"] is True
-    objects = res["verify"]["objects"]
-    assert len(objects) == OBJECTS and all(o["ok"] and o["present"] for o in objects)  # nothing lost
+    assert all_verified(res["verify"]["objects"])  # nothing lost
     return res
 
 
@@ -135,19 +141,11 @@ def clean_error(run: Run | subprocess.CompletedProcess[str], *expected: str) -> 
 
 
 def stray_pulumi(state: Path) -> list[str]:
-    """Pulumi engine/plugin processes working for this state dir, and the stack locks left in it."""
-    found = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            env = (d / "environ").read_bytes()
-        except OSError:
-            continue
-        if "pulumi" in cmd and str(state).encode() in env:
-            found.append(f"pid {d.name}: {cmd[:200]}")
-    found += [str(p) for p in (state / "pulumi" / ".pulumi" / "locks").rglob("*.json")]
+    """Pulumi engine/plugin processes working for this state dir (pids from /proc), the stack
+    locks left in its backend, and the pending operations left in its checkpoints."""
+    found = [f"pid {pid}: {cmd[:200]}" for pid, cmd in pulumi_processes(state).items()]
+    found += [str(p) for p in stack_locks(state)]
+    found += [f"{f}: {n} pending operation(s)" for f, n in pending_operations(state).items()]
     return found
 
 
@@ -211,10 +209,12 @@ def test_ctrl_c_during_a_drill_tears_the_throwaway_cluster_down(example: tuple[P
     clean_error(run, "interrupted during the platform phase")
     assert "teardown: destroying drill cluster drill-ctrlc" in run.text
     assert not (state / "clusters" / "drill-ctrlc").exists()  # torn down and purged
+    assert processes_naming(state / "clusters" / "drill-ctrlc") == {}  # none of its processes left (pids from /proc)
     assert stray_pulumi(state) == []
     r = rebuild(["-o", "json", "--config", str(config), "drill", "--name", "drill-again"], state)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert json.loads(r.stdout)["passed"] is True
+    again = json.loads(r.stdout)
+    assert again["passed"] is True and again["objects"]["verified"] == OBJECTS
 
 
 # --------------------------------------------------------------------------- control plane and Flux
@@ -240,15 +240,22 @@ def test_etcd_and_apiserver_restarts_are_ridden_through(example: tuple[Path, Pat
     up_converged(config, state)
     cluster = LocalCluster("demo", root=state)
 
-    # etcd is down when `verify` starts and comes back 4 s later: verify rides it out and passes
-    # (the API server answers from its cache or holds the request; rebuild retries what fails).
+    # etcd is down when `verify` starts; it comes back only once verify has met the outage (a
+    # request of verify failed and is being retried), and at least 4 s after it died: verify
+    # rides it out and passes.
     down = kill_etcd(cluster)
+    killed = time.monotonic()
     run = Run(["-o", "json", "--config", str(config), "verify", "--timeout", "120"], state)
-    time.sleep(4.0)
+    run.wait_for("Request attempt #", timeout=90)  # verify met the outage: a failed request, retried
+    met = [ln for ln in run.lines if ln.startswith("Request attempt #")]
+    assert run.proc.poll() is None, run.text[-3000:]  # still running, not given up
+    time.sleep(max(0.0, 4.0 - (time.monotonic() - killed)))
+    outage = time.monotonic() - killed
     start_etcd(cluster, *down)
     assert run.finish() == 0, run.text[-3000:]
     report = json.loads(run.stdout)
-    assert report["converged"] is True and len(report["objects"]) == OBJECTS  # nothing lost
+    assert report["converged"] is True and all_verified(report["objects"])  # nothing lost
+    print(f"etcd down {outage:.1f}s; verify's first failed request: {met[0].strip()}")
 
     # kube-apiserver is killed while `capture` runs and is restarted: capture completes.
     os.kill(component_pid(cluster, "kube-apiserver"), signal.SIGKILL)
@@ -274,7 +281,7 @@ def test_flux_controller_killed_while_up_waits_for_it(example: tuple[Path, Path]
     os.kill(int(victim["pid"]), signal.SIGKILL)
     assert run.finish() == 0, run.text[-3000:]
     res = json.loads(run.stdout)
-    assert res["converged"] is True and len(res["verify"]["objects"]) == OBJECTS
+    assert res["converged"] is True and all_verified(res["verify"]["objects"])
     assert "kustomize-controller stopped running; restarting the Flux controllers" in run.text
     again = up_converged(config, state)
     assert again["nothing_changed"] is True
@@ -354,6 +361,7 @@ def remote(tmp_path: Path) -> Iterator[dict[str, Any]]:
     try:
         yield {"srv": srv, "remote_state": remote_state, "work": work, "sha": sha, "state": state, "tmp": tmp_path}
     finally:
+        LocalCluster("demo", root=state).delete(purge=True)
         gitserver.stop_server(remote_state)
         gitserver.stop_server(state / "gitserver")
 
@@ -375,16 +383,20 @@ def test_git_server_down_at_start_then_cut_mid_fetch(remote: dict[str, Any]) -> 
     srv, state, tmp = remote["srv"], remote["state"], remote["tmp"]
     direct = remote_config(tmp, srv.repo_url("gitops"))
 
-    # Down at start: refused with the source, the URL and a fix, after retries; nothing created.
+    # Down when `up` starts: refused with the source, the URL and a fix, after 4 attempts; no
+    # cluster, no stack and no process was created (checked on disk and in /proc).
     gitserver.stop_server(remote["remote_state"])
-    r = rebuild(["--config", str(direct), "plan"], state)
+    r = rebuild(["--config", str(direct), "up"], state)
     assert r.returncode == 2, r.stderr[-3000:]
-    clean_error(r, f"fetching branch 'main' of source 'demo' from {srv.repo_url('gitops')} failed", "Fetch attempt #1/4")
-    assert not (state / "clusters").exists()
+    clean_error(r, f"fetching branch 'main' of source 'demo' from {srv.repo_url('gitops')} failed", "fix: ")
+    for n in (1, 2, 3):
+        assert f"Fetch attempt #{n}/4 of source demo failed; will retry" in r.stderr, r.stderr[-3000:]
+    assert not (state / "clusters").exists()  # no cluster
+    assert not list(state.glob("pulumi/.pulumi/stacks/**/*.json")) and not (state / "stacks").exists()  # no stack
+    assert processes_naming(state) == {}  # nothing of this state dir runs
     gitserver.ensure_server(remote["remote_state"])  # back, on the same port
-    r = rebuild(["-o", "json", "--config", str(direct), "plan"], state)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert json.loads(r.stdout)["sources"][0]["revision"] == remote["sha"]
+    up = up_converged(direct, state)  # the rerun rebuilds and verifies every object
+    assert up["sources"][0]["revision"] == remote["sha"]
 
     # Cut in the middle of the pack, twice: the fetch is retried and completes.
     (remote["work"] / "assets" / "blob2.bin").write_bytes(os.urandom(4 * 1024 * 1024))
@@ -445,7 +457,13 @@ def test_stack_locked_by_another_update(example: tuple[Path, Path]) -> None:
     try:
         r = rebuild(["--config", str(config), "up"], state)
         assert r.returncode == 2, r.stderr[-3000:]
-        clean_error(r, "stack rebuild-platform/demo is locked by another update", f"held by pid {cli} on", "still running")
+        held = next(iter(locks.glob("*.json")))
+        clean_error(
+            r,
+            "stack rebuild-platform/demo is locked by another update",
+            f"held by pid {cli} on",
+            f"still running; lock file {held}",
+        )
     finally:
         # The other run dies without cleaning up (kill -9 of it, its pulumi and the plugins).
         os.killpg(cli, signal.SIGKILL)
@@ -457,7 +475,7 @@ def test_stack_locked_by_another_update(example: tuple[Path, Path]) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
     assert "removed the lock of an interrupted update" in r.stderr
     res = json.loads(r.stdout)
-    assert res["converged"] is True and len(res["verify"]["objects"]) == OBJECTS
+    assert res["converged"] is True and all_verified(res["verify"]["objects"])
     assert not list(locks.glob("*.json"))
     # The killed engine's plugins (their own process groups) noticed and exited: nothing left over.
     deadline = time.monotonic() + 15
@@ -492,13 +510,14 @@ def test_state_dir_read_only_then_full(example: tuple[Path, Path]) -> None:
                 r = rebuild(["--config", str(config), *cmd], state)
                 assert r.returncode == 2, r.stderr[-3000:]
                 clean_error(r, f"the state dir {state} is not writable (Read-only file system)", "--state-dir")
+                assert processes_naming(state) == {} and not (state / "clusters").exists()  # nothing started
 
             # Writable but too small for a cluster: refused before anything starts.
             remount(state, "rw")
             r = rebuild(["--config", str(config), "up"], state)
             assert r.returncode == 2, r.stderr[-3000:]
             clean_error(r, f"the state dir {state} has", "MB free; this command needs at least 256 MB there")
-            assert not (state / "clusters").exists()
+            assert not (state / "clusters").exists() and processes_naming(state) == {}  # nothing started
 
             # Room at the start, then the disk fills up during the platform phase: a clean failure.
             remount(state, "size=400m")
@@ -508,15 +527,19 @@ def test_state_dir_read_only_then_full(example: tuple[Path, Path]) -> None:
             with contextlib.suppress(OSError), filler.open("wb", buffering=0) as out:
                 while out.write(b"\0" * (8 << 20)):  # until ENOSPC: the filesystem is full
                     pass
-            assert run.finish() != 0, run.text[-3000:]
+            assert run.finish() == 2, run.text[-3000:]
             assert "Traceback" not in run.own and "error: " in run.own, run.text[-3000:]
             assert "no space left on device" in run.text.lower(), run.text[-3000:]
+            tmp_before = sorted((state / "pulumi" / ".pulumi" / "locks").rglob("*.tmp"))
 
             # Space again: the rerun completes, and no state file was left half-written.
             filler.unlink()
             up_converged(config, state)
             for f in (state / "pulumi" / ".pulumi" / "stacks").rglob("*.json"):
                 json.loads(f.read_text())
+            assert sorted((state / "pulumi" / ".pulumi" / "locks").rglob("*.tmp")) == []  # no cut-short write left
+            assert stray_pulumi(state) == []  # no lock, pending operation or Pulumi process left
+            print(f"lock folder .tmp files left by the full disk: {[str(p) for p in tmp_before]}")
         finally:  # stop what runs on the tmpfs before it goes away
             LocalCluster("demo", root=state).delete(purge=True)
             gitserver.stop_server(state / "gitserver")
@@ -567,6 +590,13 @@ def forge_setup(tmp_path: Path, toolchain: Any) -> Iterator[dict[str, Any]]:
         forge.stop()
 
 
+def forge_refs(forge: Any) -> str:
+    """Every ref of the forge's repository and its commit, as git sees them (`git ls-remote`)."""
+    url = forge.clone_url(forge.admin_user, "gitops")
+    r = subprocess.run(["git", "ls-remote", url], capture_output=True, text=True, env=forge.git_env(), check=True)
+    return r.stdout
+
+
 def test_capture_through_forge_errors_and_ctrl_c_leaves_one_pr(forge_setup: dict[str, Any]) -> None:
     from tests.integration.test_forge_gitea import Fault
 
@@ -584,13 +614,17 @@ def test_capture_through_forge_errors_and_ctrl_c_leaves_one_pr(forge_setup: dict
         r = rebuild(["-o", "json", "--config", str(config), "capture"], state, env_extra=env)
         assert r.returncode == 1, r.stderr[-3000:]  # 1: drift was found (and a PR opened for it)
         assert json.loads(r.stdout)["action"] == "created"
-        outcomes = [s.outcome for s in proxy.seen if s.method == "POST"]
+        posts = [s for s in proxy.seen if s.method == "POST"]
+        outcomes = [s.outcome for s in posts]
         assert outcomes[:3] == ["fault 500", "fault 500", "fault 429"], outcomes
+        assert posts[3].at - posts[2].at >= 1.0, outcomes  # Retry-After: 1 honoured before the next POST
         assert r.stderr.count("will retry") >= 3, r.stderr[-2000:]
         assert len(forge.list_pull_requests(forge.admin_user, "gitops", "open")) == 1
 
         # A new manual change; Ctrl-C while the forge hangs on a request: exit 130, nothing half-done.
         kubectl(kubeconfig, "-n", "shop", "scale", "deployment/cart", "--replicas=6")
+        refs_before = forge_refs(forge)
+        pr_before = forge.list_pull_requests(forge.admin_user, "gitops", "open")
         proxy.inject(Fault("forward_then_drop", method="GET", stall=20.0))
         run = Run(["--config", str(config), "capture"], state, env_extra=env)
         run.wait_for("· capture: 1 manual change(s)")
@@ -598,6 +632,9 @@ def test_capture_through_forge_errors_and_ctrl_c_leaves_one_pr(forge_setup: dict
         run.interrupt()
         assert run.finish() == 130, run.text[-3000:]
         clean_error(run, "interrupted: stopped before finishing", "rerun the same command")
+        # Nothing half-done: no branch pushed or moved on the forge, the PR untouched.
+        assert "capture: pushing" not in run.text and forge_refs(forge) == refs_before
+        assert forge.list_pull_requests(forge.admin_user, "gitops", "open") == pr_before
         r = rebuild(["-o", "json", "--config", str(config), "capture"], state, env_extra=env)
         assert r.returncode == 1, r.stderr[-3000:]
         assert json.loads(r.stdout)["action"] == "updated"

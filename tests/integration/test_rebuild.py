@@ -160,7 +160,7 @@ def test_apiserver_killed_during_up_then_second_up_completes(example: tuple[Path
     rerun = json.loads(r.stdout)
     assert rerun["converged"] is True
     objects = rerun["verify"]["objects"]
-    assert len(objects) == 56 and all(o["ok"] and o["present"] for o in objects)  # every object verified
+    assert len(objects) == 56 and all(o["ok"] and o["present"] and o["health"]["status"] == "healthy" for o in objects)
     # Nothing duplicated: one object per desired identity, one of each Flux controller, one Pulumi resource per URN.
     kube = Kube.from_kubeconfig(cluster.kubeconfig())
     names = [d["metadata"]["name"] for d in kube.list("apps/v1", "Deployment", "shop")]
