@@ -26,6 +26,7 @@ import argparse
 import base64
 import binascii
 import contextlib
+import hashlib
 import hmac
 import io
 import json
@@ -606,12 +607,24 @@ def publish_dir(src_dir: Path, bare_repo: Path, message: str, *, branch: str = D
         parent: str | None = repo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}")
     except git.GitCommandError:
         parent = None
+    # The index of the last snapshot of this folder is kept beside the bare repo: with it, `git
+    # add` re-reads only files whose size or mtime changed (a 10,000-object folder: about 0.1 s
+    # instead of hashing every file again). Each run works on its own copy, so two runs never
+    # contend for one index lock; the copy is kept once it produced a tree.
+    kept = Path(bare_repo) / "rebuild-publish" / (hashlib.sha256(str(src).encode()).hexdigest()[:16] + ".index")
     with tempfile.TemporaryDirectory(prefix="rebuild-publish-") as tmp:
-        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index"), "GIT_WORK_TREE": str(src), **_AUTHOR}
+        index = Path(tmp) / "index"
+        if kept.is_file():
+            shutil.copy2(kept, index)  # with its mtime: git's racy-file check depends on it
+        env = {"GIT_INDEX_FILE": str(index), "GIT_WORK_TREE": str(src), **_AUTHOR}
         try:
             with repo.git.custom_environment(**env):
                 repo.git.add("--all", ".")
                 tree = repo.git.write_tree()
+                kept.parent.mkdir(exist_ok=True)
+                fresh = kept.with_name(f".{os.getpid()}.{threading.get_ident()}.{kept.name}")
+                shutil.copy2(index, fresh)
+                os.replace(fresh, kept)
                 if parent and repo.git.rev_parse(f"{parent}^{{tree}}") == tree:
                     return parent
                 args = [tree, "-m", message] + (["-p", parent] if parent else [])

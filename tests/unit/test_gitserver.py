@@ -101,6 +101,18 @@ def test_publish_dir_commits_snapshots_and_is_idempotent(tmp_path: Path) -> None
     assert _git(bare, "ls-tree", "-r", "--name-only", third).splitlines() == [".gitignore", "apps/cm.yaml"]
 
 
+def test_publish_dir_sees_every_same_size_edit_made_right_after_a_snapshot(tmp_path: Path) -> None:
+    """The kept index (git's stat cache) must never hide an edit: same size, same second, 20 times."""
+    src = tmp_path / "src"
+    src.mkdir()
+    bare = tmp_path / "repos" / "demo.git"
+    for i in range(20):
+        (src / "cm.yaml").write_text(f"a: {i % 10}\n")
+        sha = publish_dir(src, bare, f"edit {i}")
+        assert _git(bare, "show", f"{sha}:cm.yaml") == f"a: {i % 10}"
+    assert list((bare / "rebuild-publish").glob("*.index"))  # kept for the next snapshot
+
+
 def test_publish_dir_other_branch_and_errors(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
