@@ -13,21 +13,18 @@ of that fails, or the edit cannot be done safely (the path goes through an ancho
 ``<<`` merge key, the value is templated, the layout is unusual), ``YamlEditError`` is raised and
 no text is produced. Pure functions over ``str``; no I/O.
 
-This module is the public API; the modules of the package hold the parts.
+This module is the public API; the parts, each importing only the ones listed before it:
+- ``parse``: the error type, the positional parse (anchors and aliases kept apart), loading back;
+- ``emit``: values as YAML text in a given style, ``dump_clean`` for new manifests;
+- ``geometry``: node extents, walking a path, the file's indentation and sequence style;
+- ``splice``: replacing, inserting and deleting a node's text, setting values recursively;
+- ``ops``: the public reads and the verified edits.
 """
 
-from rebuild.yamledit.splice import (
-    Span,
-    YamlEditError,
-    append_document,
-    delete_key,
-    dump_clean,
-    find_document,
-    line_of,
-    locate,
-    remove_document,
-    set_value,
-)
+from rebuild.yamledit.emit import dump_clean
+from rebuild.yamledit.geometry import Span
+from rebuild.yamledit.ops import append_document, delete_key, find_document, line_of, locate, remove_document, set_value
+from rebuild.yamledit.parse import YamlEditError
 
 __all__ = [
     "Span",

@@ -21,7 +21,7 @@ from rebuild.yamledit import (
     remove_document,
     set_value,
 )
-from rebuild.yamledit import splice as yamledit
+from rebuild.yamledit import emit as yamledit
 
 DATA = Path(__file__).parent / "data" / "yamledit"
 SHOP = (DATA / "shop.yaml").read_text()  # Deployment + Service + ConfigMap, trailing newline
