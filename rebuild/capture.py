@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import os
 import shutil
 import threading
 from collections.abc import Callable, Sequence
@@ -233,14 +234,27 @@ def list_live(
 
 def _repo_files(root: Path, also: Sequence[str] = ()) -> dict[str, str]:
     """Every YAML file of the checkout, plus the other files the desired state was built from
-    (a generator's env files and literal files), which a backport may edit too."""
+    (a generator's env files and literal files), which a backport may edit too.
+
+    One walk, no per-file path resolution (10,000 files in a fraction of a second): only a
+    symlink can lead elsewhere, and one that leads outside the checkout is skipped."""
+    top = root.resolve()
+    wanted: list[tuple[str, bool]] = []
+    for folder, dirs, names in os.walk(top):
+        dirs[:] = sorted(d for d in dirs if d != ".git")
+        rel_folder = os.path.relpath(folder, top)
+        for name in sorted(names):
+            if name.endswith((".yaml", ".yml")):
+                rel = name if rel_folder == "." else f"{rel_folder}/{name}"
+                wanted.append((rel, os.path.islink(os.path.join(folder, name))))
+    wanted += [(rel, True) for rel in sorted(set(also))]  # named by a kustomization: check where it leads
     files: dict[str, str] = {}
-    wanted = [p for p in sorted(root.rglob("*")) if p.is_file() and p.suffix in (".yaml", ".yml") and ".git" not in p.parts]
-    wanted += [root / rel for rel in sorted(set(also)) if (root / rel).is_file()]
-    for p in wanted:
+    for rel, check in wanted:
+        p = top / rel
         try:
-            if p.resolve().is_relative_to(root.resolve()):
-                files[str(p.relative_to(root))] = p.read_text(encoding="utf-8")
+            if check and not p.resolve().is_relative_to(top):
+                continue
+            files[rel] = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError, ValueError):
             continue
     return files
