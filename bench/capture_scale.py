@@ -49,9 +49,9 @@ from bench.kustomized import build, write_kustomized_repo
 from bench.rebuild_scale import generate, write_repo
 from rebuild.adapters import gitserver
 from rebuild.adapters.kube import Kube
-from rebuild.capture import listed_kinds
+from rebuild.capture.run import listed_kinds
 from rebuild.clusters.local import LocalCluster
-from rebuild.model import ObjectRef
+from rebuild.core.model import ObjectRef
 
 CLUSTER = "capbench"
 COMMAND = ["capture", "--dry-run", "-o", "json"]

@@ -36,9 +36,9 @@ from bench.common import Target, cli_env, emit, load, run_cli
 from rebuild.adapters import gitserver
 from rebuild.adapters.kube import Kube
 from rebuild.clusters.local import LocalCluster
-from rebuild.config import VerifySpec
-from rebuild.converge import wait_converged
-from rebuild.model import DesiredObject, ObjectRef, Source
+from rebuild.core.config import VerifySpec
+from rebuild.core.model import DesiredObject, ObjectRef, Source
+from rebuild.recover.converge import wait_converged
 
 COMMAND = ["up", "-o", "json", "--timeout", "600"]
 TARGET_AT = 1000  # objects: where issue 3's target applies

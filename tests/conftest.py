@@ -24,7 +24,7 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def toolchain() -> object:
     """The real, built toolchain. Installing is idempotent (seconds when cached)."""
-    from rebuild.adapters.toolchain import Toolchain, install
+    from rebuild.toolchain.tools import Toolchain, install
 
     tc = Toolchain()
     install(tc, progress=lambda m: print(f"[toolchain] {m}"))

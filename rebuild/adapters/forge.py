@@ -48,7 +48,7 @@ from typing import Any, ClassVar, Literal, NamedTuple, Protocol, Self, runtime_c
 import httpx2 as httpx
 
 from rebuild.adapters.git import scrub
-from rebuild.errors import ConfigError, ForgeError
+from rebuild.core.errors import ConfigError, ForgeError
 
 log = logging.getLogger("rebuild.forge")
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import git
 import tenacity
 
-from rebuild.errors import GitError
+from rebuild.core.errors import GitError
 
 log = logging.getLogger("rebuild.git")
 

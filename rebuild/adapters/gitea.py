@@ -43,8 +43,8 @@ from typing import Any, Literal
 from rebuild.adapters import process
 from rebuild.adapters.gitserver import Credentials, auth_env, can_listen
 from rebuild.adapters.process import ProcRecord
-from rebuild.adapters.toolchain import Toolchain
-from rebuild.errors import ForgeError
+from rebuild.core.errors import ForgeError
+from rebuild.toolchain.tools import Toolchain
 
 HOST = "127.0.0.1"
 GiteaState = Literal["running", "degraded", "stopped", "absent"]

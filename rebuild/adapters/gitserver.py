@@ -50,7 +50,7 @@ from urllib.parse import unquote
 
 from rebuild.adapters import process
 from rebuild.adapters.process import ProcRecord
-from rebuild.errors import GitError
+from rebuild.core.errors import GitError
 
 log = logging.getLogger("rebuild.gitserver")
 

@@ -36,7 +36,7 @@ import msgspec
 from lightkube.config import client_adapter
 from lightkube.config.kubeconfig import KubeConfig
 
-from rebuild.errors import ClusterError, ConfigError, KubeError
+from rebuild.core.errors import ClusterError, ConfigError, KubeError
 
 log = logging.getLogger("rebuild.kube")
 
@@ -154,7 +154,13 @@ class Kube:
             if status == THROTTLED:
                 log.warning(
                     "Request attempt #%d failed; will retry in %.1fs (throttled, %.0fs of %.0fs): %s %s -> %s",
-                    attempt, delay, elapsed, THROTTLE_BUDGET, method, path, last,
+                    attempt,
+                    delay,
+                    elapsed,
+                    THROTTLE_BUDGET,
+                    method,
+                    path,
+                    last,
                 )
             else:
                 log.warning("Request attempt #%d/%d failed; will retry: %s %s -> %s", failures, MAX_ATTEMPTS, method, path, last)

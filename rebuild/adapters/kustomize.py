@@ -13,7 +13,7 @@ it builds. Loads outside a kustomization's folder are allowed, as Flux allows th
 (``LoadRestrictionsNone``); rebuild confines paths to the repository itself before this runs.
 
 The only I/O here is the temporary folder and the ``kubectl kustomize`` (or ``kustomize build``)
-process; everything it returns is plain text for :mod:`rebuild.desired`.
+process; everything it returns is plain text for :mod:`rebuild.desired.render`.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rebuild.errors import PortInUseError
+from rebuild.core.errors import PortInUseError
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,9 @@ from typing import Any
 import pulumi.automation as auto
 from pulumi.automation.errors import create_command_error
 
-from rebuild.adapters.toolchain import Toolchain
 from rebuild.clusters.base import state_root
 from rebuild.clusters.pki import write_private
-from rebuild.errors import (
+from rebuild.core.errors import (
     ConfigError,
     PluginMissingError,
     ProgramError,
@@ -40,6 +39,7 @@ from rebuild.errors import (
     StackLockedError,
     StackNotFoundError,
 )
+from rebuild.toolchain.tools import Toolchain
 
 Progress = Callable[[str], None]
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rebuild.clusters.base import Cluster, ClusterStatus, state_root
-from rebuild.errors import ConfigError
+from rebuild.core.errors import ConfigError
 
 PROVIDERS = ("local", "kind", "kubeconfig")
 

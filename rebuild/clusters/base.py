@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-from rebuild.errors import ConfigError
+from rebuild.core.errors import ConfigError
 
 State = Literal["running", "degraded", "stopped", "absent"]
 Progress = Callable[[str], None]

@@ -17,7 +17,7 @@ import yaml
 
 from rebuild.clusters import pki
 from rebuild.clusters.base import ClusterStatus, Progress, state_root, validate_name
-from rebuild.errors import ClusterError, ToolchainError
+from rebuild.core.errors import ClusterError, ToolchainError
 
 
 def kind_config(nodes: int, api_port: int | None = None) -> dict[str, object]:

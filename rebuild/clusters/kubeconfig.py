@@ -21,7 +21,7 @@ import yaml
 
 from rebuild.clusters import pki
 from rebuild.clusters.base import ClusterStatus, Progress, state_root, validate_name
-from rebuild.errors import ClusterError, ConfigError
+from rebuild.core.errors import ClusterError, ConfigError
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 

@@ -44,10 +44,10 @@ import yaml
 
 from rebuild.adapters import process
 from rebuild.adapters.process import ProcRecord
-from rebuild.adapters.toolchain import Toolchain
 from rebuild.clusters import pki
 from rebuild.clusters.base import ClusterStatus, Component, Progress, State, state_root, validate_name
-from rebuild.errors import ClusterError, ConfigError, PortInUseError
+from rebuild.core.errors import ClusterError, ConfigError, PortInUseError
+from rebuild.toolchain.tools import Toolchain
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 PORT_NAMES = ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler")

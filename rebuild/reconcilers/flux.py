@@ -246,7 +246,7 @@ def same_failure(a: str, b: str) -> bool:
 
 
 def classify_failure(f: Failure, *, defined_kinds: set[str]) -> str:
-    """"permanent", "transient" or "unknown" (unknown: confirm with one more reconcile)."""
+    """ "permanent", "transient" or "unknown" (unknown: confirm with one more reconcile)."""
     msg = f.message.lower()
     if f.reason == "DependencyNotReady" or any(t in msg for t in TRANSIENT_MESSAGES):
         return "transient"

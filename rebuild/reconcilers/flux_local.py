@@ -33,9 +33,9 @@ import yaml
 from rebuild.adapters import process
 from rebuild.adapters.kube import Kube
 from rebuild.adapters.process import ProcRecord
-from rebuild.adapters.toolchain import Toolchain
 from rebuild.clusters.base import Component, Progress
-from rebuild.errors import ClusterError
+from rebuild.core.errors import ClusterError
+from rebuild.toolchain.tools import Toolchain
 
 NAMESPACE = "flux-system"
 CONTROLLERS = ("source-controller", "kustomize-controller")

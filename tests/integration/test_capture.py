@@ -45,7 +45,9 @@ def managers(obj: dict[str, Any]) -> set[str]:
 
 def rebuild(args: list[str], state: Path, env_extra: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, REBUILD_STATE_DIR=str(state), **env_extra)
-    return subprocess.run([sys.executable, "-m", "rebuild.cli", *args], capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "rebuild.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 @pytest.fixture

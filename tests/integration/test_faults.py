@@ -285,8 +285,11 @@ def test_flux_controller_killed_while_up_waits_for_it(example: tuple[Path, Path]
     assert "kustomize-controller stopped running; restarting the Flux controllers" in run.text
     again = up_converged(config, state)
     assert again["nothing_changed"] is True
-    alive = [p for p in process.load_record(state / "clusters/demo/flux/flux.json")["processes"]
-             if process.alive(process.ProcRecord.from_dict(p))]
+    alive = [
+        p
+        for p in process.load_record(state / "clusters/demo/flux/flux.json")["processes"]
+        if process.alive(process.ProcRecord.from_dict(p))
+    ]
     assert sorted(p["name"] for p in alive) == ["kustomize-controller", "source-controller"]
 
 
@@ -375,8 +378,12 @@ def remote_config(tmp: Path, url: str) -> Path:
 
 
 def mirror_head(state: Path) -> str:
-    return subprocess.run(["git", "--git-dir", str(state / "git" / "demo.git"), "rev-parse", "refs/heads/main"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        ["git", "--git-dir", str(state / "git" / "demo.git"), "rev-parse", "refs/heads/main"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
 def test_git_server_down_at_start_then_cut_mid_fetch(remote: dict[str, Any]) -> None:

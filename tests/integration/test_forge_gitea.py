@@ -36,7 +36,7 @@ from rebuild.adapters.forge import (
     parse_marker,
 )
 from rebuild.adapters.gitea import Gitea
-from rebuild.errors import ForgeError
+from rebuild.core.errors import ForgeError
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import pytest
 from rebuild.adapters import process
 from rebuild.adapters.gitea import Gitea
 from rebuild.adapters.gitserver import git_env
-from rebuild.errors import ForgeError
+from rebuild.core.errors import ForgeError
 
 pytestmark = pytest.mark.integration
 

@@ -162,7 +162,11 @@ def test_unwritable_state_dir_is_exit_2(tmp_path: Path, toolchain: Any) -> None:
     blocker.write_text("")
     env = cli_env(blocker / "state")
     r = subprocess.run(
-        [sys.executable, "-m", "rebuild.cli", "cluster", "up", "--name", "x"], capture_output=True, text=True, env=env, timeout=60
+        [sys.executable, "-m", "rebuild.cli", "cluster", "up", "--name", "x"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert (r.returncode == 2 and "not writable" in r.stderr) or "cannot create" in r.stderr
     assert "Traceback" not in r.stderr
@@ -172,7 +176,11 @@ def test_missing_binary_is_exit_2(tmp_path: Path, state_dir: Path) -> None:
     env = cli_env(state_dir)
     env["REBUILD_CACHE"] = str(tmp_path / "empty-cache")
     r = subprocess.run(
-        [sys.executable, "-m", "rebuild.cli", "cluster", "up", "--name", "x"], capture_output=True, text=True, env=env, timeout=60
+        [sys.executable, "-m", "rebuild.cli", "cluster", "up", "--name", "x"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert r.returncode == 2
     assert "is not installed" in r.stderr and "rebuild toolchain install" in r.stderr

@@ -30,7 +30,9 @@ EXAMPLE = REPO / "examples" / "gitops-repo"
 
 def rebuild(args: list[str], state: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, REBUILD_STATE_DIR=str(state))
-    return subprocess.run([sys.executable, "-m", "rebuild.cli", *args], capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "rebuild.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def test_up_converges_then_drift_is_reported_and_reverted(example: tuple[Path, Path]) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from rebuild import report
+from rebuild.drills import report
 from tests.unit.test_report import sample_history, sample_result
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")

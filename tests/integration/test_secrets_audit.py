@@ -533,7 +533,7 @@ def outside_places() -> list[tuple[str, Path]]:
     """Where rebuild (or a program it runs) could write outside its state dir: Pulumi's home
     (rebuild sets PULUMI_HOME; ~/.pulumi is where a pulumi ignoring it would write), Go's caches
     (the toolchain builds), pip's cache, and the temporary folder."""
-    from rebuild.adapters.toolchain import Toolchain
+    from rebuild.toolchain.tools import Toolchain
 
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     places = [

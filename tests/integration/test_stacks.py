@@ -16,7 +16,7 @@ from rebuild.adapters import process
 from rebuild.adapters.kube import Kube
 from rebuild.adapters.pulumi import Pulumi
 from rebuild.clusters.local import LocalCluster
-from rebuild.errors import ConfigError, ProgramError
+from rebuild.core.errors import ConfigError, ProgramError
 from tests.conftest import REPO, unique
 
 pytestmark = pytest.mark.integration

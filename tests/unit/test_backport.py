@@ -18,11 +18,11 @@ from typing import Any
 
 import yaml
 
-from rebuild.backport import Backport, clean_manifest, plan_backport
-from rebuild.config import CaptureSpec
-from rebuild.desired import render
-from rebuild.drift import DriftReport, Finding, find_drift
-from rebuild.model import DesiredObject, FieldPath, ObjectRef, Source
+from rebuild.capture.backport import Backport, clean_manifest, plan_backport
+from rebuild.capture.drift import DriftReport, Finding, find_drift
+from rebuild.core.config import CaptureSpec
+from rebuild.core.model import DesiredObject, FieldPath, ObjectRef, Source
+from rebuild.desired.render import render
 from tests.unit.test_drift import (
     API,
     CART,

@@ -9,10 +9,10 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-from rebuild.backport import Backport, plan_backport
-from rebuild.desired import render
-from rebuild.drift import DriftReport, Finding
-from rebuild.model import DesiredObject, FieldPath
+from rebuild.capture.backport import Backport, plan_backport
+from rebuild.capture.drift import DriftReport, Finding
+from rebuild.core.model import DesiredObject, FieldPath
+from rebuild.desired.render import render
 from tests.unit.test_desired_corpus import CORPUS, PATHS
 from tests.unit.test_drift import needs_kustomize
 

@@ -3,8 +3,8 @@ one checkout, so the label is taken off before planning the backport."""
 
 from __future__ import annotations
 
-from rebuild.capture import _in_repo
-from rebuild.model import DesiredObject, ObjectRef, Source
+from rebuild.capture.run import _in_repo
+from rebuild.core.model import DesiredObject, ObjectRef, Source
 
 
 def test_in_repo_strips_only_its_own_label() -> None:

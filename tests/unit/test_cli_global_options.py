@@ -16,9 +16,9 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from rebuild import cli
+from rebuild.cli import main as cli
 from rebuild.clusters.base import state_root
-from rebuild.errors import ConfigError
+from rebuild.core.errors import ConfigError
 from tests.conftest import REPO
 
 GLOBAL_OPTS = {"-o", "--output", "--config", "--state-dir"}

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from rebuild.config import load, parse, parse_duration
-from rebuild.errors import ConfigError
+from rebuild.core.config import load, parse, parse_duration
+from rebuild.core.errors import ConfigError
 
 GOOD = """\
 sources:

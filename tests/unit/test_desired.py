@@ -3,8 +3,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from rebuild.desired import builtin_kinds, check_kinds, render, selector_path
-from rebuild.model import ObjectRef, render_path
+from rebuild.core.model import ObjectRef, render_path
+from rebuild.desired.render import builtin_kinds, check_kinds, render, selector_path
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "gitops-repo"

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from rebuild import fluxtree
-from rebuild.desired import FluxLayer, Rendered, render
-from rebuild.model import DesiredObject, Source
+from rebuild.core.model import DesiredObject, Source
+from rebuild.core.yamlload import LoadedDoc, load_all
+from rebuild.desired import fluxtree
+from rebuild.desired.render import FluxLayer, Rendered, render
+from rebuild.desired.varsub import SubstitutionError, substitute
 from rebuild.reconcilers import flux
-from rebuild.varsub import SubstitutionError, substitute
-from rebuild.yamlload import LoadedDoc, load_all
 from tests.conftest import REPO
 from tests.unit.test_drift import needs_kustomize
 
@@ -278,8 +278,8 @@ def test_a_remote_base_is_rendered_and_points_at_the_line_that_lists_it(tmp_path
     """A base fetched over git (kustomize's remote URL form), served by rebuild's own git server
     on 127.0.0.1: its objects are desired state; their fields name the `resources:` line."""
     from rebuild.adapters.gitserver import GitServer, publish_dir
-    from rebuild.backport import plan_backport
-    from rebuild.drift import DriftReport, Finding
+    from rebuild.capture.backport import plan_backport
+    from rebuild.capture.drift import DriftReport, Finding
 
     base = tmp_path / "base-src" / "app"
     base.mkdir(parents=True)

@@ -21,9 +21,7 @@ from typing import Any
 
 import pytest
 
-from rebuild.config import CaptureSpec
-from rebuild.desired import render
-from rebuild.drift import (
+from rebuild.capture.drift import (
     DEFAULT_EXCLUSIONS,
     Coverage,
     DriftReport,
@@ -34,8 +32,10 @@ from rebuild.drift import (
     parse_image,
     strip_server_defaults,
 )
-from rebuild.managedfields import ownership
-from rebuild.model import DesiredObject, FieldPath, ObjectRef, PathSeg
+from rebuild.core.config import CaptureSpec
+from rebuild.core.managedfields import ownership
+from rebuild.core.model import DesiredObject, FieldPath, ObjectRef, PathSeg
+from rebuild.desired.render import render
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "gitops-repo"
@@ -576,9 +576,10 @@ def test_objects_of_a_kind_that_could_not_be_listed_are_unchecked_not_deleted() 
     # a kind the server does not serve at all (no reason recorded) is unchecked too
     report = s.report(listed=listed)
     assert reasons.keys() <= {str(e.ref) for e in report.unchecked}
-    assert "kind Deployment is not served by the API server" in {str(e.ref): e.reason for e in report.unchecked}[
-        "Deployment/payments/ledger"
-    ]
+    assert (
+        "kind Deployment is not served by the API server"
+        in {str(e.ref): e.reason for e in report.unchecked}["Deployment/payments/ledger"]
+    )
 
 
 # --------------------------------------------------------------------------- secrets
@@ -691,7 +692,7 @@ def _obj(kind: str = "ConfigMap", **meta: Any) -> dict[str, Any]:
 
 
 def _desired(body: dict[str, Any]) -> DesiredObject:
-    from rebuild.model import Source
+    from rebuild.core.model import Source
 
     return DesiredObject(ObjectRef.of(body), str(body["apiVersion"]), copy.deepcopy(body), Source("apps/x.yaml", 1))
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from rebuild.config import CaptureSpec
-from rebuild.drift import find_drift
-from rebuild.model import DesiredObject, ObjectRef, Source
+from rebuild.capture.drift import find_drift
+from rebuild.core.config import CaptureSpec
+from rebuild.core.model import DesiredObject, ObjectRef, Source
 
 
 def _desired(api: str, kind: str, ns: str, name: str, spec: dict[str, Any]) -> DesiredObject:

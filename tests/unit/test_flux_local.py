@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from rebuild.adapters import process
-from rebuild.adapters.toolchain import Toolchain
 from rebuild.reconcilers.flux_local import CONTROLLERS, FluxLocal, _established
+from rebuild.toolchain.tools import Toolchain
 
 
 @pytest.fixture

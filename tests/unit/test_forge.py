@@ -34,7 +34,7 @@ from rebuild.adapters.forge import (
     parse_retry_after,
     with_marker,
 )
-from rebuild.errors import ConfigError
+from rebuild.core.errors import ConfigError
 
 TOKEN = "tok-" + "s3cr3t" * 6
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from rebuild.adapters.gitea import Gitea, app_ini
-from rebuild.adapters.toolchain import Toolchain
-from rebuild.errors import ForgeError
+from rebuild.core.errors import ForgeError
+from rebuild.toolchain.tools import Toolchain
 
 
 def test_app_ini_is_headless_offline_and_loopback_only(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from rebuild.adapters.gitserver import (
     publish_dir,
     safe_repo_path,
 )
-from rebuild.errors import GitError
+from rebuild.core.errors import GitError
 
 
 def basic(raw: str) -> str:

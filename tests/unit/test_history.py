@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rebuild import history
+from rebuild.drills import history
 from tests.conftest import REPO
 from tests.unit.test_report import sample_history, sample_result
 
@@ -70,7 +70,7 @@ def test_corrupt_lines_are_skipped_and_reported(tmp_path: Path) -> None:
 def test_concurrent_appends_from_processes_lose_nothing(tmp_path: Path) -> None:
     path = tmp_path / "h.jsonl"
     script = (
-        "import sys\nfrom pathlib import Path\nfrom rebuild import history\n"
+        "import sys\nfrom pathlib import Path\nfrom rebuild.drills import history\n"
         "from tests.unit.test_report import sample_result\n"
         "r = sample_result(cluster='drill-' + sys.argv[2])\n"
         "r['error'] = 'x' * 5000\n"  # long lines make interleaving likely without the lock

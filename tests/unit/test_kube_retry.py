@@ -21,7 +21,7 @@ from rebuild.adapters.kube import (
     Kube,
     next_delay,
 )
-from rebuild.errors import ClusterError, KubeError
+from rebuild.core.errors import ClusterError, KubeError
 
 SERVER = "https://127.0.0.1:6443"
 

@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 from rebuild.adapters import process
 from rebuild.clusters import pki
 from rebuild.clusters.local import OPERATOR_USER, LocalCluster, check_apiserver_args
-from rebuild.errors import ConfigError
+from rebuild.core.errors import ConfigError
 
 THROTTLE = ("--max-requests-inflight=2", "--max-mutating-requests-inflight=1")
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from rebuild.managedfields import (
+from rebuild.core.managedfields import (
     ManagerClassifier,
     Owner,
     classify_manager,

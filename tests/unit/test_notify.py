@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from rebuild import notify
-from rebuild.errors import RebuildError
+from rebuild.core.errors import RebuildError
+from rebuild.drills import notify
 from tests.unit.test_report import sample_result
 
 

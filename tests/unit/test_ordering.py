@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rebuild.model import DesiredObject, ObjectRef, Source
-from rebuild.ordering import apply_order, table, teardown_order
+from rebuild.core.model import DesiredObject, ObjectRef, Source
+from rebuild.recover.ordering import apply_order, table, teardown_order
 
 
 def obj(api_version: str, kind: str, name: str, ns: str = "", body: dict[str, Any] | None = None) -> DesiredObject:

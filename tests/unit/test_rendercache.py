@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from rebuild import rendercache
-from rebuild.desired import FluxLayer, Problem, Rendered, render
-from rebuild.model import DesiredObject, ObjectRef, Source
-from rebuild.rendercache import RenderCache, RenderKey
+from rebuild.core.model import DesiredObject, ObjectRef, Source
+from rebuild.desired import cache as rendercache
+from rebuild.desired.cache import RenderCache, RenderKey
+from rebuild.desired.render import FluxLayer, Problem, Rendered, render
 from tests.unit.test_desired_corpus import CORPUS, PATHS
 from tests.unit.test_drift import needs_kustomize
 

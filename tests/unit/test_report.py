@@ -15,7 +15,7 @@ from typing import Any
 import junitparser
 import pytest
 
-from rebuild import report
+from rebuild.drills import report
 
 HOSTILE = "<script>alert('x')</script> | `tick` & \x07bell"
 

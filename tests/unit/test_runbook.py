@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import yaml
 
-from rebuild import runbook
 from rebuild.adapters.process import ProcRecord, alive
-from rebuild.errors import ConfigError
+from rebuild.core.errors import ConfigError
+from rebuild.drills import runbook
 from tests.conftest import REPO
 
 # A step command that counts its own runs in a marker file (one 'x' per run).
@@ -273,7 +273,7 @@ def test_confirm_in_a_real_process_without_a_tty_does_not_hang(tmp_path: Path, d
     state, markers = dirs
     path = write_runbook(tmp_path, [count_step("destroy", markers, confirm=True)])
     script = (
-        "import sys\nfrom pathlib import Path\nfrom rebuild import runbook\n"
+        "import sys\nfrom pathlib import Path\nfrom rebuild.drills import runbook\n"
         "try:\n"
         "    runbook.run(runbook.load(sys.argv[1]), state_dir=Path(sys.argv[2]), stages={}, interactive=sys.stdin.isatty())\n"
         "except runbook.ConfirmationRequired as e:\n"
@@ -472,7 +472,7 @@ def test_kill_9_mid_step_then_resume_finishes_without_redoing_completed_steps(tm
         name="crash",
     )
     script = (
-        "import sys\nfrom pathlib import Path\nfrom rebuild import runbook\n"
+        "import sys\nfrom pathlib import Path\nfrom rebuild.drills import runbook\n"
         "runbook.run(runbook.load(sys.argv[1]), state_dir=Path(sys.argv[2]), stages={}, yes=True, progress=print)\n"
     )
     executor = subprocess.Popen(

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from rebuild.adapters import toolchain as tc
-from rebuild.errors import ToolchainError
+from rebuild.core.errors import ToolchainError
+from rebuild.toolchain import tools as tc
 
 GOMOD = """module github.com/example/x
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from rebuild.adapters import toolchain as tc
-from rebuild.errors import ToolchainError
+from rebuild.core.errors import ToolchainError
+from rebuild.toolchain import tools as tc
 
 FLUX_GOMOD = """module github.com/fluxcd/source-controller
 

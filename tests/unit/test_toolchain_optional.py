@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from rebuild.adapters import toolchain as tc
-from rebuild.errors import ConfigError
+from rebuild.core.errors import ConfigError
+from rebuild.toolchain import tools as tc
 
 OPTIONAL = ["sops", "age", "helm-controller", "pulumi-language-yaml", "seaweedfs"]
 
@@ -112,7 +112,7 @@ def test_status_marks_optional_rows_and_doctor_ignores_them(tmp_path: Path) -> N
 
 
 def test_doctor_lists_optional_tools_with_state_and_install_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rebuild.cli import main
+    from rebuild.cli.main import main
 
     monkeypatch.setenv("REBUILD_CACHE", str(tmp_path))
     t = tc.Toolchain(root=tmp_path)
@@ -136,7 +136,7 @@ def test_doctor_lists_optional_tools_with_state_and_install_command(tmp_path: Pa
 
 
 def test_doctor_fails_on_a_missing_core_tool_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rebuild.cli import main
+    from rebuild.cli.main import main
 
     monkeypatch.setenv("REBUILD_CACHE", str(tmp_path))
     res = CliRunner().invoke(main, ["toolchain", "doctor"])
@@ -144,7 +144,7 @@ def test_doctor_fails_on_a_missing_core_tool_only(tmp_path: Path, monkeypatch: p
 
 
 def test_install_cli_rejects_a_core_tool_in_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rebuild.cli import main
+    from rebuild.cli.main import main
 
     monkeypatch.setenv("REBUILD_CACHE", str(tmp_path))
     res = CliRunner().invoke(main, ["toolchain", "install", "--with", "kwok"])
@@ -271,7 +271,7 @@ def test_make_demo_installs_only_the_demo_profile() -> None:
 
 
 def test_cli_install_only_demo_builds_the_demo_profile(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from rebuild import cli
+    from rebuild.cli import main as cli
 
     seen: list[list[str]] = []
 

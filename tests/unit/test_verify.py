@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from rebuild import desired as desired_mod
-from rebuild.config import IgnoreRule
-from rebuild.model import DesiredObject, FieldPath, ObjectRef, Source
-from rebuild.verify import (
+from rebuild.core.config import IgnoreRule
+from rebuild.core.model import DesiredObject, FieldPath, ObjectRef, Source
+from rebuild.desired import render as desired_mod
+from rebuild.recover.verify import (
     LIST_KEYS,
     FieldDiff,
     ObjectResult,

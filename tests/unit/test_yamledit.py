@@ -1,4 +1,4 @@
-"""rebuild.yamledit: surgical edits keep every byte the edit does not need to change."""
+"""rebuild.capture.yamledit: surgical edits keep every byte the edit does not need to change."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rebuild.model import FieldPath, render_path
-from rebuild.yamledit import (
+from rebuild.capture.yamledit import (
     YamlEditError,
     append_document,
     delete_key,
@@ -21,7 +20,8 @@ from rebuild.yamledit import (
     remove_document,
     set_value,
 )
-from rebuild.yamledit import emit as yamledit
+from rebuild.capture.yamledit import emit as yamledit
+from rebuild.core.model import FieldPath, render_path
 
 DATA = Path(__file__).parent / "data" / "yamledit"
 SHOP = (DATA / "shop.yaml").read_text()  # Deployment + Service + ConfigMap, trailing newline

@@ -1,0 +1,188 @@
+"""Rendered sources kept in the state dir, so a run at a commit already rendered skips kustomize.
+
+Why: rendering is most of what `capture` costs on a large repo (kustomize's build time grows
+with the square of the objects in one build, kustomize#5084; then every object's origin is
+parsed), and a scheduled capture almost always runs at a commit it has seen. Git already names
+the content exactly: a commit sha. So the rendered objects, with their file:line sources, are
+stored once per (commit, path, options) and read back in a fraction of a second.
+
+What makes up the key (any change renders again): the format version below, a digest of
+rebuild's own code (a new rebuild may render differently), the kustomize binary (path, size,
+mtime), the commit sha, the source path, its label and namespace option, the reconciler, and
+the Flux layer (the Kustomization's fields, components, postBuild variables and where each
+is defined).
+
+What is not cached: a render with problems (they are reported fresh every time), one that
+pulled a remote base (its content is not named by the commit), and one holding values the
+format cannot store (a YAML timestamp). The entries hold only what the checkout beside them in
+the state dir already holds, rendered: nothing is decrypted before this point (SOPS values are
+decrypted later, in memory). Files are owner-only (0600), written atomically, and stored with
+`marshal` over plain builtins: loading one cannot run code, unlike pickle. At most
+``KEEP`` entries are kept per state dir, least recently used removed first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import marshal
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from rebuild.adapters.kustomize import KustomizeMissing, kustomize_binary
+from rebuild.core.model import Declared, DesiredObject, ObjectRef, Source
+from rebuild.desired.render import FluxLayer, Problem, Rendered, render
+from rebuild.drills.report import atomic_write
+
+FORMAT = 1
+KEEP = 32
+
+
+@cache
+def code_digest() -> str:
+    """A digest of rebuild's own Python files: a changed renderer must not read an old entry."""
+    h = hashlib.sha256()
+    pkg = Path(__file__).resolve().parents[1]  # the rebuild package
+    for p in sorted(pkg.rglob("*.py")):
+        h.update(str(p.relative_to(pkg)).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def _kustomize_id() -> str:
+    try:
+        exe = Path(kustomize_binary()).resolve()
+        st = exe.stat()
+    except (KustomizeMissing, OSError):
+        return "none"
+    return f"{exe}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _layer(flux: FluxLayer | None) -> Any:
+    if flux is None:
+        return None
+    return {
+        "node": flux.node.file if flux.node else "",
+        "fields": flux.fields,
+        "components": flux.components,
+        "variables": flux.variables,
+        "variable_sources": {k: [s.file, s.line, s.via, repr(s.locator)] for k, s in sorted(flux.variable_sources.items())},
+    }
+
+
+@dataclass(frozen=True)
+class RenderKey:
+    """What one render depends on (besides the commit's content, which the sha names)."""
+
+    sha: str
+    path: str
+    label: str = ""
+    namespace: str = ""
+    reconciler: str = "flux"
+    flux: FluxLayer | None = None
+
+    def digest(self) -> str:
+        parts = [FORMAT, code_digest(), _kustomize_id(), self.sha, self.path, self.label, self.namespace, self.reconciler]
+        text = json.dumps([*parts, _layer(self.flux)], sort_keys=True, default=repr)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- (de)serialising
+
+
+def _src(s: Source) -> tuple[Any, ...]:
+    return (s.file, s.line, s.via, s.locator)
+
+
+def _dump(r: Rendered) -> bytes:
+    objects = [
+        (
+            (o.ref.group, o.ref.kind, o.ref.namespace, o.ref.name),
+            o.api_version,
+            o.body,
+            _src(o.source),
+            [(path, _src(s)) for path, s in o.field_sources.items()],
+            None if (d := o.declared) is None else (d.file, d.doc, d.prefix, d.name, d.namespace),
+            o.applied_by,
+        )
+        for o in r.objects
+    ]
+    warnings = [(w.file, w.line, w.message) for w in r.warnings]
+    return marshal.dumps((FORMAT, objects, warnings))
+
+
+def _load(raw: bytes) -> Rendered:
+    version, objects, warnings = marshal.loads(raw)
+    if version != FORMAT:
+        raise ValueError(f"format {version}")
+    out = Rendered(warnings=[Problem(*w) for w in warnings])
+    for ref, api_version, body, source, field_sources, declared, applied_by in objects:
+        out.objects.append(
+            DesiredObject(
+                ObjectRef(*ref),
+                api_version,
+                body,
+                Source(*source),
+                {path: Source(*s) for path, s in field_sources},
+                None if declared is None else Declared(*declared),
+                applied_by,
+            )
+        )
+    return out
+
+
+def _cacheable(r: Rendered) -> bool:
+    if r.problems:
+        return False
+    for o in r.objects:
+        if o.source.via == "remote" or any(s.via == "remote" for s in o.field_sources.values()):
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+@dataclass
+class RenderCache:
+    """Entries under ``root`` (``<state>/cache/render``); ``hits``/``misses`` count this process's lookups."""
+
+    root: Path
+    hits: int = 0
+    misses: int = 0
+
+    def render(self, key: RenderKey, checkout: Path) -> Rendered:
+        """The render of ``key`` at ``checkout`` (the commit ``key.sha`` extracted): from the cache, else
+        rendered now and stored when it can be."""
+        entry = self.root / f"{key.digest()}.bin"
+        try:
+            raw = entry.read_bytes()
+            result = _load(raw)
+        except (OSError, ValueError, EOFError, TypeError):  # absent, cut short, or from another format
+            pass
+        else:
+            self.hits += 1
+            os.utime(entry)  # most recently used
+            return result
+        self.misses += 1
+        result = render(checkout, key.path, label=key.label, namespace=key.namespace, flux=key.flux, reconciler=key.reconciler)
+        if _cacheable(result):
+            try:
+                raw = _dump(result)
+            except ValueError:  # a value marshal cannot store (a YAML timestamp): render again next time
+                return result
+            try:
+                self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+                atomic_write(entry, raw)
+                self._prune()
+            except OSError:  # a full or read-only state dir costs a render next time, nothing else
+                pass
+        return result
+
+    def _prune(self) -> None:
+        entries = sorted(self.root.glob("*.bin"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in entries[KEEP:]:
+            old.unlink(missing_ok=True)

@@ -1,0 +1,169 @@
+"""A recovery drill: rebuild git into a throwaway cluster, prove it, time it, tear it down.
+
+A backup nobody restored is a hope, not a plan. The drill runs the same phases as a real
+recovery (``rebuild up``) into a cluster of its own (``drill-<random>``, local provider
+unless told otherwise), verifies convergence, and always tears down: on success, on
+failure and on Ctrl-C. The result follows the run schema ``rebuild.run/v1``
+(docs/reports.md) so reports, history and notifications read one format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rebuild.adapters import gitserver
+from rebuild.core.errors import ConfigError, Interrupted, RebuildError
+from rebuild.core.model import Phases
+from rebuild.recover.recovery import Context, DesiredStateError, UpResult, up
+
+Progress = Callable[[str], None]
+SCHEMA = "rebuild.run/v1"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclasses.dataclass
+class DrillResult:
+    cluster: str
+    started_at: str
+    phases: Phases
+    up: UpResult | None = None
+    finished_at: str = ""
+    passed: bool = False
+    error: str = ""
+    failures: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    uncaptured_changes: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        sources = [s.to_dict() for s in self.up.desired.sources] if self.up and self.up.desired else []
+        ages = [time.time() - s["committed_at"] for s in sources if s.get("committed_at")]
+        summary = (
+            self.up.report.summary()
+            if self.up and self.up.report
+            else {"objects": 0, "verified": 0, "missing": 0, "drifted": 0, "unhealthy": 0}
+        )
+        return {
+            "schema": SCHEMA,
+            "kind": "drill",
+            "cluster": self.cluster,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "passed": self.passed,
+            "rto_seconds": round(sum(p.seconds for p in self.phases.items if p.name != "teardown"), 3),
+            "rpo": {
+                "revision_age_seconds": round(max(ages), 1) if ages else None,
+                "uncaptured_changes": self.uncaptured_changes,
+            },
+            "sources": sources,
+            "phases": self.phases.to_list(),
+            "objects": summary,
+            "failures": self.failures,
+            "error": self.error,
+        }
+
+
+def run_drill(
+    ctx: Context,
+    *,
+    revisions: dict[str, str] | None = None,
+    name: str | None = None,
+    keep: bool = False,
+    verify_timeout: float | None = None,
+    live: bool = False,
+) -> DrillResult:
+    """The drill. Never raises for a failed rebuild (that is a failed drill); always tears down.
+
+    ``live``: first count the manual changes in the live cluster of rebuild.yaml that git does
+    not have yet (``capture --dry-run``): what a rebuild would lose today, the RPO in changes.
+    """
+    existing = ctx.config.cluster
+    if existing.provider == "kubeconfig":
+        # Refused before anything runs: the drill creates its cluster and always tears it down,
+        # and rebuild neither creates nor deletes a cluster it is given by a kubeconfig context.
+        raise ConfigError(
+            f"rebuild drill refuses cluster {existing.name} (provider kubeconfig, context "
+            f"{existing.context or '(current)'}): a drill creates a throwaway cluster and tears it down, "
+            "and rebuild never creates or deletes an existing cluster; nothing was created or deleted",
+            fix="run drills with cluster.provider local (or kind where a container engine exists) in a copy of "
+            "rebuild.yaml (--config); use `rebuild up` and `rebuild verify` against the existing cluster",
+        )
+    uncaptured: int | None = None
+    if live:
+        from rebuild.capture.run import capture
+
+        ctx.progress(f"rpo: looking for uncaptured manual changes in the live cluster {ctx.config.cluster.name}")
+        uncaptured = len(capture(ctx, dry_run=True).report.findings)
+    name = name or f"drill-{uuid.uuid4().hex[:6]}"
+    cluster = dataclasses.replace(ctx.config.cluster, name=name, provider=ctx.config.cluster.provider)
+    dctx = dataclasses.replace(ctx, config=dataclasses.replace(ctx.config, cluster=cluster))
+    result = DrillResult(name, _now(), Phases(), uncaptured_changes=uncaptured)
+    server_was_running = gitserver.server_running(ctx.root / "gitserver")
+    try:
+        result.up = up(dctx, revisions, verify_timeout=verify_timeout, phases=result.phases)
+        result.passed = result.up.converged
+        if result.up.report:
+            for v in result.up.report.failing:
+                for p in v.problems():
+                    result.failures.append({"object": str(v.desired.ref), "source": str(v.desired.source), "message": p})
+    except (KeyboardInterrupt, Interrupted):
+        result.error = "interrupted (Ctrl-C); the throwaway cluster was torn down"
+        raise
+    except DesiredStateError as err:
+        result.up = getattr(err, "partial", None)
+        result.error = err.message
+        result.failures = [{"object": "", "source": f"{p.file}:{p.line}", "message": p.message} for p in err.problems]
+    except RebuildError as err:
+        result.up = getattr(err, "partial", None)
+        result.error = str(err)
+    finally:
+        if keep:
+            result.phases.skip("teardown", "--keep: cluster left running")
+        else:
+            try:
+                with result.phases.phase("teardown"):
+                    ctx.progress(f"teardown: destroying drill cluster {name}")
+                    teardown(dctx, stop_gitserver=not server_was_running)
+            except RebuildError as err:
+                result.passed = False
+                result.error = (result.error + "\n" if result.error else "") + f"teardown: {err}"
+        result.finished_at = _now()
+    return result
+
+
+def teardown(ctx: Context, *, stop_gitserver: bool) -> None:
+    """Destroy the drill's stacks, then make sure no process of its cluster survives."""
+    from rebuild.clusters.local import LocalCluster
+
+    pulumi = ctx.pulumi
+    problems: list[str] = []
+    # The cluster is thrown away whole, so its objects need no graceful deletion (pruning 1,000
+    # objects and waiting for namespace finalizers would dominate the drill): stop the cluster,
+    # forget the platform stack's state, then destroy the cluster stack (which purges the data).
+    if ctx.config.cluster.provider == "local":
+        LocalCluster(ctx.config.cluster.name, root=ctx.root).delete()
+    for project in ("platform", "cluster"):
+        project_dir = ctx.stacks_dir / project
+        try:
+            if project == "cluster":
+                pulumi.destroy(project_dir, ctx.stack)
+            pulumi.remove(project_dir, ctx.stack, force=project == "platform")
+        except RebuildError as err:
+            problems.append(f"{project}: {err.message}")
+    if ctx.config.cluster.provider == "local":
+        LocalCluster(ctx.config.cluster.name, root=ctx.root).delete(purge=True)  # belt and braces
+    if stop_gitserver:
+        gitserver.stop_server(ctx.root / "gitserver")
+    if problems:
+        raise RebuildError("; ".join(problems), fix="run `rebuild cluster down --purge --name <drill cluster>`")
+
+
+def report_dir(root: Path, result: DrillResult) -> Path:
+    return root / "drills" / f"{result.started_at.replace(':', '')}-{result.cluster}"

@@ -1,0 +1,1 @@
+"""The recover pipeline: context, desired state loading, plan, stacks, up, converge and verify."""

@@ -1,0 +1,222 @@
+"""Is the cluster exactly what git declares, and healthy? Check once, or wait until it is.
+
+The comparison itself (``rebuild.recover.verify``) and the health rules (``rebuild.recover.health``) are
+pure; this module fetches the live objects with one paginated LIST per kind (not one GET
+per object: a rebuild of thousands of objects would otherwise spend its time in round
+trips) and assembles the report that ``rebuild verify`` and ``rebuild up`` print.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import tenacity
+
+from rebuild.adapters.kube import Kube
+from rebuild.core.config import IgnoreRule, VerifySpec
+from rebuild.core.errors import ClusterError, ConfigError, KubeError
+from rebuild.core.model import DesiredObject, ObjectRef
+from rebuild.recover.health import Health, assess
+from rebuild.recover.verify import ObjectResult, compare, message
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ObjectVerdict:
+    desired: DesiredObject
+    result: ObjectResult
+    health: Health
+
+    @property
+    def ok(self) -> bool:
+        return self.result.ok and self.health.healthy
+
+    def problems(self) -> list[str]:
+        ref = self.desired.ref
+        if not self.result.present:
+            return [f"{ref}: missing from the cluster (declared at {self.desired.source})"]
+        out = [message(d, ref) for d in self.result.diffs]
+        if not self.health.healthy:
+            out.append(f"{ref}: {self.health} (declared at {self.desired.source})")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.result.to_dict()
+        d["kind"] = self.desired.ref.kind
+        d["namespace"] = self.desired.ref.namespace
+        d["name"] = self.desired.ref.name
+        d["health"] = {"status": self.health.status, "message": self.health.message}
+        d["ok"] = self.ok
+        d["problems"] = self.problems()
+        return d
+
+
+@dataclass
+class VerifyReport:
+    verdicts: list[ObjectVerdict] = field(default_factory=list)
+    seconds: float = 0.0
+    attempts: int = 0
+
+    @property
+    def converged(self) -> bool:
+        return all(v.ok for v in self.verdicts)
+
+    @property
+    def failing(self) -> list[ObjectVerdict]:
+        return [v for v in self.verdicts if not v.ok]
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "objects": len(self.verdicts),
+            "verified": sum(v.ok for v in self.verdicts),
+            "missing": sum(not v.result.present for v in self.verdicts),
+            "drifted": sum(bool(v.result.diffs) for v in self.verdicts),
+            "unhealthy": sum(v.result.present and not v.health.healthy for v in self.verdicts),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "converged": self.converged,
+            "seconds": round(self.seconds, 3),
+            "attempts": self.attempts,
+            "summary": self.summary(),
+            "objects": [v.to_dict() for v in self.verdicts],
+        }
+
+
+def fetch_live(kube: Kube, desired: Sequence[DesiredObject], *, workers: int = 8) -> dict[ObjectRef, dict[str, Any]]:
+    """Live counterparts of the desired objects: one LIST per kind, run concurrently."""
+    kinds = sorted({(o.api_version, o.ref.kind) for o in desired})
+    wanted = {o.ref for o in desired}
+
+    def one(api_kind: tuple[str, str]) -> list[dict[str, Any]]:
+        api_version, kind = api_kind
+        try:
+            return kube.list(api_version, kind)
+        except KubeError as exc:
+            if exc.status == 404:  # the kind is not served (yet): its objects are missing
+                return []
+            raise
+
+    live: dict[ObjectRef, dict[str, Any]] = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        for items in pool.map(one, kinds):
+            for item in items:
+                ref = ObjectRef.of(item)
+                if ref in wanted:
+                    live[ref] = item
+    return live
+
+
+def check(
+    kube: Kube,
+    desired: Sequence[DesiredObject],
+    spec: VerifySpec,
+    *,
+    revisions: dict[str, str] | None = None,
+) -> VerifyReport:
+    """One pass: compare every desired object with the cluster and assess its health.
+
+    ``revisions`` maps a Flux object (``Kind/namespace/name``) to the commit it must be Ready at.
+    """
+    t0 = time.monotonic()
+    kube.discovery(refresh=True)  # CRDs may have appeared since the last pass
+    live = fetch_live(kube, desired)
+    ignore: Sequence[IgnoreRule] = spec.ignore
+    verdicts = []
+    for o in desired:
+        obj = live.get(o.ref)
+        result = compare(o, obj, ignore=ignore)
+        if obj is None:
+            health = Health("unknown", "not found")
+        else:
+            health = assess(obj, expected_revision=(revisions or {}).get(str(o.ref)), rules=spec.health)
+        verdicts.append(ObjectVerdict(o, result, health))
+    return VerifyReport(verdicts, time.monotonic() - t0, 1)
+
+
+# What the API server says when a schema does not know a field (strict field validation).
+_UNKNOWN_FIELD = ("unknown field", "field not declared in schema", "strict decoding error")
+
+
+def _refuse_unknown_fields(kube: Kube, report: VerifyReport, probed: set[ObjectRef]) -> None:
+    """A field git declares that stays missing live may be one no schema knows: the API server
+    drops it on apply (the reconciler reports success) and verify would wait out its timeout.
+    Ask the server once per such object, with a strict dry-run apply, and stop at once if so."""
+    for v in report.verdicts:
+        ref = v.desired.ref
+        if ref in probed or not v.result.present or not any(d.change == "missing" for d in v.result.diffs):
+            continue
+        probed.add(ref)
+        try:
+            kube.apply(v.desired.body, field_manager="rebuild-verify", dry_run=True, strict=True)
+        except KubeError as exc:
+            text = str(exc)
+            if exc.status in (400, 422, 500) and any(u in text for u in _UNKNOWN_FIELD):
+                missing = [d for d in v.result.diffs if d.change == "missing"]
+                where = ", ".join(f"{d.rendered} ({d.source})" for d in missing)
+                raise ConfigError(
+                    f"{ref}: the API server does not know field(s) {where} and drops them, so the cluster can never "
+                    f"match git: {text.splitlines()[0][:300]}",
+                    fix="fix the field name in git at the line shown (or remove it) and rerun",
+                ) from exc
+
+
+def wait_converged(
+    kube: Kube,
+    desired: Sequence[DesiredObject],
+    spec: VerifySpec,
+    *,
+    timeout: float | None = None,
+    interval: float = 0.5,
+    progress: Progress | None = None,
+    revisions: dict[str, str] | None = None,
+) -> VerifyReport:
+    """Check until converged or the timeout (default: verify.timeout); returns the last report."""
+    limit = spec.timeout if timeout is None else timeout
+    t0 = time.monotonic()
+    attempts = [0]
+    last_note = [""]
+
+    probed: set[ObjectRef] = set()
+
+    def attempt() -> VerifyReport:
+        attempts[0] += 1
+        report = check(kube, desired, spec, revisions=revisions)
+        if attempts[0] > 1:
+            _refuse_unknown_fields(kube, report, probed)
+        report.attempts = attempts[0]
+        report.seconds = time.monotonic() - t0
+        if not report.converged and progress:
+            s = report.summary()
+            note = (
+                f"verify: {s['verified']}/{s['objects']} verified, {s['missing']} missing, "
+                f"{s['drifted']} drifted, {s['unhealthy']} not healthy yet"
+            )
+            if note != last_note[0]:
+                progress(note)
+                last_note[0] = note
+        return report
+
+    def outage(state: tenacity.RetryCallState) -> None:
+        # The API server stopped answering even after the client's own retries (a restart,
+        # etcd down): keep waiting within the verify timeout instead of failing the check.
+        exc = state.outcome.exception() if state.outcome else None
+        if exc is not None and progress:
+            progress(f"verify: the API server is not answering ({str(exc).splitlines()[0][:160]}); still waiting")
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_delay(limit),
+        wait=tenacity.wait_fixed(interval),
+        retry=tenacity.retry_if_result(lambda r: not r.converged) | tenacity.retry_if_exception_type(ClusterError),
+        before_sleep=outage,
+        retry_error_callback=lambda rs: rs.outcome.result() if rs.outcome else None,
+        reraise=True,
+    )
+    report: VerifyReport = retrying(attempt)
+    return report
