@@ -17,4 +17,6 @@ if ! command -v strace >/dev/null 2>&1; then
 fi
 .venv/bin/ruff check rebuild stacks tests bench
 .venv/bin/mypy
+# The layers of docs/architecture.md (pyproject.toml [tool.importlinter]).
+.venv/bin/lint-imports --no-cache
 exec .venv/bin/pytest -p no:cacheprovider "$@"

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rebuild.adapters import process
+from rebuild.adapters.fs import atomic_write
 from rebuild.adapters.gitserver import Credentials, auth_env, can_listen
 from rebuild.adapters.process import ProcRecord
 from rebuild.core.errors import ForgeError
@@ -53,15 +54,9 @@ _TOKEN_RE = re.compile(r"Access token was successfully created\.\.\. (\S+)")
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Write a file with mode 0600 from its first byte (its folder, if new, gets 0700)."""
+    """A secret or record file: owner-only, written atomically; its folder, if new, gets 0700."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    tmp.replace(path)
+    atomic_write(path, text)
 
 
 def app_ini(*, work: Path, static: Path, port: int, run_user: str, secret_key: str, internal_token: str) -> str:

@@ -49,6 +49,7 @@ from typing import IO, Any
 from urllib.parse import unquote
 
 from rebuild.adapters import process
+from rebuild.adapters.fs import atomic_write
 from rebuild.adapters.process import ProcRecord
 from rebuild.core.errors import GitError
 
@@ -494,7 +495,7 @@ def ensure_server(state: Path, *, credentials: Credentials | None = None, port: 
         port = prev
     srv = spawn(repos, log_path=state / "gitserver.log", port=port, credentials=credentials)
     data = {"port": srv.port, "root": str(srv.root), "auth": credentials is not None, "process": srv.record.to_dict()}
-    _write_private(record, json.dumps(data, indent=2) + "\n")
+    atomic_write(record, json.dumps(data, indent=2) + "\n")
     return srv
 
 
@@ -549,19 +550,8 @@ def stop_server(state: Path) -> bool:
     was_alive = process.alive(rec)
     process.stop(rec)
     data["process"] = None
-    _write_private(record, json.dumps(data, indent=2) + "\n")
+    atomic_write(record, json.dumps(data, indent=2) + "\n")
     return was_alive
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    tmp.replace(path)
 
 
 # --------------------------------------------------------------------------- repositories

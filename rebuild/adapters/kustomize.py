@@ -20,25 +20,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rebuild.toolchain.kubectl import kustomize_binary
+
 BUILD_TIMEOUT = 300.0
-
-
-class KustomizeMissing(FileNotFoundError):
-    """Neither kubectl (with its built-in kustomize) nor kustomize is on PATH."""
-
-
-def kustomize_binary() -> str:
-    exe = shutil.which("kubectl") or shutil.which("kustomize")
-    if exe is None:
-        raise KustomizeMissing("kubectl (with kustomize) is not on PATH")
-    return exe
 
 
 @dataclass

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rebuild.adapters.fs import atomic_write
 from rebuild.core.errors import PortInUseError
 
 
@@ -182,15 +183,8 @@ def load_record(path: Path) -> dict[str, Any]:
 
 
 def save_record(path: Path, data: dict[str, Any]) -> None:
-    """Write a record atomically with mode 0600 from the first byte."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, (json.dumps(data, indent=2) + "\n").encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    """Write a record atomically, owner-only."""
+    atomic_write(path, json.dumps(data, indent=2) + "\n")
 
 
 def tail(path: str | Path, lines: int = 12) -> str:

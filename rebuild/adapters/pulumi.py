@@ -29,8 +29,7 @@ from typing import Any
 import pulumi.automation as auto
 from pulumi.automation.errors import create_command_error
 
-from rebuild.clusters.base import state_root
-from rebuild.clusters.pki import write_private
+from rebuild.adapters.fs import atomic_write
 from rebuild.core.errors import (
     ConfigError,
     PluginMissingError,
@@ -39,6 +38,7 @@ from rebuild.core.errors import (
     StackLockedError,
     StackNotFoundError,
 )
+from rebuild.core.state import state_root
 from rebuild.toolchain.tools import Toolchain
 
 Progress = Callable[[str], None]
@@ -248,7 +248,7 @@ class Pulumi:
             self.backend_dir.chmod(0o700)
             if not self.passphrase_file.exists():
                 # Encrypts secret outputs (kubeconfigs) in the state files; 0600, never logged.
-                write_private(self.passphrase_file, secrets.token_urlsafe(32).encode())
+                atomic_write(self.passphrase_file, secrets.token_urlsafe(32))
         except OSError as exc:
             raise ConfigError(
                 f"the Pulumi state folder {self.backend_dir} is not writable ({exc.strerror})",

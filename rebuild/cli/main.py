@@ -240,7 +240,8 @@ def cluster_up(
 ) -> None:
     """Create (or restart) a cluster and wait until it is ready."""
     from rebuild.clusters import get_cluster
-    from rebuild.clusters.base import check_state_dir, state_root
+    from rebuild.clusters.base import check_state_dir
+    from rebuild.core.state import state_root
 
     if provider == "local":
         check_state_dir(state_root(), "cluster")
@@ -283,7 +284,7 @@ def cluster_status(obj: Ctx, name: str, provider: str, context: str | None) -> N
     """Show a cluster's state and components; exit 0 only when running."""
     from rebuild.adapters import gitserver
     from rebuild.clusters import get_cluster
-    from rebuild.clusters.base import state_root
+    from rebuild.core.state import state_root
 
     st = get_cluster(provider, name, context=context).status()
     gs = gitserver.server_info(state_root() / "gitserver")
@@ -305,8 +306,9 @@ def cluster_status(obj: Ctx, name: str, provider: str, context: str | None) -> N
 
 def _context(obj: Ctx, need: str = "read") -> Any:
     """Config and state dir for a command; ``need="cluster"`` for commands that may create one."""
-    from rebuild.clusters.base import check_state_dir, state_root
+    from rebuild.clusters.base import check_state_dir
     from rebuild.core import config as cfgmod
+    from rebuild.core.state import state_root
     from rebuild.recover.recovery import Context
 
     cfg = cfgmod.load(obj.config)
@@ -654,7 +656,7 @@ def _runbook_stages(obj: Ctx) -> dict[str, Callable[[dict[str, Any]], dict[str, 
         return {"ok": True, "cluster": name, "gitserver": release_gitserver().to_dict()}
 
     def report_stage(p: dict[str, Any]) -> dict[str, Any]:
-        from rebuild.clusters.base import state_root
+        from rebuild.core.state import state_root
         from rebuild.drills import history
         from rebuild.drills.notify import notify
 
@@ -756,7 +758,8 @@ def runbook_show(obj: Ctx, file: Path) -> None:
 @click.pass_obj
 def runbook_run(obj: Ctx, file: Path, params: tuple[str, ...], yes: bool, dry_run: bool) -> None:
     """Execute a runbook, keeping a state file and an audit log. Exit 0 done, 1 a step failed, 2 error."""
-    from rebuild.clusters.base import check_state_dir, state_root
+    from rebuild.clusters.base import check_state_dir
+    from rebuild.core.state import state_root
     from rebuild.drills import runbook as rb
 
     stages = _runbook_stages(obj)
@@ -784,7 +787,8 @@ def runbook_run(obj: Ctx, file: Path, params: tuple[str, ...], yes: bool, dry_ru
 @click.pass_obj
 def runbook_resume(obj: Ctx, run_id: str, yes: bool, allow_changed: bool) -> None:
     """Continue a run (default: the latest) at its first unfinished step; completed steps are not redone."""
-    from rebuild.clusters.base import check_state_dir, state_root
+    from rebuild.clusters.base import check_state_dir
+    from rebuild.core.state import state_root
     from rebuild.drills import runbook as rb
 
     check_state_dir(state_root(), "cluster")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rebuild.clusters.base import Cluster, ClusterStatus, state_root
+from rebuild.clusters.base import Cluster, ClusterStatus
 from rebuild.core.errors import ConfigError
+from rebuild.core.state import state_root
 
 PROVIDERS = ("local", "kind", "kubeconfig")
 
@@ -68,4 +69,4 @@ def release_gitserver(root: Path | None = None) -> GitServerRelease:
     return GitServerRelease(gitserver.stop_server(root / "gitserver"))
 
 
-__all__ = ["PROVIDERS", "Cluster", "ClusterStatus", "GitServerRelease", "get_cluster", "release_gitserver", "state_root"]
+__all__ = ["PROVIDERS", "Cluster", "ClusterStatus", "GitServerRelease", "get_cluster", "release_gitserver"]

@@ -102,16 +102,6 @@ def validate_name(name: str) -> str:
     return name
 
 
-def state_root() -> Path:
-    """Where cluster data, stack state and run records live: $REBUILD_STATE_DIR, else XDG state."""
-    env = os.environ.get("REBUILD_STATE_DIR")
-    if env:
-        return Path(env).expanduser().resolve()
-    xdg = os.environ.get("XDG_STATE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".local" / "state"
-    return (base / "rebuild").resolve()
-
-
 # What a run needs free in the state dir before it starts: git mirrors, checkouts and Pulumi
 # state are small; a local cluster's etcd preallocates 64 MB WAL segments.
 MIN_FREE_MB = {"read": 16, "cluster": 256}

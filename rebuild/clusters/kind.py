@@ -15,9 +15,10 @@ from pathlib import Path
 
 import yaml
 
-from rebuild.clusters import pki
-from rebuild.clusters.base import ClusterStatus, Progress, state_root, validate_name
+from rebuild.adapters.fs import atomic_write
+from rebuild.clusters.base import ClusterStatus, Progress, validate_name
 from rebuild.core.errors import ClusterError, ToolchainError
+from rebuild.core.state import state_root
 
 
 def kind_config(nodes: int, api_port: int | None = None) -> dict[str, object]:
@@ -113,7 +114,7 @@ class KindCluster:
         if progress:
             progress(f"kind create cluster {self.name}")
         self._run(create_argv(kind, self.name, cfg, self.kubeconfig(), self.image))
-        pki.write_private(self.kubeconfig(), self._run(kubeconfig_argv(kind, self.name)).encode())
+        atomic_write(self.kubeconfig(), self._run(kubeconfig_argv(kind, self.name)).encode())
         return self.status()
 
     def delete(self, purge: bool = False) -> None:

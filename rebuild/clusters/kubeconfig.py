@@ -19,9 +19,10 @@ from typing import Any
 
 import yaml
 
-from rebuild.clusters import pki
-from rebuild.clusters.base import ClusterStatus, Progress, state_root, validate_name
+from rebuild.adapters.fs import atomic_write
+from rebuild.clusters.base import ClusterStatus, Progress, validate_name
 from rebuild.core.errors import ClusterError, ConfigError
+from rebuild.core.state import state_root
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -106,7 +107,7 @@ class KubeconfigCluster:
                     "context in-cluster: not running in a Pod with a ServiceAccount token",
                     fix="run inside the cluster, or name a kubeconfig context",
                 )
-            pki.write_private(out, yaml.safe_dump(incluster, sort_keys=False).encode())
+            atomic_write(out, yaml.safe_dump(incluster, sort_keys=False).encode())
             return out
         try:
             src = yaml.safe_load(self.source.read_text(encoding="utf-8")) or {}
@@ -116,7 +117,7 @@ class KubeconfigCluster:
                 fix="set KUBECONFIG to the kubeconfig file that holds the cluster's context (default ~/.kube/config)",
             ) from exc
         flat = flatten(src, self.context, self.source.parent)
-        pki.write_private(out, yaml.safe_dump(flat, sort_keys=False).encode())
+        atomic_write(out, yaml.safe_dump(flat, sort_keys=False).encode())
         return out
 
     def _server(self, flat: dict[str, Any]) -> str:
@@ -140,8 +141,8 @@ class KubeconfigCluster:
         if "client-certificate-data" in user:
             with tempfile.TemporaryDirectory() as tmp:
                 crt, key = Path(tmp) / "c", Path(tmp) / "k"
-                pki.write_private(crt, base64.b64decode(user["client-certificate-data"]))
-                pki.write_private(key, base64.b64decode(user["client-key-data"]))
+                atomic_write(crt, base64.b64decode(user["client-certificate-data"]))
+                atomic_write(key, base64.b64decode(user["client-key-data"]))
                 ctx.load_cert_chain(str(crt), str(key))
         try:
             req = urllib.request.Request(server + "/readyz", headers=headers)

@@ -43,10 +43,12 @@ from pathlib import Path
 import yaml
 
 from rebuild.adapters import process
+from rebuild.adapters.fs import atomic_write
 from rebuild.adapters.process import ProcRecord
 from rebuild.clusters import pki
-from rebuild.clusters.base import ClusterStatus, Component, Progress, State, state_root, validate_name
+from rebuild.clusters.base import ClusterStatus, Component, Progress, State, validate_name
 from rebuild.core.errors import ClusterError, ConfigError, PortInUseError
+from rebuild.core.state import state_root
 from rebuild.toolchain.tools import Toolchain
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -584,4 +586,4 @@ def kubeconfig_text(name: str, server: str, paths: pki.PKIPaths, *, cert: tuple[
 
 
 def write_kubeconfig(path: Path, name: str, server: str, paths: pki.PKIPaths, *, cert: tuple[Path, Path] | None = None) -> None:
-    pki.write_private(path, kubeconfig_text(name, server, paths, cert=cert).encode())
+    atomic_write(path, kubeconfig_text(name, server, paths, cert=cert).encode())

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from rebuild.adapters.fs import atomic_write
 
 VALIDITY = dt.timedelta(days=365)
 
@@ -63,18 +64,6 @@ class PKIPaths:
     def complete(self) -> bool:
         files = (self.ca_crt, self.ca_key, self.server_crt, self.server_key, self.admin_crt, self.admin_key)
         return all(p.exists() for p in (*files, self.sa_key, self.sa_pub))
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write a secret file with mode 0600 from the first byte (never world-readable, even briefly)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -128,14 +117,14 @@ def generate(paths: PKIPaths, cluster: str) -> None:
     server_crt, server_key = _leaf(ca_key, ca_name, now, "kube-apiserver", None, server=True)
     admin_crt, admin_key = _leaf(ca_key, ca_name, now, "rebuild-admin", "system:masters", server=False)
     sa = _key()
-    write_private(paths.ca_key, _pem_key(ca_key))
-    write_private(paths.ca_crt, ca.public_bytes(serialization.Encoding.PEM))
-    write_private(paths.server_crt, server_crt)
-    write_private(paths.server_key, server_key)
-    write_private(paths.admin_crt, admin_crt)
-    write_private(paths.admin_key, admin_key)
-    write_private(paths.sa_key, _pem_key(sa))
-    write_private(
+    atomic_write(paths.ca_key, _pem_key(ca_key))
+    atomic_write(paths.ca_crt, ca.public_bytes(serialization.Encoding.PEM))
+    atomic_write(paths.server_crt, server_crt)
+    atomic_write(paths.server_key, server_key)
+    atomic_write(paths.admin_crt, admin_crt)
+    atomic_write(paths.admin_key, admin_key)
+    atomic_write(paths.sa_key, _pem_key(sa))
+    atomic_write(
         paths.sa_pub,
         sa.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
     )
@@ -186,5 +175,5 @@ def issue_client(paths: PKIPaths, crt: Path, key: Path, cn: str, org: str | None
         raise ValueError(f"{paths.ca_key} is not an ECDSA key")
     ca = x509.load_pem_x509_certificate(paths.ca_crt.read_bytes())
     cert_pem, key_pem = _leaf(ca_key, ca.subject, dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5), cn, org, server=False)
-    write_private(key, key_pem)
-    write_private(crt, cert_pem)
+    atomic_write(key, key_pem)
+    atomic_write(crt, cert_pem)

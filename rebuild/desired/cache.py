@@ -32,10 +32,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from rebuild.adapters.kustomize import KustomizeMissing, kustomize_binary
+from rebuild.adapters.fs import atomic_write
 from rebuild.core.model import Declared, DesiredObject, ObjectRef, Source
 from rebuild.desired.render import FluxLayer, Problem, Rendered, render
-from rebuild.drills.report import atomic_write
+from rebuild.toolchain.kubectl import KustomizeMissing, kustomize_binary
 
 FORMAT = 1
 KEEP = 32

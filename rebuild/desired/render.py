@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from rebuild.adapters.kustomize import BuildOutput, KustomizeMissing, Wrapper, kustomize_binary
+from rebuild.adapters.kustomize import BuildOutput, Wrapper
 from rebuild.adapters.kustomize import build as kustomize_build
 from rebuild.core.model import LIST_KEYS, Declared, DesiredObject, FieldPath, ObjectRef, Source
 from rebuild.core.yamlload import LoadedDoc, YamlLoadError, load_all
@@ -48,6 +48,7 @@ from rebuild.desired.kustsource import (
     selector_path,
 )
 from rebuild.desired.varsub import DISABLED_KEY, SubstitutionError, has_expression, substitute
+from rebuild.toolchain.kubectl import KustomizeMissing, kustomize_binary
 
 __all__ = [
     "KUSTOMIZATION_FILES",

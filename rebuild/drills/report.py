@@ -22,13 +22,13 @@ import datetime as dt
 import html
 import json
 import math
-import os
 import re
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rebuild.adapters.fs import atomic_write
 
 SCHEMA = "rebuild.run/v1"
 PHASE_STATUSES = ("ok", "failed", "skipped")
@@ -39,41 +39,6 @@ REPORT_FILES = {"json": "result.json", "markdown": "report.md", "junit": "junit.
 # Neighbours differ in hue and lightness; no red, green or grey (those mean failed, passed, skipped).
 PALETTE = ("#2563eb", "#0891b2", "#7c3aed", "#d97706", "#0d9488", "#4f46e5", "#92400e", "#475569", "#0284c7", "#a21caf")
 RED, GREEN, GREY = "#dc2626", "#16a34a", "#9ca3af"
-
-
-# --------------------------------------------------------------------------- files
-
-
-def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o600) -> None:
-    """Write via a temporary file in the same folder, fsync, then rename over the target.
-
-    A reader (a browser, CI, a resumed runbook) sees either the old file or the new one,
-    never half of one, even if the process is killed mid-write. Owner-only by default:
-    results name internal objects and repositories.
-    """
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
 
 
 def write_reports(result: dict[str, Any], out_dir: Path, *, history: list[dict[str, Any]]) -> dict[str, Path]:

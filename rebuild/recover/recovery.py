@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rebuild.adapters.fs import atomic_write
 from rebuild.adapters.git import Checkout, Mirrors
 from rebuild.adapters.kube import Kube
 from rebuild.adapters.pulumi import STACKS_DIR, Pulumi
@@ -33,7 +34,7 @@ from rebuild.desired import fluxtree
 from rebuild.desired.cache import RenderCache, RenderKey
 from rebuild.desired.fluxtree import Tree
 from rebuild.desired.render import FluxLayer, KindInfo, Problem, Rendered, builtin_kinds, check_kinds, crd_kinds, fill_namespaces
-from rebuild.reconcilers import flux
+from rebuild.reconcilers import flux, flux_install
 from rebuild.recover.converge import VerifyReport, wait_converged
 from rebuild.recover.ordering import apply_order, table
 from rebuild.toolchain.tools import Toolchain
@@ -333,7 +334,7 @@ def platform_config(ctx: Context, desired: DesiredState) -> dict[str, Any]:
     if rc.kind == "flux":
         cfg["fluxCrds"] = [str(p) for c in ("source-controller", "kustomize-controller") for p in ctx.toolchain.flux_crds(c)]
         if ctx.config.cluster.provider != "local":
-            cfg["fluxInstallManifest"] = str(ctx.toolchain.flux_install_manifest())
+            cfg["fluxInstallManifest"] = str(flux_install.render_install(ctx.toolchain))
     else:
         cfg["argocdInstallManifest"] = str(ctx.toolchain.argocd_install_manifest())
     if ctx.config.reconciler.sops_age_key_file:
@@ -526,9 +527,8 @@ def run_phase(ctx: Context, name: str, desired: DesiredState) -> dict[str, Any]:
 
 
 def _write_kubeconfig(text: str, path: Path) -> None:
-    from rebuild.clusters.pki import write_private
 
-    write_private(path, text.encode())
+    atomic_write(path, text)
 
 
 def start_reconciler(ctx: Context, kube: Kube, kubeconfig: Path, desired: DesiredState) -> dict[str, Any]:

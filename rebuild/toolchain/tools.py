@@ -129,14 +129,6 @@ class Toolchain:
         """The controller's upstream ``config/`` kustomize bases (crd, rbac, manager, default)."""
         return self.tool_dir(controller) / "config"
 
-    def flux_install_manifest(self) -> Path:
-        """In-cluster install of both Flux controllers (RBAC, Deployments, Services) for clusters
-        whose nodes run Pods, rendered from their own ``config/default`` with kustomize.
-        CRDs and the flux-system Namespace are left out: the platform stack creates those."""
-        from rebuild.toolchain.flux_install import render_install
-
-        return render_install(self)
-
     def argocd_install_manifest(self) -> Path:
         """Argo CD's ``manifests/install.yaml`` of the pinned version (from its Go module)."""
         path = self.tool_dir("argocd-manifests") / "install.yaml"

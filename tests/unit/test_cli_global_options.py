@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from rebuild.cli import main as cli
-from rebuild.clusters.base import state_root
+from rebuild.core.state import state_root
 from rebuild.core.errors import ConfigError
 from tests.conftest import REPO
 

@@ -22,10 +22,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from rebuild.adapters.fs import atomic_write
 from rebuild.adapters.process import ProcRecord, alive, start_ticks, tail
 from rebuild.core.errors import Interrupted, RebuildError
 from rebuild.drills.history import append_jsonl
-from rebuild.drills.report import atomic_write
 from rebuild.drills.runbook.model import (
     DEFAULT_ARGV_TIMEOUT,
     ConfirmationDeclined,

@@ -17,8 +17,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from rebuild.adapters.fs import atomic_write
 from rebuild.core.errors import ConfigError
-from rebuild.drills.report import atomic_write
 from rebuild.drills.runbook.executor import Executor
 from rebuild.drills.runbook.model import (
     ConfirmationRequired,

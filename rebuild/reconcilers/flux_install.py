@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from rebuild.core.errors import ToolchainError
+from rebuild.reconcilers.flux_local import SPEED_ARGS
 
 if TYPE_CHECKING:
     from rebuild.toolchain.tools import Toolchain
@@ -24,7 +25,7 @@ CONTROLLERS = ("source-controller", "kustomize-controller")
 
 
 def render_install(tc: Toolchain) -> Path:
-    from rebuild.desired.render import kustomize_binary
+    from rebuild.toolchain.kubectl import kustomize_binary
 
     versions = "-".join(tc.versions[c]["version"] for c in CONTROLLERS)
     out = tc.root / "tools" / "flux-install" / versions / "install.yaml"
@@ -54,8 +55,6 @@ def render_install(tc: Toolchain) -> Path:
             if not isinstance(d, dict) or d.get("kind") in ("CustomResourceDefinition", "Namespace"):
                 continue
             if d.get("kind") == "Deployment":
-                from rebuild.reconcilers.flux_local import SPEED_ARGS
-
                 for container in d["spec"]["template"]["spec"]["containers"]:
                     if container.get("name") == "manager":
                         container["args"] = [*container.get("args", []), *SPEED_ARGS.get(c, ())]
