@@ -17,8 +17,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from rebuild.cli import main as cli
-from rebuild.core.state import state_root
 from rebuild.core.errors import ConfigError
+from rebuild.core.state import state_root
 from tests.conftest import REPO
 
 GLOBAL_OPTS = {"-o", "--output", "--config", "--state-dir"}
