@@ -38,10 +38,9 @@ from rebuild.core.errors import (
     StackLockedError,
     StackNotFoundError,
 )
+from rebuild.core.progress import Progress
 from rebuild.core.state import state_root
 from rebuild.toolchain.tools import Toolchain
-
-Progress = Callable[[str], None]
 
 # The built-in programs (cluster, platform): package data of rebuild.programs, so an installed
 # wheel has them as a checkout does. stacks/<name>/ in a checkout are thin entry points to them.

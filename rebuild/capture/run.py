@@ -19,7 +19,7 @@ import dataclasses
 import os
 import shutil
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,6 @@ from rebuild.capture.drift import DriftReport, find_drift
 from rebuild.core.errors import ConfigError, GitError, KubeError
 from rebuild.core.model import DesiredObject, Source
 from rebuild.recover.recovery import Context, DesiredState, SourceState, live_kube, load_desired
-
-Progress = Callable[[str], None]
 
 # Kinds never worth listing for capture (controller output, high churn); drift would
 # exclude them anyway, but not listing them keeps capture cheap on busy clusters.

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
 from rebuild.core.errors import ConfigError
+from rebuild.core.progress import Progress
 
 State = Literal["running", "degraded", "stopped", "absent"]
-Progress = Callable[[str], None]
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import yaml
 
 from rebuild.adapters.fs import atomic_write
-from rebuild.clusters.base import ClusterStatus, Progress, validate_name
+from rebuild.clusters.base import ClusterStatus, validate_name
 from rebuild.core.errors import ClusterError, ToolchainError
+from rebuild.core.progress import Progress
 from rebuild.core.state import state_root
 
 

@@ -20,8 +20,9 @@ from typing import Any
 import yaml
 
 from rebuild.adapters.fs import atomic_write
-from rebuild.clusters.base import ClusterStatus, Progress, validate_name
+from rebuild.clusters.base import ClusterStatus, validate_name
 from rebuild.core.errors import ClusterError, ConfigError
+from rebuild.core.progress import Progress
 from rebuild.core.state import state_root
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")

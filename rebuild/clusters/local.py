@@ -46,8 +46,9 @@ from rebuild.adapters import process
 from rebuild.adapters.fs import atomic_write
 from rebuild.adapters.process import ProcRecord
 from rebuild.clusters import pki
-from rebuild.clusters.base import ClusterStatus, Component, Progress, State, validate_name
+from rebuild.clusters.base import ClusterStatus, Component, State, validate_name
 from rebuild.core.errors import ClusterError, ConfigError, PortInUseError
+from rebuild.core.progress import Progress
 from rebuild.core.state import state_root
 from rebuild.toolchain.tools import Toolchain
 

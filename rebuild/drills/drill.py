@@ -13,7 +13,6 @@ import dataclasses
 import datetime as dt
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ from rebuild.core.errors import ConfigError, Interrupted, RebuildError
 from rebuild.core.model import Phases
 from rebuild.recover.recovery import Context, DesiredStateError, UpResult, up
 
-Progress = Callable[[str], None]
 SCHEMA = "rebuild.run/v1"
 
 

@@ -33,8 +33,9 @@ import yaml
 from rebuild.adapters import process
 from rebuild.adapters.kube import Kube
 from rebuild.adapters.process import ProcRecord
-from rebuild.clusters.base import Component, Progress
+from rebuild.clusters.base import Component
 from rebuild.core.errors import ClusterError
+from rebuild.core.progress import Progress
 from rebuild.toolchain.tools import Toolchain
 
 NAMESPACE = "flux-system"

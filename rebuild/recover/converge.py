@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,10 +20,9 @@ from rebuild.adapters.kube import Kube
 from rebuild.core.config import IgnoreRule, VerifySpec
 from rebuild.core.errors import ClusterError, ConfigError, KubeError
 from rebuild.core.model import DesiredObject, ObjectRef
+from rebuild.core.progress import Progress
 from rebuild.recover.health import Health, assess
 from rebuild.recover.verify import ObjectResult, compare, message
-
-Progress = Callable[[str], None]
 
 
 @dataclass

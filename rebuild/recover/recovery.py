@@ -29,6 +29,7 @@ from rebuild.adapters.pulumi import STACKS_DIR, Pulumi
 from rebuild.core.config import Config, SourceSpec
 from rebuild.core.errors import ConfigError, Interrupted, RebuildError
 from rebuild.core.model import DesiredObject, Phases, Source
+from rebuild.core.progress import Progress
 from rebuild.core.yamlload import LoadedDoc, YamlLoadError, load_all
 from rebuild.desired import fluxtree
 from rebuild.desired.cache import RenderCache, RenderKey
@@ -38,8 +39,6 @@ from rebuild.reconcilers import flux, flux_install
 from rebuild.recover.converge import VerifyReport, wait_converged
 from rebuild.recover.ordering import apply_order, table
 from rebuild.toolchain.tools import Toolchain
-
-Progress = Callable[[str], None]
 
 
 class DesiredStateError(ConfigError):

@@ -29,6 +29,7 @@ from importlib import resources
 from pathlib import Path
 
 from rebuild.core.errors import ConfigError, ToolchainError
+from rebuild.core.progress import Progress
 
 # Disk a cold build needs: Go's module and build caches plus the binaries (measured ~9 GB).
 MIN_FREE_BYTES = 6 * 1024**3
@@ -239,9 +240,6 @@ class Toolchain:
 
 
 # --------------------------------------------------------------------------- building
-
-
-Progress = Callable[[str], None]
 
 
 def _default_progress(msg: str) -> None:

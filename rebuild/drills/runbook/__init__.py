@@ -38,6 +38,7 @@ The package, by the seams the code already had (the public API is re-exported he
 - ``runs``: the entry points ``run`` and ``resume``: everything checked before a session.
 """
 
+from rebuild.core.progress import Progress
 from rebuild.drills.runbook.executor import PRECONDITION_TIMEOUT
 from rebuild.drills.runbook.model import (
     BUILTIN_PARAMS,
@@ -47,7 +48,6 @@ from rebuild.drills.runbook.model import (
     ConfirmationRequired,
     Param,
     Precondition,
-    Progress,
     Prompt,
     Retry,
     Runbook,

@@ -25,12 +25,12 @@ from typing import Any
 from rebuild.adapters.fs import atomic_write
 from rebuild.adapters.process import ProcRecord, alive, start_ticks, tail
 from rebuild.core.errors import Interrupted, RebuildError
+from rebuild.core.progress import Progress
 from rebuild.drills.history import append_jsonl
 from rebuild.drills.runbook.model import (
     DEFAULT_ARGV_TIMEOUT,
     ConfirmationDeclined,
     ConfirmationRequired,
-    Progress,
     Prompt,
     Runbook,
     RunStateError,

@@ -19,7 +19,6 @@ from typing import Any
 
 from rebuild.core.errors import ConfigError, RebuildError
 
-Progress = Callable[[str], None]
 Stage = Callable[[dict[str, Any]], dict[str, Any]]
 Prompt = Callable[[str], bool]
 

@@ -19,18 +19,9 @@ from typing import Any
 
 from rebuild.adapters.fs import atomic_write
 from rebuild.core.errors import ConfigError
+from rebuild.core.progress import Progress
 from rebuild.drills.runbook.executor import Executor
-from rebuild.drills.runbook.model import (
-    ConfirmationRequired,
-    Progress,
-    Prompt,
-    Runbook,
-    RunbookError,
-    RunStateError,
-    Stage,
-    Step,
-    resolve,
-)
+from rebuild.drills.runbook.model import ConfirmationRequired, Prompt, Runbook, RunbookError, RunStateError, Stage, Step, resolve
 from rebuild.drills.runbook.parse import load
 from rebuild.drills.runbook.render import dry_run_plan
 from rebuild.drills.runbook.state import STATE_VERSION, RunResult, find_run, git_revision, runs_dir, utc_now
