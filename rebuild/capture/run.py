@@ -32,7 +32,8 @@ from rebuild.capture.backport import Backport, plan_backport
 from rebuild.capture.drift import DriftReport, find_drift
 from rebuild.core.errors import ConfigError, GitError, KubeError
 from rebuild.core.model import DesiredObject, Source
-from rebuild.recover.recovery import Context, DesiredState, SourceState, live_kube, load_desired
+from rebuild.recover.context import Context, live_kube
+from rebuild.recover.sources import DesiredState, SourceState, load_desired
 
 # Kinds never worth listing for capture (controller output, high churn); drift would
 # exclude them anyway, but not listing them keeps capture cheap on busy clusters.
@@ -288,7 +289,7 @@ def _source_for(desired: DesiredState, name: str) -> SourceState:
 
 def push_branch(ctx: Context, src: SourceState, branch: str, bp: Backport, base_sha: str) -> str:
     """Commit the backport on ``branch`` (from the rebuilt base commit) and force-push it; returns the new sha."""
-    work = ctx.root / "capture" / src.spec.name
+    work = ctx.layout.capture_work(src.spec.name)
     creds = src.spec.credentials.resolve(ctx.config.base_dir)
     env = auth_env(creds)
     try:

@@ -309,7 +309,7 @@ def _context(obj: Ctx, need: str = "read") -> Any:
     from rebuild.clusters.base import check_state_dir
     from rebuild.core import config as cfgmod
     from rebuild.core.state import state_root
-    from rebuild.recover.recovery import Context
+    from rebuild.recover.context import Context
 
     cfg = cfgmod.load(obj.config)
     root = state_root()
@@ -349,7 +349,7 @@ def _verify_text(report: Any) -> list[str]:
 @click.pass_obj
 def plan_cmd(obj: Ctx, revision: tuple[str, ...]) -> None:
     """Show what `up` would do: stack previews, the desired objects by kind and namespace, the order. Changes nothing."""
-    from rebuild.recover.recovery import plan
+    from rebuild.recover.plan import plan
 
     ctx = _context(obj)
     res = plan(ctx, _revisions(revision, ctx))
@@ -378,7 +378,7 @@ def plan_cmd(obj: Ctx, revision: tuple[str, ...]) -> None:
 @click.pass_obj
 def up_cmd(obj: Ctx, revision: tuple[str, ...], timeout: float | None) -> None:
     """Rebuild: cluster stack, platform stack, reconciler bootstrap, verify; every phase timed."""
-    from rebuild.recover.recovery import up
+    from rebuild.recover.up import up
 
     ctx = _context(obj, "cluster")
     res = up(ctx, _revisions(revision, ctx), verify_timeout=timeout)
@@ -406,8 +406,9 @@ def up_cmd(obj: Ctx, revision: tuple[str, ...], timeout: float | None) -> None:
 @click.pass_obj
 def verify_cmd(obj: Ctx, timeout: float | None, revision: tuple[str, ...]) -> None:
     """Is the cluster exactly what git declares, and healthy? Exit 0 converged, 1 not."""
+    from rebuild.recover.context import live_kube
     from rebuild.recover.converge import wait_converged
-    from rebuild.recover.recovery import live_kube, load_desired
+    from rebuild.recover.sources import load_desired
 
     ctx = _context(obj)
     desired = load_desired(ctx, _revisions(revision, ctx))
@@ -591,7 +592,7 @@ def _runbook_stages(obj: Ctx) -> dict[str, Callable[[dict[str, Any]], dict[str, 
         return out
 
     def up_stage(p: dict[str, Any]) -> dict[str, Any]:
-        from rebuild.recover.recovery import up
+        from rebuild.recover.up import up
 
         ctx = ctx_for(p)
         res = up(ctx, revisions(p, ctx), verify_timeout=seconds(p, "verify_timeout"))
@@ -601,7 +602,8 @@ def _runbook_stages(obj: Ctx) -> dict[str, Callable[[dict[str, Any]], dict[str, 
         def stage(p: dict[str, Any]) -> dict[str, Any]:
             import time as _time
 
-            from rebuild.recover.recovery import load_desired, run_phase
+            from rebuild.recover.sources import load_desired
+            from rebuild.recover.up import run_phase
 
             ctx = ctx_for(p)
             t0 = _time.monotonic()
@@ -622,7 +624,7 @@ def _runbook_stages(obj: Ctx) -> dict[str, Callable[[dict[str, Any]], dict[str, 
         from rebuild.adapters.kube import Kube
         from rebuild.clusters import get_cluster
         from rebuild.recover.converge import wait_converged
-        from rebuild.recover.recovery import load_desired
+        from rebuild.recover.sources import load_desired
 
         ctx = ctx_for(p)
         desired = load_desired(ctx, revisions(p, ctx))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rebuild.clusters.base import Cluster, ClusterStatus
 from rebuild.core.errors import ConfigError
-from rebuild.core.state import state_root
+from rebuild.core.state import StateLayout, state_root
 
 PROVIDERS = ("local", "kind", "kubeconfig")
 
@@ -62,11 +62,11 @@ def release_gitserver(root: Path | None = None) -> GitServerRelease:
     from rebuild.adapters import gitserver
     from rebuild.clusters.base import live_processes
 
-    root = root or state_root()
-    users = sorted(d.name for d in (root / "clusters").glob("*") if d.is_dir() and live_processes(d))
+    layout = StateLayout(root or state_root())
+    users = sorted(d.name for d in layout.clusters.glob("*") if d.is_dir() and live_processes(d))
     if users:
         return GitServerRelease(False, users)
-    return GitServerRelease(gitserver.stop_server(root / "gitserver"))
+    return GitServerRelease(gitserver.stop_server(layout.gitserver))
 
 
 __all__ = ["PROVIDERS", "Cluster", "ClusterStatus", "GitServerRelease", "get_cluster", "release_gitserver"]

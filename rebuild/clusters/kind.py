@@ -19,7 +19,7 @@ from rebuild.adapters.fs import atomic_write
 from rebuild.clusters.base import ClusterStatus, validate_name
 from rebuild.core.errors import ClusterError, ToolchainError
 from rebuild.core.progress import Progress
-from rebuild.core.state import state_root
+from rebuild.core.state import StateLayout, state_root
 
 
 def kind_config(nodes: int, api_port: int | None = None) -> dict[str, object]:
@@ -83,10 +83,10 @@ class KindCluster:
 
     @property
     def dir(self) -> Path:
-        return self.root / "clusters" / self.name
+        return StateLayout(self.root).cluster_dir(self.name)
 
     def kubeconfig(self) -> Path:
-        return self.dir / "kubeconfig"
+        return StateLayout(self.root).cluster_kubeconfig(self.name)
 
     def _kind(self) -> str:
         exe = shutil.which("kind")

@@ -23,7 +23,7 @@ from rebuild.adapters.fs import atomic_write
 from rebuild.clusters.base import ClusterStatus, validate_name
 from rebuild.core.errors import ClusterError, ConfigError
 from rebuild.core.progress import Progress
-from rebuild.core.state import state_root
+from rebuild.core.state import StateLayout, state_root
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -100,7 +100,7 @@ class KubeconfigCluster:
         validate_name(self.name)
 
     def kubeconfig(self) -> Path:
-        out = self.root / "clusters" / self.name / "kubeconfig"
+        out = StateLayout(self.root).cluster_kubeconfig(self.name)
         if self.context == "in-cluster" or (not self.source.exists() and in_cluster_kubeconfig()):
             incluster = in_cluster_kubeconfig()
             if incluster is None:

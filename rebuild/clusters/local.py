@@ -49,7 +49,7 @@ from rebuild.clusters import pki
 from rebuild.clusters.base import ClusterStatus, Component, State, validate_name
 from rebuild.core.errors import ClusterError, ConfigError, PortInUseError
 from rebuild.core.progress import Progress
-from rebuild.core.state import state_root
+from rebuild.core.state import StateLayout, state_root
 from rebuild.toolchain.tools import Toolchain
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -95,7 +95,7 @@ class LocalCluster:
 
     @property
     def dir(self) -> Path:
-        return self.root / "clusters" / self.name
+        return StateLayout(self.root).cluster_dir(self.name)
 
     @property
     def record_path(self) -> Path:
@@ -106,7 +106,7 @@ class LocalCluster:
         return pki.PKIPaths(self.dir / "pki")
 
     def kubeconfig(self) -> Path:
-        return self.dir / "kubeconfig"
+        return StateLayout(self.root).cluster_kubeconfig(self.name)
 
     def system_kubeconfig(self) -> Path:
         """The system:masters kubeconfig the cluster's own components use (exempt from throttles)."""

@@ -19,7 +19,9 @@ from typing import Any
 from rebuild.adapters import gitserver
 from rebuild.core.errors import ConfigError, Interrupted, RebuildError
 from rebuild.core.model import Phases
-from rebuild.recover.recovery import Context, DesiredStateError, UpResult, up
+from rebuild.recover.context import Context
+from rebuild.recover.sources import DesiredStateError
+from rebuild.recover.up import UpResult, up
 
 SCHEMA = "rebuild.run/v1"
 

@@ -93,8 +93,12 @@ class FluxLocal:
     def storage_path(self) -> Path:
         return self.state_dir / "artifacts"
 
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
     def _log(self, name: str) -> Path:
-        return self.state_dir / "logs" / f"{name}.log"
+        return self.logs_dir / f"{name}.log"
 
     def _load(self) -> dict[str, Any]:
         return process.load_record(self.record_path)
@@ -159,7 +163,7 @@ class FluxLocal:
         say(f"{n} Flux CRDs established; namespace {self.namespace} present")
 
         self.storage_path.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
         ports = self._choose_ports()
         data: dict[str, Any] = {"kubeconfig": str(self.kubeconfig), "ports": ports, "processes": []}
         self._save(data)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rebuild.core.state import StateLayout
 from rebuild.drills.runbook.model import RunStateError
 
 STATE_VERSION = 1
@@ -56,11 +57,11 @@ def git_revision(path: Path) -> dict[str, Any]:
 
 
 def runs_dir(state_dir: Path) -> Path:
-    return state_dir / "runbooks" / "runs"
+    return StateLayout(state_dir).runbook_runs
 
 
 def audit_path(state_dir: Path) -> Path:
-    return state_dir / "runbooks" / "audit.jsonl"
+    return StateLayout(state_dir).runbook_audit
 
 
 def list_runs(state_dir: Path) -> list[dict[str, Any]]:
