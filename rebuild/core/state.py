@@ -36,7 +36,7 @@ class StateLayout:
       ``pulumi/``                   the Pulumi file backend; ``stacks/<project>/`` the programs' private copies
       ``cache/render/``             rendered sources by commit (desired/cache)
       ``capture/<source>/``         the work tree a capture commits its backport in
-      ``drills/``                   drill records and ``history.jsonl``
+      ``drills/``                   a report folder per drill, and ``history.jsonl``
       ``runbooks/runs/``            runbook runs; ``runbooks/audit.jsonl`` their audit log
     """
 
@@ -107,6 +107,10 @@ class StateLayout:
     @property
     def drills(self) -> Path:
         return self.root / "drills"
+
+    def drill_report(self, started_at: str, cluster: str) -> Path:
+        """One drill's report folder: ``drills/<started_at without colons>-<cluster>``."""
+        return self.drills / f"{started_at.replace(':', '')}-{cluster}"
 
     @property
     def drill_history(self) -> Path:
