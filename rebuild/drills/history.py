@@ -7,9 +7,10 @@ lines. A process killed mid-write can leave at most one torn line; the next appe
 on a fresh line, and ``load`` skips (and reports) any line it cannot read instead of
 refusing the whole history, because a trend with one gap beats no trend.
 
-Each line is a compact summary of a run result (schema ``rebuild.run/v1`` minus the failure
-list, which can be large; the count is kept): enough for the trend chart and for "how long
-did the drills take this quarter", without letting the file grow by megabytes a night.
+Each line is a compact summary of a run result (schema ``rebuild.run/v1``, the dict of
+``core.results.RunResult``, minus the failure list, which can be large; the count is kept):
+enough for the trend chart and for "how long did the drills take this quarter", without
+letting the file grow by megabytes a night.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from rebuild.core.errors import RebuildError
+from rebuild.core.results import RunResult, as_dict
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,9 @@ def default_path(state_dir: Path) -> Path:
     return state_dir / "drills" / "history.jsonl"
 
 
-def summarize(result: dict[str, Any]) -> dict[str, Any]:
+def summarize(run: RunResult | dict[str, Any]) -> dict[str, Any]:
     """The history line for a result: scalar facts, phases without details, revisions, failure count."""
+    result = as_dict(run)
     entry: dict[str, Any] = {"history": HISTORY_SCHEMA}
     for key in KEPT:
         if key in result:
@@ -125,7 +128,7 @@ def _key(entry: dict[str, Any]) -> tuple[str, str, str]:
     return (str(entry.get("kind", "")), str(entry.get("cluster", "")), str(entry.get("started_at", "")))
 
 
-def append(path: Path, result: dict[str, Any]) -> bool:
+def append(path: Path, result: RunResult | dict[str, Any]) -> bool:
     """Append the summary of ``result`` once; safe against concurrent appenders.
 
     A run already in the history (same kind, cluster and start time) is not added again, so

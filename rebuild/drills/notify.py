@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from rebuild.core.errors import RebuildError
+from rebuild.core.results import RunResult
 from rebuild.drills.report import fmt_seconds
 
 log = logging.getLogger(__name__)
@@ -93,24 +94,16 @@ def _clip(s: str, n: int) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
-def build_payload(result: dict[str, Any], *, report_path: str | Path | None = None, max_failures: int = 5) -> dict[str, Any]:
+def build_payload(
+    result: RunResult | dict[str, Any], *, report_path: str | Path | None = None, max_failures: int = 5
+) -> dict[str, Any]:
     """The Slack-compatible summary: verdict, cluster, RTO, RPO, failures count, report path."""
-    passed = result.get("passed") is True
-    verdict = "PASSED" if passed else "FAILED"
-    kind = str(result.get("kind") or "drill")
-    cluster = str(result.get("cluster") or "?")
-    rto_raw = result.get("rto_seconds")
-    rto = float(rto_raw) if isinstance(rto_raw, (int, float)) and not isinstance(rto_raw, bool) else None
-    rpo = result.get("rpo") if isinstance(result.get("rpo"), dict) else {}
-    assert isinstance(rpo, dict)
-    age = rpo.get("revision_age_seconds")
-    age_s = float(age) if isinstance(age, (int, float)) and not isinstance(age, bool) else None
-    failures = [f for f in result.get("failures") or [] if isinstance(f, dict)]
-    objects = result.get("objects") if isinstance(result.get("objects"), dict) else {}
-    assert isinstance(objects, dict)
-    failed_phases = [
-        str(p.get("name")) for p in result.get("phases") or [] if isinstance(p, dict) and p.get("status") == "failed"
-    ]
+    run = RunResult.read(result)
+    passed, verdict, kind = run.passed, run.verdict, run.kind
+    cluster = run.cluster or "?"
+    rto, age_s = run.rto_seconds, run.revision_age_seconds
+    failures = run.failures
+    failed_phases = [p.name for p in run.phases if p.status == "failed"]
     icon = ":white_check_mark:" if passed else ":x:"
     text = f"rebuild {kind} {cluster}: {verdict} - RTO {fmt_seconds(rto)}, {len(failures)} failure(s)"
     if failed_phases:
@@ -122,10 +115,10 @@ def build_payload(result: dict[str, Any], *, report_path: str | Path | None = No
         ("RTO", fmt_seconds(rto)),
         ("RPO (revision age)", fmt_seconds(age_s)),
         ("Failures", str(len(failures))),
-        ("Objects verified", f"{objects.get('verified', 0)}/{objects.get('objects', 0)}"),
+        ("Objects verified", f"{run.objects.verified}/{run.objects.objects}"),
     ]
-    if rpo.get("uncaptured_changes") is not None:
-        fields.append(("Uncaptured manual changes", str(rpo.get("uncaptured_changes"))))
+    if run.uncaptured_changes is not None:
+        fields.append(("Uncaptured manual changes", str(run.uncaptured_changes)))
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _clip(f"rebuild {kind} {cluster}: {verdict}", 150)}},
         {
@@ -140,14 +133,13 @@ def build_payload(result: dict[str, Any], *, report_path: str | Path | None = No
     ]
     if failures:
         lines = [
-            f"• `{_slack_escape(str(f.get('object', '')))}` {_slack_escape(str(f.get('source', '')))}: "
-            f"{_slack_escape(_clip(str(f.get('message', '')), 200))}"
+            f"• `{_slack_escape(f.object)}` {_slack_escape(f.source)}: {_slack_escape(_clip(f.message, 200))}"
             for f in failures[:max_failures]
         ]
         if len(failures) > max_failures:
             lines.append(f"… and {len(failures) - max_failures} more (see the report)")
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip("*Failures*\n" + "\n".join(lines), 3000)}})
-    error = str(result.get("error") or "")
+    error = run.error
     if error and not failures:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(f"*Error*\n{_slack_escape(error)}", 3000)}})
     if report_path:
@@ -196,7 +188,7 @@ def _retry_after(value: str | None) -> float | None:
 
 def notify(
     url: str,
-    result: dict[str, Any],
+    result: RunResult | dict[str, Any],
     *,
     timeout: float = 10,
     report_path: str | Path | None = None,
