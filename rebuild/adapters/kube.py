@@ -8,14 +8,14 @@ here are a thin layer on that connection: server-side apply, paginated LIST, GET
 DELETE, discovery. There is no client-side rate limiter (client-go's 5 QPS default is why
 restores are slow); the server's priority and fairness decides, and 429s are honoured.
 
-Retries are written down as data (RETRY_STATUSES, MAX_ATTEMPTS, THROTTLE_BUDGET) and only
-cover what can heal: connection errors, 5xx, 429 with Retry-After, conflicts on apply.
-Connection errors and 5xx get MAX_ATTEMPTS attempts. A 429 is different: the server is up
-and asks to be called again later (API priority and fairness under load, a lowered
---max-requests-inflight), which can last for minutes during a restore or a capture of
-thousands of objects; so 429s are retried, waiting as long as Retry-After says, until
-THROTTLE_BUDGET seconds have passed since the request was first sent, not for a fixed
-number of attempts. Each retry logs
+Retries follow the project's one policy and loop (rebuild/core/retry.py), with this
+client's numbers written down as data (POLICY, THROTTLE_POLICY) and only for what can heal:
+connection errors, 5xx, 429 with Retry-After. Connection errors and 5xx get MAX_ATTEMPTS
+attempts. A 429 is different: the server is up and asks to be called again later (API
+priority and fairness under load, a lowered --max-requests-inflight), which can last for
+minutes during a restore or a capture of thousands of objects; so 429s are retried, waiting as
+long as Retry-After says, until THROTTLE_BUDGET seconds have passed since the request was
+first sent, not for a fixed number of attempts. Each retry logs
 ``Request attempt #2/8 failed; will retry: GET /api/v1/... -> 503`` or
 ``Request attempt #9 failed; will retry in 1.0s (throttled, 8s of 300s): GET ... -> HTTP 429: ...``.
 """
@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +36,12 @@ from lightkube.config import client_adapter
 from lightkube.config.kubeconfig import KubeConfig
 
 from rebuild.core.errors import ClusterError, ConfigError, KubeError
+from rebuild.core.retry import THROTTLED as THROTTLED
+from rebuild.core.retry import GaveUp, Retryable, RetryPolicy, log_retries, parse_retry_after, retry
 
 log = logging.getLogger("rebuild.kube")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-THROTTLED = 429
 # connection errors and 5xx: attempts per request; the backoff adds up to ~16 s, longer than an
 # API server restart takes (tests/integration/test_faults.py kills and restarts one mid-capture)
 MAX_ATTEMPTS = 8
@@ -49,6 +49,31 @@ THROTTLE_BUDGET = 300.0  # 429: retried until this many seconds after the first 
 BACKOFF_BASE = 0.2
 BACKOFF_MAX = 5.0
 RETRY_AFTER_MAX = 32.0  # the longest Retry-After honoured (API priority and fairness asks for 1..32 s)
+THROTTLE_POLICY = RetryPolicy(
+    attempts=None,
+    backoff_base=BACKOFF_BASE,
+    backoff_max=BACKOFF_MAX,
+    max_wait=None,
+    deadline=THROTTLE_BUDGET,
+    retry_after_max=RETRY_AFTER_MAX,
+    timeout=None,  # the connection's own (from_kubeconfig)
+    statuses=RETRY_STATUSES,
+)
+POLICY = RetryPolicy(
+    attempts=MAX_ATTEMPTS,
+    backoff_base=BACKOFF_BASE,
+    backoff_max=BACKOFF_MAX,
+    max_wait=None,
+    retry_after_max=RETRY_AFTER_MAX,
+    timeout=None,
+    statuses=RETRY_STATUSES,
+    throttled=THROTTLE_POLICY,
+)
+_LOG_RETRY = log_retries(
+    log,
+    throttled="Request attempt #{attempt} failed; will retry in {delay:.1f}s (throttled, {elapsed:.0f}s of {budget:.0f}s): "
+    "{operation} -> {error}",
+)
 FIELD_MANAGER = "rebuild"
 
 Obj = dict[str, Any]
@@ -125,57 +150,37 @@ class Kube:
     ) -> httpx.Response:
         """One API call with the retry policy; returns the response when its status is in ``ok``."""
         headers = {"Accept": "application/json", "Content-Type": content_type}
-        start = time.monotonic()
-        attempt = failures = throttles = 0
-        while True:
-            attempt += 1
-            status: int | None = None
-            retry_after: float | None = None
+
+        def attempt(_n: int) -> httpx.Response:
             try:
                 resp = self.http.request(method, path, params=params, content=body, headers=headers)
             except (httpx.TransportError, OSError) as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            else:
-                if resp.status_code in ok:
-                    return resp
-                if resp.status_code not in RETRY_STATUSES or _permanent_500(resp):
-                    raise _api_error(resp, method, path, what)
-                status = resp.status_code
-                last = f"HTTP {status}: {_status_message(resp)[:200]}"
-                retry_after = _retry_after(resp)
-            if status == THROTTLED:
-                throttles += 1
-            else:
-                failures += 1
-            elapsed = time.monotonic() - start
-            delay = next_delay(status, failures=failures, throttles=throttles, elapsed=elapsed, retry_after=retry_after)
-            if delay is None:
-                break
-            if status == THROTTLED:
-                log.warning(
-                    "Request attempt #%d failed; will retry in %.1fs (throttled, %.0fs of %.0fs): %s %s -> %s",
-                    attempt,
-                    delay,
-                    elapsed,
-                    THROTTLE_BUDGET,
-                    method,
-                    path,
-                    last,
-                )
-            else:
-                log.warning("Request attempt #%d/%d failed; will retry: %s %s -> %s", failures, MAX_ATTEMPTS, method, path, last)
-            time.sleep(delay)
-        target = f"{method} {path}{' (' + what + ')' if what else ''}"
-        if status == THROTTLED:
-            raise ClusterError(
-                f"{target} was still throttled after {time.monotonic() - start:.0f}s ({throttles} HTTP 429 answers): {last}",
-                fix=f"the API server at {self.server} is overloaded or its priority and fairness limits this user; "
-                "retry later, or give the user a priority level with more concurrency",
+                raise Retryable(f"{type(exc).__name__}: {exc}") from exc
+            if resp.status_code in ok:
+                return resp
+            if not POLICY.heals(resp.status_code) or _permanent_500(resp):
+                raise _api_error(resp, method, path, what)
+            raise Retryable(
+                f"HTTP {resp.status_code}: {_status_message(resp)[:200]}",
+                status=resp.status_code,
+                retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+                throttled=resp.status_code == THROTTLED,
             )
-        raise ClusterError(
-            f"{target} failed after {MAX_ATTEMPTS} attempts: {last}",
-            fix=f"check that the API server at {self.server} is up",
-        )
+
+        try:
+            return retry(attempt, POLICY, operation=f"{method} {path}", on_retry=_LOG_RETRY)
+        except GaveUp as gave:
+            target = f"{method} {path}{' (' + what + ')' if what else ''}"
+            if gave.throttled:
+                raise ClusterError(
+                    f"{target} was still throttled after {gave.elapsed:.0f}s ({gave.failures} HTTP 429 answers): {gave.error}",
+                    fix=f"the API server at {self.server} is overloaded or its priority and fairness limits this user; "
+                    "retry later, or give the user a priority level with more concurrency",
+                ) from gave.__cause__
+            raise ClusterError(
+                f"{target} failed after {MAX_ATTEMPTS} attempts: {gave.error}",
+                fix=f"check that the API server at {self.server} is up",
+            ) from gave.__cause__
 
     # ------------------------------------------------------------------ discovery
 
@@ -341,19 +346,15 @@ def _decode(content: bytes) -> dict[str, Any]:
 
 
 def next_delay(status: int | None, *, failures: int, throttles: int, elapsed: float, retry_after: float | None) -> float | None:
-    """Seconds to wait before the next attempt of a request, or None to give up.
+    """Seconds to wait before the next attempt of a request, or None to give up (POLICY's rules, as a function).
 
     ``status`` is the retryable HTTP status just received (None: a connection error);
     ``failures`` and ``throttles`` count the request's non-429 and 429 answers so far, this
-    one included; ``elapsed`` is the time since its first attempt. Retry-After, when the
-    server sent one (a positive number), is honoured as is; else exponential backoff.
+    one included; ``elapsed`` is the time since its first attempt.
     """
     if status == THROTTLED:
-        delay = retry_after or min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (throttles - 1))
-        return delay if elapsed + delay <= THROTTLE_BUDGET else None
-    if failures >= MAX_ATTEMPTS:
-        return None
-    return retry_after or min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (failures - 1))
+        return THROTTLE_POLICY.next_delay(throttles, retry_after=retry_after, elapsed=elapsed)[0]
+    return POLICY.next_delay(failures, retry_after=retry_after, elapsed=elapsed)[0]
 
 
 # A 500 that names a problem of the request itself, not of the server: the API server answers
@@ -363,16 +364,6 @@ _PERMANENT_500 = ("failed to create typed patch object",)
 
 def _permanent_500(resp: httpx.Response) -> bool:
     return resp.status_code == 500 and any(m in _status_message(resp) for m in _PERMANENT_500)
-
-
-def _retry_after(resp: httpx.Response) -> float | None:
-    value = resp.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return min(RETRY_AFTER_MAX, max(0.0, float(value)))
-    except ValueError:
-        return None
 
 
 def _status_message(resp: httpx.Response) -> str:

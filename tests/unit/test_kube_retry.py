@@ -6,12 +6,12 @@ through an httpx MockTransport with a fake clock, so these tests take no real ti
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 
 import httpx2 as httpx
 import pytest
 
-from rebuild.adapters import kube as kube_mod
 from rebuild.adapters.kube import (
     BACKOFF_MAX,
     MAX_ATTEMPTS,
@@ -54,7 +54,7 @@ def test_429_is_retried_past_the_attempt_limit_until_the_time_budget() -> None:
 
 
 class Clock:
-    """time.monotonic/time.sleep for the kube module: sleeping advances the clock at once."""
+    """time.monotonic/time.sleep for the retry loop: sleeping advances the clock at once."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -71,8 +71,8 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     c = Clock()
-    monkeypatch.setattr(kube_mod.time, "monotonic", c.monotonic)
-    monkeypatch.setattr(kube_mod.time, "sleep", c.sleep)
+    monkeypatch.setattr(time, "monotonic", c.monotonic)
+    monkeypatch.setattr(time, "sleep", c.sleep)
     return c
 
 
