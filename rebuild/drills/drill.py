@@ -10,7 +10,6 @@ failure and on Ctrl-C. The result follows the run schema ``rebuild.run/v1``
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import time
 import uuid
 from pathlib import Path
@@ -19,19 +18,17 @@ from typing import Any
 from rebuild.adapters import gitserver
 from rebuild.core.errors import ConfigError, Interrupted, RebuildError
 from rebuild.core.model import Phases
+from rebuild.core.results import Failure, ObjectCounts, RunResult, utc_stamp
+from rebuild.drills.notify import NotifyError
 from rebuild.recover.context import Context
 from rebuild.recover.sources import DesiredStateError
 from rebuild.recover.up import UpResult, up
 
-SCHEMA = "rebuild.run/v1"
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
 
 @dataclasses.dataclass
 class DrillResult:
+    """The drill while it runs (its phases fill in as they go); ``to_run()`` is its run result."""
+
     cluster: str
     started_at: str
     phases: Phases
@@ -39,35 +36,32 @@ class DrillResult:
     finished_at: str = ""
     passed: bool = False
     error: str = ""
-    failures: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    failures: list[Failure] = dataclasses.field(default_factory=list)
     uncaptured_changes: int | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_run(self) -> RunResult:
         sources = [s.to_dict() for s in self.up.desired.sources] if self.up and self.up.desired else []
         ages = [time.time() - s["committed_at"] for s in sources if s.get("committed_at")]
-        summary = (
-            self.up.report.summary()
-            if self.up and self.up.report
-            else {"objects": 0, "verified": 0, "missing": 0, "drifted": 0, "unhealthy": 0}
+        report = self.up.report if self.up else None
+        return RunResult(
+            kind="drill",
+            cluster=self.cluster,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            passed=self.passed,
+            # the RTO is the time to recover: tearing the throwaway cluster down is not part of it
+            rto_seconds=round(sum(p.seconds for p in self.phases.items if p.name != "teardown"), 3),
+            revision_age_seconds=round(max(ages), 1) if ages else None,
+            uncaptured_changes=self.uncaptured_changes,
+            sources=sources,
+            phases=RunResult.phases_of(self.phases),
+            objects=ObjectCounts.of(report.summary()) if report else ObjectCounts(),
+            failures=list(self.failures),
+            error=self.error,
         )
-        return {
-            "schema": SCHEMA,
-            "kind": "drill",
-            "cluster": self.cluster,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "passed": self.passed,
-            "rto_seconds": round(sum(p.seconds for p in self.phases.items if p.name != "teardown"), 3),
-            "rpo": {
-                "revision_age_seconds": round(max(ages), 1) if ages else None,
-                "uncaptured_changes": self.uncaptured_changes,
-            },
-            "sources": sources,
-            "phases": self.phases.to_list(),
-            "objects": summary,
-            "failures": self.failures,
-            "error": self.error,
-        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.to_run().to_dict()
 
 
 def run_drill(
@@ -104,7 +98,7 @@ def run_drill(
     name = name or f"drill-{uuid.uuid4().hex[:6]}"
     cluster = dataclasses.replace(ctx.config.cluster, name=name, provider=ctx.config.cluster.provider)
     dctx = dataclasses.replace(ctx, config=dataclasses.replace(ctx.config, cluster=cluster))
-    result = DrillResult(name, _now(), Phases(), uncaptured_changes=uncaptured)
+    result = DrillResult(name, utc_stamp(), Phases(), uncaptured_changes=uncaptured)
     server_was_running = gitserver.server_running(ctx.root / "gitserver")
     try:
         result.up = up(dctx, revisions, verify_timeout=verify_timeout, phases=result.phases)
@@ -112,16 +106,16 @@ def run_drill(
         if result.up.report:
             for v in result.up.report.failing:
                 for p in v.problems():
-                    result.failures.append({"object": str(v.desired.ref), "source": str(v.desired.source), "message": p})
+                    result.failures.append(Failure(str(v.desired.ref), str(v.desired.source), p))
     except (KeyboardInterrupt, Interrupted):
         result.error = "interrupted (Ctrl-C); the throwaway cluster was torn down"
         raise
     except DesiredStateError as err:
-        result.up = getattr(err, "partial", None)
+        result.up = _partial(err)
         result.error = err.message
-        result.failures = [{"object": "", "source": f"{p.file}:{p.line}", "message": p.message} for p in err.problems]
+        result.failures = [Failure("", f"{p.file}:{p.line}", p.message) for p in err.problems]
     except RebuildError as err:
-        result.up = getattr(err, "partial", None)
+        result.up = _partial(err)
         result.error = str(err)
     finally:
         if keep:
@@ -134,8 +128,14 @@ def run_drill(
             except RebuildError as err:
                 result.passed = False
                 result.error = (result.error + "\n" if result.error else "") + f"teardown: {err}"
-        result.finished_at = _now()
+        result.finished_at = utc_stamp()
     return result
+
+
+def _partial(err: RebuildError) -> UpResult | None:
+    """What ``up`` finished before it raised: it rides on the error (recover.up sets ``partial``)."""
+    partial = getattr(err, "partial", None)
+    return partial if isinstance(partial, UpResult) else None
 
 
 def teardown(ctx: Context, *, stop_gitserver: bool) -> None:
@@ -167,3 +167,41 @@ def teardown(ctx: Context, *, stop_gitserver: bool) -> None:
 
 def report_dir(root: Path, result: DrillResult) -> Path:
     return root / "drills" / f"{result.started_at.replace(':', '')}-{result.cluster}"
+
+
+@dataclasses.dataclass
+class ReportedDrill:
+    """`rebuild drill`: the drill, its run result, where its reports went, and a webhook failure if any."""
+
+    drill: DrillResult
+    run: RunResult
+    reports: dict[str, Path]
+    notify_error: NotifyError | None = None
+
+
+def drill_and_report(
+    ctx: Context,
+    *,
+    revisions: dict[str, str] | None = None,
+    name: str | None = None,
+    keep: bool = False,
+    verify_timeout: float | None = None,
+    live: bool = False,
+    out: Path | None = None,
+    history_path: Path | None = None,
+    notify_url: str | None = None,
+) -> ReportedDrill:
+    """The drill, then its reports (default: <state>/drills/<time>-<cluster>), history line and webhook."""
+    from rebuild.drills import history
+    from rebuild.drills.publish import publish
+
+    res = run_drill(ctx, revisions=revisions, name=name, keep=keep, verify_timeout=verify_timeout, live=live)
+    run = res.to_run()  # once: the revision age is measured now
+    done = publish(
+        run,
+        out or report_dir(ctx.root, res),
+        history_path=history_path or history.default_path(ctx.root),
+        notify_url=notify_url,
+        progress=ctx.progress,
+    )
+    return ReportedDrill(res, run, done.reports, done.notify_error)

@@ -16,7 +16,7 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from rebuild.cli import main as cli
+from rebuild.cli import app as cli
 from rebuild.core.errors import ConfigError
 from rebuild.core.state import state_root
 from tests.conftest import REPO

@@ -1,0 +1,93 @@
+"""`rebuild plan`, `up`, `verify`: the recover pipeline from the command line."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from rebuild.cli import app
+from rebuild.cli.app import EXIT_FAIL, EXIT_OK, Ctx
+
+
+def _verify_text(report: Any) -> list[str]:
+    s = report.summary()
+    lines = [
+        f"verify: {s['verified']}/{s['objects']} objects verified "
+        f"({s['missing']} missing, {s['drifted']} drifted, {s['unhealthy']} not healthy) "
+        f"after {report.seconds:.1f}s"
+    ]
+    for v in report.failing:
+        lines.extend(f"  {p}" for p in v.problems())
+    return lines
+
+
+@app.main.command("plan")
+@click.option("--revision", multiple=True, help="Commit to plan for: SHA (all sources) or SOURCE=SHA.")
+@click.pass_obj
+def plan_cmd(obj: Ctx, revision: tuple[str, ...]) -> None:
+    """Show what `up` would do: stack previews, the desired objects by kind and namespace, the order. Changes nothing."""
+    from rebuild.recover.plan import plan
+
+    ctx = app._context(obj)
+    res = plan(ctx, app._revisions(revision, ctx))
+
+    def text() -> str:
+        lines = ["sources:"]
+        for source in res.desired.sources:
+            lines += source.describe()
+        lines.append("stacks:")
+        for p in res.previews:
+            lines.append(f"  {p['stack']}: {p.get('note') or p['changes']}")
+        lines.append(f"objects: {len(res.desired.objects)}")
+        for row in res.desired.inventory():
+            lines.append(f"  {row['count']:4d}  {row['kind']:<28} {row['namespace']}")
+        lines.append("apply order:")
+        for row in res.order:
+            lines.append(f"  {row['rank']:2d} {row['phase']:<20} {row['count']:4d}  {row['reason']}")
+        return "\n".join(lines)
+
+    obj.emit(res.to_dict(), text)
+
+
+@app.main.command("up")
+@click.option("--revision", multiple=True, help="Commit to rebuild: SHA (all sources) or SOURCE=SHA (default: branch head).")
+@click.option("--timeout", type=float, default=None, help="Seconds to wait for convergence (default: verify.timeout).")
+@click.pass_obj
+def up_cmd(obj: Ctx, revision: tuple[str, ...], timeout: float | None) -> None:
+    """Rebuild: cluster stack, platform stack, reconciler bootstrap, verify; every phase timed."""
+    from rebuild.recover.up import up
+
+    ctx = app._context(obj, "cluster")
+    res = up(ctx, app._revisions(revision, ctx), verify_timeout=timeout)
+
+    def text() -> str:
+        lines = [f"rebuild up {ctx.config.cluster.name}: {'CONVERGED' if res.converged else 'NOT CONVERGED'}"]
+        if res.nothing_changed and res.converged:
+            lines.append("nothing changed: the cluster already matched git")
+        lines.append(res.phases.table())
+        if res.report:
+            lines += _verify_text(res.report)
+        if not res.converged:
+            lines.append(f"next: rebuild verify --config {ctx.config.path}   (details per object)")
+        return "\n".join(lines)
+
+    obj.emit(res.to_dict(), text)
+    sys.exit(EXIT_OK if res.converged else EXIT_FAIL)
+
+
+@app.main.command("verify")
+@click.option(
+    "--timeout", type=float, default=None, help="Seconds to wait for convergence (default: verify.timeout; 0: check once)."
+)
+@click.option("--revision", multiple=True, help="Verify against this commit instead of the branch head.")
+@click.pass_obj
+def verify_cmd(obj: Ctx, timeout: float | None, revision: tuple[str, ...]) -> None:
+    """Is the cluster exactly what git declares, and healthy? Exit 0 converged, 1 not."""
+    from rebuild.drills.usecases import verify
+
+    ctx = app._context(obj)
+    res = verify(ctx, app._revisions(revision, ctx), timeout=timeout)
+    obj.emit(res.to_dict(), lambda: "\n".join(_verify_text(res.report)))
+    sys.exit(EXIT_OK if res.converged else EXIT_FAIL)

@@ -1,0 +1,79 @@
+"""What the CLI and the runbook's stages share beyond one call into recover/ or capture/.
+
+From what a person typed to what a pipeline step takes (a config path to a :class:`Context`,
+``--revision`` values to a revision per source), and ``verify`` of the live cluster as one
+use case with a typed result. The CLI's commands and the runbook's stages (stages.py) both
+call these, so a command and the stage of the same name cannot drift apart.
+
+These belong to recover/ (context.py, a verify use case beside plan.py and up.py); they live
+here until that package's split settles, and drills/ is the lowest layer both callers reach.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rebuild.core.errors import ConfigError
+from rebuild.core.progress import Progress
+from rebuild.recover.context import Context
+from rebuild.recover.converge import VerifyReport
+from rebuild.recover.sources import SourceState
+
+
+def open_context(config: Path | None, progress: Progress, need: str = "read") -> Context:
+    """Config and state dir for a command; ``need="cluster"`` for commands that may create one."""
+    from rebuild.clusters.base import check_state_dir
+    from rebuild.core import config as cfgmod
+    from rebuild.core.state import state_root
+
+    cfg = cfgmod.load(config)
+    root = state_root()
+    check_state_dir(root, need)
+    return Context(cfg, root, progress=progress)
+
+
+def parse_revisions(values: tuple[str, ...], ctx: Context) -> dict[str, str]:
+    """--revision SHA (every source) or --revision NAME=SHA."""
+    out: dict[str, str] = {}
+    names = [s.name for s in ctx.config.sources]
+    for v in values:
+        name, sep, sha = v.partition("=")
+        if not sep:
+            name, sha = "", v
+        if name and name not in names:
+            raise ConfigError(f"--revision names source {name!r}, which rebuild.yaml does not have", fix=f"use one of {names}")
+        for n in [name] if name else names:
+            out[n] = sha
+    return out
+
+
+@dataclass
+class VerifyResult:
+    """`rebuild verify`: the sources read and the verdict of every object."""
+
+    sources: list[SourceState]
+    report: VerifyReport
+
+    @property
+    def converged(self) -> bool:
+        return self.report.converged
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sources": [s.to_dict() for s in self.sources], **self.report.to_dict()}
+
+
+def verify(ctx: Context, revisions: dict[str, str], *, timeout: float | None) -> VerifyResult:
+    """Is the cluster of rebuild.yaml exactly what git declares, and healthy (waiting up to ``timeout``)?"""
+    from rebuild.recover.context import live_kube
+    from rebuild.recover.converge import wait_converged
+    from rebuild.recover.sources import load_desired
+
+    desired = load_desired(ctx, revisions)
+    kube = live_kube(ctx)
+    try:
+        report = wait_converged(kube, desired.objects, ctx.config.verify, timeout=timeout, progress=ctx.progress)
+    finally:
+        kube.close()
+    return VerifyResult(list(desired.sources), report)
