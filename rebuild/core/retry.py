@@ -68,7 +68,7 @@ class RetryPolicy:
     max_wait: float | None = 20.0  # seconds of waiting in all, between the attempts
     deadline: float | None = None  # seconds since the first attempt
     retry_after_max: float | None = None  # the longest Retry-After honoured (longer ones are capped)
-    timeout: float | None = 30.0
+    timeout: float = 30.0  # per attempt, for the clients that set one (forges, webhooks)
     statuses: frozenset[int] = field(default=HEALING_STATUSES)
     throttled: RetryPolicy | None = None  # the rules for throttled failures (429), if they differ
 
@@ -84,7 +84,8 @@ class RetryPolicy:
 
     def backoff(self, failures: int) -> float:
         """The wait after the ``failures``-th failure when the server names none: base, 2*base, ... capped."""
-        delay = min(self.backoff_max, self.backoff_base * 2 ** (failures - 1))
+        # the exponent stops growing long before a float would overflow (a poll may fail thousands of times)
+        delay = min(self.backoff_max, self.backoff_base * 2.0 ** min(failures - 1, 64))
         if self.jitter:
             delay += random.uniform(0.0, self.jitter * delay)
         return float(delay)

@@ -40,6 +40,10 @@ def test_next_delay_rules() -> None:
     assert d.next_delay(1000, elapsed=4.9)[0] == pytest.approx(0.1) and d.next_delay(1, elapsed=5.0) == (None, "budget")
 
 
+def test_backoff_survives_thousands_of_failures() -> None:
+    assert RetryPolicy(attempts=None, deadline=60.0, backoff_base=0.5, backoff_max=0.5).backoff(5000) == 0.5
+
+
 def test_jitter_adds_at_most_its_fraction() -> None:
     p = RetryPolicy(backoff_base=1.0, jitter=0.5)
     assert all(1.0 <= p.backoff(1) <= 1.5 for _ in range(50))
