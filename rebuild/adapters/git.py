@@ -10,8 +10,9 @@ Credentials never appear in argv, URLs or logs: they are passed to git through
 ``http.extraHeader`` (the same mechanism CI systems use), and error messages are scrubbed.
 
 A fetch that fails on the wire (refused, reset, cut mid-pack, a 5xx from the server) is
-retried (FETCH_ATTEMPTS, with backoff); an interrupted fetch never moves a ref, so the mirror
-stays at its last good state. Anything else (auth, a missing branch) fails at once.
+retried (FETCH_POLICY, through the one retry loop in rebuild/core/retry.py); an interrupted
+fetch never moves a ref, so the mirror stays at its last good state. Anything else (auth, a
+missing branch) fails at once.
 """
 
 from __future__ import annotations
@@ -27,15 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import git
-import tenacity
 
 from rebuild.core.errors import GitError
+from rebuild.core.retry import GaveUp, Retryable, RetryPolicy, log_retries, retry
 
 log = logging.getLogger("rebuild.git")
 
 SHA_RE = re.compile(r"^[0-9a-f]{7,40}$")
 FETCH_ATTEMPTS = 4
 FETCH_BACKOFF = (0.5, 4.0)  # first wait, longest wait (seconds)
+FETCH_POLICY = RetryPolicy(attempts=FETCH_ATTEMPTS, backoff_base=FETCH_BACKOFF[0], backoff_max=FETCH_BACKOFF[1], max_wait=None)
+_LOG_RETRY = log_retries(log, "Fetch attempt #{failures}/{attempts} of {operation} failed; will retry: {error}")
 # What git prints when the transport failed rather than the request: worth another try.
 TRANSIENT_GIT = re.compile(
     r"Connection refused|Failed to connect|Could not connect|Connection reset|connection was reset|early EOF|"
@@ -114,21 +117,21 @@ class Mirrors:
             repo = git.Repo(path)
             if repo.remotes.origin.url != url:
                 repo.git.remote("set-url", "origin", url)
-            for attempt in tenacity.Retrying(
-                stop=tenacity.stop_after_attempt(FETCH_ATTEMPTS),
-                wait=tenacity.wait_exponential(multiplier=FETCH_BACKOFF[0], max=FETCH_BACKOFF[1]),
-                retry=tenacity.retry_if_exception(transient),
-                before_sleep=lambda rs: log.warning(
-                    "Fetch attempt #%d/%d of source %s failed; will retry: %s",
-                    rs.attempt_number,
-                    FETCH_ATTEMPTS,
-                    name,
-                    scrub(_last_line(rs.outcome.exception() if rs.outcome else None), credentials),
-                ),
-                reraise=True,
-            ):
-                with attempt:
+
+            def attempt(_n: int) -> None:
+                try:
                     repo.git.fetch("origin", f"+refs/heads/{branch}:refs/heads/{branch}", "--prune", "--no-tags", env=env)
+                except git.GitCommandError as exc:
+                    if not transient(exc):
+                        raise
+                    raise Retryable(scrub(_last_line(exc), credentials)) from exc
+
+            try:
+                retry(attempt, FETCH_POLICY, operation=f"source {name}", on_retry=_LOG_RETRY)
+            except GaveUp as gave:
+                if isinstance(gave.__cause__, git.GitCommandError):
+                    raise gave.__cause__ from None
+                raise
             return repo
         except git.GitCommandError as exc:
             raise GitError(

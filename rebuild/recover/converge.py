@@ -14,13 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import tenacity
-
 from rebuild.adapters.kube import Kube
 from rebuild.core.config import IgnoreRule, VerifySpec
 from rebuild.core.errors import ClusterError, ConfigError, KubeError
 from rebuild.core.model import DesiredObject, ObjectRef
 from rebuild.core.progress import Progress
+from rebuild.core.retry import GaveUp, Retryable, RetryEvent, RetryPolicy, retry
 from rebuild.recover.health import Health, assess
 from rebuild.recover.verify import ObjectResult, compare, message
 
@@ -179,43 +178,45 @@ def wait_converged(
     """Check until converged or the timeout (default: verify.timeout); returns the last report."""
     limit = spec.timeout if timeout is None else timeout
     t0 = time.monotonic()
-    attempts = [0]
     last_note = [""]
 
     probed: set[ObjectRef] = set()
 
-    def attempt() -> VerifyReport:
-        attempts[0] += 1
-        report = check(kube, desired, spec, revisions=revisions)
-        if attempts[0] > 1:
-            _refuse_unknown_fields(kube, report, probed)
-        report.attempts = attempts[0]
+    def attempt(n: int) -> VerifyReport:
+        try:
+            report = check(kube, desired, spec, revisions=revisions)
+            if n > 1:
+                _refuse_unknown_fields(kube, report, probed)
+        except ClusterError as exc:
+            # The API server stopped answering even after the client's own retries (a restart,
+            # etcd down): keep waiting within the verify timeout instead of failing the check.
+            raise Retryable(str(exc).splitlines()[0][:160] if str(exc) else "") from exc
+        report.attempts = n
         report.seconds = time.monotonic() - t0
-        if not report.converged and progress:
-            s = report.summary()
-            note = (
-                f"verify: {s['verified']}/{s['objects']} verified, {s['missing']} missing, "
-                f"{s['drifted']} drifted, {s['unhealthy']} not healthy yet"
-            )
-            if note != last_note[0]:
-                progress(note)
-                last_note[0] = note
+        if not report.converged:
+            if progress:
+                s = report.summary()
+                note = (
+                    f"verify: {s['verified']}/{s['objects']} verified, {s['missing']} missing, "
+                    f"{s['drifted']} drifted, {s['unhealthy']} not healthy yet"
+                )
+                if note != last_note[0]:
+                    progress(note)
+                    last_note[0] = note
+            raise Retryable("not converged yet", result=report)
         return report
 
-    def outage(state: tenacity.RetryCallState) -> None:
-        # The API server stopped answering even after the client's own retries (a restart,
-        # etcd down): keep waiting within the verify timeout instead of failing the check.
-        exc = state.outcome.exception() if state.outcome else None
-        if exc is not None and progress:
-            progress(f"verify: the API server is not answering ({str(exc).splitlines()[0][:160]}); still waiting")
+    def outage(event: RetryEvent) -> None:
+        if event.cause is not None and progress:
+            progress(f"verify: the API server is not answering ({event.error}); still waiting")
 
-    retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_delay(limit),
-        wait=tenacity.wait_fixed(interval),
-        retry=tenacity.retry_if_result(lambda r: not r.converged) | tenacity.retry_if_exception_type(ClusterError),
-        before_sleep=outage,
-        retry_error_callback=lambda rs: rs.outcome.result() if rs.outcome else None,
-        reraise=True,
-    )
-    report: VerifyReport = retrying(attempt)
-    return report
+    # A poll, not a retry of a failure: the same loop, with a fixed interval and the verify
+    # timeout as its deadline; the last report is the answer when the time is up.
+    policy = RetryPolicy(attempts=None, backoff_base=interval, backoff_max=interval, max_wait=None, deadline=limit)
+    try:
+        return retry(attempt, policy, operation="verify", on_retry=outage)
+    except GaveUp as gave:
+        if isinstance(gave.__cause__, ClusterError):
+            raise gave.__cause__ from None
+        report: VerifyReport = gave.result
+        return report
