@@ -56,7 +56,6 @@ THROTTLE_POLICY = RetryPolicy(
     max_wait=None,
     deadline=THROTTLE_BUDGET,
     retry_after_max=RETRY_AFTER_MAX,
-    timeout=None,  # the connection's own (from_kubeconfig)
     statuses=RETRY_STATUSES,
 )
 POLICY = RetryPolicy(
@@ -65,7 +64,6 @@ POLICY = RetryPolicy(
     backoff_max=BACKOFF_MAX,
     max_wait=None,
     retry_after_max=RETRY_AFTER_MAX,
-    timeout=None,
     statuses=RETRY_STATUSES,
     throttled=THROTTLE_POLICY,
 )
