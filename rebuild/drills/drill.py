@@ -19,6 +19,7 @@ from rebuild.adapters import gitserver
 from rebuild.core.errors import ConfigError, Interrupted, RebuildError
 from rebuild.core.model import Phases
 from rebuild.core.results import Failure, ObjectCounts, RunResult, utc_stamp
+from rebuild.core.state import StateLayout
 from rebuild.drills.notify import NotifyError
 from rebuild.recover.context import Context
 from rebuild.recover.sources import DesiredStateError
@@ -166,7 +167,7 @@ def teardown(ctx: Context, *, stop_gitserver: bool) -> None:
 
 
 def report_dir(root: Path, result: DrillResult) -> Path:
-    return root / "drills" / f"{result.started_at.replace(':', '')}-{result.cluster}"
+    return StateLayout(root).drill_report(result.started_at, result.cluster)
 
 
 @dataclasses.dataclass

@@ -27,6 +27,7 @@ from typing import Any
 
 from rebuild.core.errors import RebuildError
 from rebuild.core.results import RunResult, as_dict
+from rebuild.core.state import StateLayout
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class HistoryError(RebuildError):
 
 def default_path(state_dir: Path) -> Path:
     """``<state>/drills/history.jsonl``: the default place, next to clusters and stacks."""
-    return state_dir / "drills" / "history.jsonl"
+    return StateLayout(state_dir).drill_history
 
 
 def summarize(run: RunResult | dict[str, Any]) -> dict[str, Any]:

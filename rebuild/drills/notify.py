@@ -4,11 +4,12 @@ The payload is Slack-compatible (``text`` plus Block Kit ``blocks``); Mattermost
 Google Chat-style bridges and most generic JSON webhooks accept it. urllib only: a DR tool
 should not need another HTTP stack to say "the drill failed".
 
-Retries follow the project's policy, written down as data in ``RetryPolicy``: connection
-errors, timeouts, 5xx and 429 (honouring Retry-After) heal and are retried with backoff, at
-most 4 attempts, one log line per failed attempt; any other 4xx is bad input (a revoked
-webhook, a wrong URL) and fails at once. Redirects are not followed: urllib would turn the
-POST into a GET and drop the payload without a word.
+Retries follow the project's policy, written down as data in ``RetryPolicy`` and run by the
+one retry loop (core/retry.py): connection errors, timeouts, 5xx and 429 (honouring
+Retry-After) heal and are retried with backoff, at most 4 attempts, one line per failed
+attempt; any other 4xx is bad input (a revoked webhook, a wrong URL) and fails at once.
+Redirects are not followed: urllib would turn the POST into a GET and drop the payload
+without a word.
 
 Webhook URLs carry their secret in the path or the query (Slack's
 ``/services/T…/B…/<token>``), so errors and logs name only ``scheme://host[:port]/first-segment/…``.
@@ -17,7 +18,6 @@ Webhook URLs carry their secret in the path or the query (Slack's
 from __future__ import annotations
 
 import base64
-import email.utils
 import json
 import logging
 import time
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rebuild.core import retry
 from rebuild.core.errors import RebuildError
 from rebuild.core.results import RunResult
 from rebuild.drills.report import fmt_seconds
@@ -46,22 +47,39 @@ class NotifyError(RebuildError):
         self.status = status
 
 
+# Every 5xx heals for a webhook (chat services answer 501/505 from overloaded proxies too).
+_5XX = frozenset(range(500, 600))
+LINE = "notify attempt #{attempt}/{attempts} failed; will retry in {delay:.1f}s: {error}"
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """What is retried and how long to wait: the one place this is decided."""
+    """The webhook's retry policy in its own terms, run by the project's one loop (core/retry.py)."""
 
     attempts: int = 4
     base_delay: float = 1.0  # doubled after every failed attempt
     max_delay: float = 30.0  # also the cap on a server's Retry-After
     retry_statuses: frozenset[int] = frozenset({429})  # plus every 5xx
 
+    def core(self) -> retry.RetryPolicy:
+        """The same rules as a core.retry policy: bounded by attempts only, Retry-After capped at max_delay."""
+        return retry.RetryPolicy(
+            attempts=self.attempts,
+            backoff_base=self.base_delay,
+            backoff_max=self.max_delay,
+            max_wait=None,
+            retry_after_max=self.max_delay,
+            statuses=self.retry_statuses | _5XX,
+        )
+
     def retryable(self, status: int) -> bool:
-        return status >= 500 or status in self.retry_statuses
+        return self.core().heals(status)
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return float(min(max(0.0, retry_after), self.max_delay))
-        return float(min(self.base_delay * 2 ** (attempt - 1), self.max_delay))
+        """The wait after failed attempt number ``attempt`` (core.retry's rule: a named Retry-After, else backoff)."""
+        if retry_after:
+            return float(min(retry_after, self.max_delay))
+        return self.core().backoff(attempt)
 
 
 DEFAULT_POLICY = RetryPolicy()
@@ -173,19 +191,6 @@ def _split_credentials(url: str) -> tuple[str, dict[str, str]]:
     return urllib.parse.urlunsplit(p._replace(netloc=netloc)), {"Authorization": f"Basic {token}"}
 
 
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
 def notify(
     url: str,
     result: RunResult | dict[str, Any],
@@ -205,15 +210,14 @@ def notify(
     body = json.dumps(build_payload(result, report_path=report_path), ensure_ascii=False).encode("utf-8")
     opener = urllib.request.build_opener(_NoRedirect)
     say = progress or (lambda m: log.warning("%s", m))
-    last = ""
-    for attempt in range(1, policy.attempts + 1):
+
+    def attempt(_n: int) -> None:
         req = urllib.request.Request(
             target,
             data=body,
             method="POST",
             headers={"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT, **headers},
         )
-        retry_after: float | None = None
         try:
             with opener.open(req, timeout=timeout) as resp:
                 resp.read(65536)
@@ -241,17 +245,16 @@ def notify(
                     status=status,
                     fix="check the webhook URL and that it accepts Slack-style JSON; 4xx is not retried",
                 ) from exc
-            retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
-            error: BaseException = exc
+            after = retry.parse_retry_after(exc.headers.get("Retry-After") if exc.headers else None)
+            raise retry.Retryable(last, status=status, retry_after=after) from exc
         except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
-            last = f"POST {shown} -> {type(reason).__name__}: {reason}"
-            error = exc
-        if attempt == policy.attempts:
-            raise NotifyError(
-                f"webhook {shown} failed after {policy.attempts} attempts: {last}",
-                fix="check that the webhook host is reachable; the drill result and reports are unaffected",
-            ) from error
-        wait = policy.delay(attempt, retry_after)
-        say(f"notify attempt #{attempt}/{policy.attempts} failed; will retry in {wait:.1f}s: {last}")
-        sleep(wait)
+            raise retry.Retryable(f"POST {shown} -> {type(reason).__name__}: {reason}") from exc
+
+    try:
+        retry.retry(attempt, policy.core(), operation=f"POST {shown}", on_retry=lambda e: say(e.line(LINE)), sleep=sleep)
+    except retry.GaveUp as gave:
+        raise NotifyError(
+            f"webhook {shown} failed after {gave.attempt} attempts: {gave.error}",
+            fix="check that the webhook host is reachable; the drill result and reports are unaffected",
+        ) from gave.__cause__
