@@ -26,6 +26,7 @@ from rebuild.adapters.fs import atomic_write
 from rebuild.adapters.process import ProcRecord, alive, start_ticks, tail
 from rebuild.core.errors import Interrupted, RebuildError
 from rebuild.core.progress import Progress
+from rebuild.core.retry import GaveUp, Retryable, RetryEvent, RetryPolicy, retry
 from rebuild.drills.history import append_jsonl
 from rebuild.drills.runbook.model import (
     DEFAULT_ARGV_TIMEOUT,
@@ -42,6 +43,7 @@ from rebuild.drills.runbook.render import duration_text
 from rebuild.drills.runbook.state import RunResult, StepResult, audit_path, utc_now, who
 
 PRECONDITION_TIMEOUT = 60.0
+_STEP_RETRY_LINE = "{operation}: attempt #{failures}/{attempts} failed; will retry in {delay:g}s: {error}"
 
 
 def _stage_failed(out: dict[str, Any]) -> str:
@@ -305,26 +307,32 @@ class Executor:
         problem = self._preconditions(step)
         if problem:
             return False, problem, {}
-        error, output = "", dict[str, Any]()
-        for attempt in range(1, step.retry.attempts + 1):
-            st["attempts"] = attempt
-            log = self.run_dir / "logs" / f"{index + 1:02d}-{step.id}.s{self.session}.a{attempt}.log"
+
+        def attempt(n: int) -> dict[str, Any]:
+            st["attempts"] = n
+            log = self.run_dir / "logs" / f"{index + 1:02d}-{step.id}.s{self.session}.a{n}.log"
             st["log"] = str(log)
             self.save()
             if step.argv:
-                error = self._run_argv(step, st, log, attempt)
-                output = {}
+                error, output = self._run_argv(step, st, log, n), dict[str, Any]()
             else:
-                error, output = self._run_stage(step, log, attempt)
-            if not error:
-                return True, "", output
-            if attempt < step.retry.attempts:
-                self.say(
-                    f"{label}: attempt #{attempt}/{step.retry.attempts} failed; will retry in {step.retry.delay:g}s: {error}"
-                )
-                self.audit("step-retry", step=step.id, attempt=attempt, error=error)
-                time.sleep(step.retry.delay)
-        return False, error, output
+                error, output = self._run_stage(step, log, n)
+            if error:
+                raise Retryable(error, result=output)
+            return output
+
+        def retrying(event: RetryEvent) -> None:
+            self.say(event.line(_STEP_RETRY_LINE))
+            self.audit("step-retry", step=step.id, attempt=event.attempt, error=event.error)
+
+        # The runbook's ``retry:`` (user data: attempts, a fixed delay) on the project's one loop.
+        delay = step.retry.delay
+        policy = RetryPolicy(attempts=step.retry.attempts, backoff_base=delay, backoff_max=delay, max_wait=None)
+        try:
+            return True, "", retry(attempt, policy, operation=label, on_retry=retrying)
+        except GaveUp as gave:
+            output: dict[str, Any] = gave.result
+            return False, gave.error, output
 
     def _run_stage(self, step: Step, log: Path, attempt: int) -> tuple[str, dict[str, Any]]:
         fn = self.stages[step.stage]
