@@ -55,11 +55,9 @@ def cluster_up(
 def cluster_down(obj: Ctx, name: str, provider: str, context: str | None, purge: bool) -> None:
     """Stop every process of a cluster (keeps its data unless --purge), and the state dir's
     git server when no other running cluster of the state dir uses it."""
-    from rebuild.clusters import get_cluster, release_gitserver
+    from rebuild.drills.usecases import stop_cluster
 
-    c = get_cluster(provider, name, context=context)
-    c.delete(purge=purge)
-    gs = release_gitserver()
+    gs = stop_cluster(provider, name, context=context, purge=purge)
 
     def text() -> str:
         line = f"cluster {name} stopped" + (" and its data deleted" if purge else " (data kept; `up` restarts it)")

@@ -20,7 +20,7 @@ from rebuild.core.errors import ConfigError, RebuildError
 from rebuild.core.progress import Progress
 from rebuild.core.results import Failure, ObjectCounts, RunPhase, RunResult, utc_stamp
 from rebuild.drills import runbook as rb
-from rebuild.drills.usecases import open_context, parse_revisions, verify
+from rebuild.drills.usecases import open_context, parse_revisions, stop_cluster, verify
 from rebuild.recover.context import Context
 
 Stage = Callable[[dict[str, Any]], dict[str, Any]]
@@ -94,13 +94,11 @@ def runbook_stages(config: Path | None, progress: Progress) -> dict[str, Stage]:
         return {**res.to_dict(), "ok": True}
 
     def cluster_down_stage(p: dict[str, Any]) -> dict[str, Any]:
-        from rebuild.clusters import get_cluster, release_gitserver
-
         name = str(p.get("name") or output_of(p).get("cluster") or "")
         if not name:
             return {"ok": True, "message": "no cluster named; nothing to stop"}
-        get_cluster(str(p.get("provider") or "local"), name).delete(purge=bool(p.get("purge")))
-        return {"ok": True, "cluster": name, "gitserver": release_gitserver().to_dict()}
+        gs = stop_cluster(str(p.get("provider") or "local"), name, purge=bool(p.get("purge")))
+        return {"ok": True, "cluster": name, "gitserver": gs.to_dict()}
 
     def report_stage(p: dict[str, Any]) -> dict[str, Any]:
         from rebuild.core.state import state_root

@@ -1,9 +1,10 @@
 """What the CLI and the runbook's stages share beyond one call into recover/ or capture/.
 
 From what a person typed to what a pipeline step takes (a config path to a :class:`Context`,
-``--revision`` values to a revision per source), and ``verify`` of the live cluster as one
-use case with a typed result. The CLI's commands and the runbook's stages (stages.py) both
-call these, so a command and the stage of the same name cannot drift apart.
+``--revision`` values to a revision per source), ``verify`` of the live cluster as one use
+case with a typed result, and stopping a cluster with the git server it no longer needs. The
+CLI's commands and the runbook's stages (stages.py) both call these, so a command and the
+stage of the same name cannot drift apart.
 
 These belong to recover/ (context.py, a verify use case beside plan.py and up.py); they live
 here until that package's split settles, and drills/ is the lowest layer both callers reach.
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rebuild.clusters import GitServerRelease
 from rebuild.core.errors import ConfigError
 from rebuild.core.progress import Progress
 from rebuild.recover.context import Context
@@ -47,6 +49,15 @@ def parse_revisions(values: tuple[str, ...], ctx: Context) -> dict[str, str]:
         for n in [name] if name else names:
             out[n] = sha
     return out
+
+
+def stop_cluster(provider: str, name: str, *, context: str | None = None, purge: bool = False) -> GitServerRelease:
+    """`rebuild cluster down` and the cluster-down stage: stop (or purge) a cluster, then the git
+    server of the state dir unless another running cluster still uses it."""
+    from rebuild.clusters import get_cluster, release_gitserver
+
+    get_cluster(provider, name, context=context).delete(purge=purge)
+    return release_gitserver()
 
 
 @dataclass
