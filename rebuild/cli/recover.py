@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from rebuild.cli import app
 from rebuild.cli.app import EXIT_FAIL, EXIT_OK, Ctx
 
+if TYPE_CHECKING:
+    from rebuild.recover.converge import VerifyReport
 
-def _verify_text(report: Any) -> list[str]:
+
+def _verify_text(report: VerifyReport) -> list[str]:
     s = report.summary()
     lines = [
         f"verify: {s['verified']}/{s['objects']} objects verified "
