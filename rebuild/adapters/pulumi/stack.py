@@ -44,7 +44,7 @@ from rebuild.toolchain.tools import Toolchain
 
 # The built-in programs (cluster, platform): package data of rebuild.programs, so an installed
 # wheel has them as a checkout does. stacks/<name>/ in a checkout are thin entry points to them.
-STACKS_DIR = Path(__file__).resolve().parents[1] / "programs"
+STACKS_DIR = Path(__file__).resolve().parents[2] / "programs"
 STALE_TMP_SECONDS = 2.0  # a backend .tmp older than this belongs to no write in progress
 
 
