@@ -4,7 +4,8 @@ Why a wrapper: every call must use the toolchain's pulumi binary and plugins (no
 downloads), a file backend under rebuild's state dir, a passphrase that never appears in
 argv or logs, ``--non-interactive`` semantics, and errors that say what to do. The
 Automation API raises a handful of generic exceptions with the CLI's stderr inside;
-``classify`` turns them into rebuild's own error classes in one place.
+``classify`` turns them into rebuild's own error classes in one place (:mod:`.command`, with the
+CLI runner); this module is the stack driver: workspace, config, up/preview/destroy, state repair.
 """
 
 from __future__ import annotations
@@ -15,28 +16,23 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pulumi.automation as auto
-from pulumi.automation.errors import create_command_error
 
 from rebuild.adapters.fs import atomic_write
+from rebuild.adapters.pulumi.command import Command, classify, strip_ansi
 from rebuild.core.errors import (
     ConfigError,
-    PluginMissingError,
-    ProgramError,
     StackError,
     StackLockedError,
-    StackNotFoundError,
 )
 from rebuild.core.progress import Progress
 from rebuild.core.state import state_root
@@ -51,158 +47,6 @@ STALE_TMP_SECONDS = 2.0  # a backend .tmp older than this belongs to no write in
 def _virtualenv() -> str | None:
     """The virtualenv of the Python running rebuild, None when it runs outside one."""
     return sys.prefix if sys.prefix != sys.base_prefix else None
-
-
-def _strip_ansi(text: str) -> str:
-    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
-
-
-def _interesting(text: str) -> str:
-    """The lines of a failed pulumi run that a person needs: errors and a traceback's last lines."""
-    lines = []
-    for raw in _strip_ansi(text).splitlines():
-        ln = re.sub(r"^\s*(code|stdout|stderr):\s*", "", raw).strip()
-        if not ln or re.match(r"^(\d+|warning: using pulumi-\S+ from \$PATH.*)$", ln):
-            continue
-        lines.append(ln)
-    keep = [ln for ln in lines if ln.startswith("error:")]
-    keep = keep or [ln for ln in lines if re.search(r"(error|Error|exception|Exception|failed)", ln)]
-    keep = list(dict.fromkeys(keep))  # de-duplicate, keep order
-    return "\n".join(keep[-8:]) or "\n".join(lines[-8:])
-
-
-class Command(auto.PulumiCommand):
-    """The toolchain's pulumi CLI, run in its own process group so that Ctrl-C is ours to pass on.
-
-    Why: with the stock command, Ctrl-C reaches the CLI and Python together; Python leaves
-    at once, closes the pipes, and the CLI dies mid-cancel: the stack stays locked and its
-    plugins keep running as orphans. Here the first interrupt asks the CLI to cancel
-    (SIGINT: it finishes the operations in flight, saves its checkpoint and releases the
-    lock), a second one terminates it (SIGTERM), a third kills its group. Either way this
-    returns only after the CLI has exited and its leftover plugins are stopped, and then
-    raises KeyboardInterrupt, which the caller reports as an interruption.
-    """
-
-    def run(
-        self,
-        args: list[str],
-        cwd: str,
-        additional_env: Mapping[str, str],
-        on_output: Callable[[str], Any] | None = None,
-        on_error: Callable[[str], Any] | None = None,
-    ) -> auto.CommandResult:
-        sep = args.index("--") if "--" in args else len(args)
-        if "--non-interactive" not in args[:sep]:
-            args.insert(0, "--non-interactive")
-        env = {**os.environ, **additional_env, "PULUMI_AUTOMATION_API": "true"}
-        if os.path.isabs(self.command):
-            env["PATH"] = os.pathsep.join([os.path.dirname(self.command), env.get("PATH", "")])
-        out: list[str] = []
-        err: list[str] = []
-
-        def consume(stream: Any, callback: Callable[[str], Any] | None, chunks: list[str]) -> None:
-            for line in iter(stream.readline, ""):
-                stripped = line.rstrip()
-                if callback:
-                    callback(stripped)
-                chunks.append(stripped)
-            stream.close()
-
-        proc = subprocess.Popen(
-            [self.command, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=env,
-            encoding="utf-8",
-            start_new_session=True,
-        )
-        readers = [
-            threading.Thread(target=consume, args=(proc.stdout, on_output, out), daemon=True),
-            threading.Thread(target=consume, args=(proc.stderr, on_error, err), daemon=True),
-        ]
-        for t in readers:
-            t.start()
-        interrupts = 0
-        while True:
-            try:
-                proc.wait()
-                break
-            except KeyboardInterrupt:
-                interrupts += 1
-                _signal_cli(proc, interrupts)
-        for t in readers:
-            t.join(timeout=10)
-        if interrupts:
-            _stop_group(proc.pid)
-            raise KeyboardInterrupt
-        result = auto.CommandResult(stdout="\n".join(out), stderr="\n".join(err), code=proc.returncode)
-        if proc.returncode != 0:
-            raise create_command_error(result)
-        return result
-
-
-def _signal_cli(proc: subprocess.Popen[str], interrupts: int) -> None:
-    """1st interrupt: SIGINT to the CLI (cancel); 2nd: SIGTERM; then SIGKILL to its whole group."""
-    try:
-        if interrupts == 1:
-            proc.send_signal(signal.SIGINT)
-        elif interrupts == 2:
-            proc.send_signal(signal.SIGTERM)
-        else:
-            os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _stop_group(pgid: int, grace: float = 5.0) -> None:
-    """Stop what is left of a process group (plugins whose engine is gone): TERM, then KILL."""
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return
-        time.sleep(0.05)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def classify(exc: Exception, *, stack: str, project: str) -> StackError | ConfigError:
-    """Map an Automation API error (whose str() carries the CLI's stdout/stderr) to rebuild's error tree."""
-    text = _strip_ansi(str(exc))
-    detail = _interesting(text)
-    where = f"stack {project}/{stack}"
-    if isinstance(exc, auto.ConcurrentUpdateError) or "the stack is currently locked" in text:
-        return StackLockedError(
-            f"{where} is locked by another update",
-            fix="wait for the other update; if it crashed, remove its lock under <state dir>/pulumi/.pulumi/locks",
-        )
-    if isinstance(exc, auto.StackNotFoundError) or re.search(r"no stack named|stack .* not found", text):
-        return StackNotFoundError(f"{where} does not exist", fix="run `rebuild up` (it creates the stack) or check the name")
-    m = re.search(r"no resource plugin '[^']+'[^\n]*|could not find plugin[^\n]*|failed to load plugin[^\n]*", text)
-    if m or ("pulumi-language-python" in text and "executable file not found" in text):
-        what = m.group(0) if m else "the Python language host"
-        return PluginMissingError(f"{where}: a Pulumi plugin is missing: {what}", fix="run `rebuild toolchain install`")
-    if re.search(r"validating stack config|must be of type|is not a valid|invalid config|configuration key", text, re.I):
-        folder = project.removeprefix("rebuild-")
-        return ConfigError(
-            f"{where}: bad stack configuration: {detail}", fix=f"fix the config in stacks/{folder}/Pulumi.{stack}.yaml"
-        )
-    if isinstance(exc, auto.CompilationError) or re.search(
-        r"Traceback|Program failed|RunError|unhandled (exception|error)|program exited with non-zero", text
-    ):
-        return ProgramError(
-            f"{where}: the program failed:\n{detail}",
-            fix="read the error above; `pulumi up` in the stack folder shows the full output",
-        )
-    return StackError(f"{where}: pulumi failed:\n{detail}", fix="read the error above")
 
 
 @dataclass(frozen=True)
@@ -428,7 +272,7 @@ class Pulumi:
 
         def on_output(line: str) -> None:
             if progress and line.strip():
-                progress(f"{project}: {_strip_ansi(line.rstrip())}")
+                progress(f"{project}: {strip_ansi(line.rstrip())}")
 
         t0 = time.monotonic()
         try:
