@@ -1,0 +1,56 @@
+"""A real git server over smart HTTP on 127.0.0.1, for Flux and for tests.
+
+The package's public API; :mod:`.server` holds it while the module is split along its seams.
+"""
+
+from rebuild.adapters.gitserver.server import (
+    DEFAULT_BRANCH,
+    ENV_PASSWORD,
+    ENV_USERNAME,
+    HEALTH_PATH,
+    HOST,
+    Credentials,
+    GitServer,
+    ServerInfo,
+    ServerProcess,
+    auth_env,
+    can_listen,
+    ensure_server,
+    git_env,
+    init_bare,
+    main,
+    parse_basic_auth,
+    publish_dir,
+    repo_name,
+    safe_repo_path,
+    server_info,
+    server_running,
+    spawn,
+    stop_server,
+)
+
+__all__ = [
+    "DEFAULT_BRANCH",
+    "ENV_PASSWORD",
+    "ENV_USERNAME",
+    "HEALTH_PATH",
+    "HOST",
+    "Credentials",
+    "GitServer",
+    "ServerInfo",
+    "ServerProcess",
+    "auth_env",
+    "can_listen",
+    "ensure_server",
+    "git_env",
+    "init_bare",
+    "main",
+    "parse_basic_auth",
+    "publish_dir",
+    "repo_name",
+    "safe_repo_path",
+    "server_info",
+    "server_running",
+    "spawn",
+    "stop_server",
+]
