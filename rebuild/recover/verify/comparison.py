@@ -1,44 +1,7 @@
-"""Desired (git) versus live: did the cluster converge to exactly what git declares?
+"""The walk over one desired object and its live counterpart: ownership, list keys, Secrets, additions.
 
-Why this exists: after a rebuild (or at any time) rebuild has to prove that every object git
-declares is in the cluster *as declared*, and every difference it reports must be one a person
-can act on. A naive deep-diff drowns that in noise: the API server defaults dozens of fields,
-controllers write replicas and annotations, lists come back in another order. So objects are
-compared the way server-side apply sees ownership:
-
-- Only fields git declares are compared. Identity (apiVersion, kind, metadata.name and
-  namespace), ``status`` and server bookkeeping (managedFields, resourceVersion, uid,
-  generation, creationTimestamp, ...) are skipped; server defaults git does not mention are
-  therefore ignored without a list of defaults.
-- Maps recurse. Lists Kubernetes merges by key (``x-kubernetes-list-map-keys`` of the core
-  types: containers and env by name, container ports by containerPort+protocol, Service ports
-  by port+protocol, volumeMounts by mountPath, ...) are matched item by item, so order does
-  not matter and items others added are not compared. Set-lists (finalizers) need each git
-  item present. Every other list is atomic: a list of scalars (args, command) is compared
-  whole; a list of maps of the same length is compared element by element with the same
-  "git-declared fields only" rule (tolerations, RBAC rules, ingress rules); a list of a
-  different length is one difference holding both lists.
-- Values are normalised only where Kubernetes itself treats them as equal: resource
-  quantities (``500m`` == ``0.5``, ``1Gi`` == ``1073741824``, ``1`` == ``"1"``), IntOrString
-  fields when both sides are numbers, int vs float of the same number, and a zero value in git
-  (``{}``, ``[]``, ``""``, ``false``, ``0``) against a field absent live (Go ``omitempty``
-  drops it). Everything else is strict; booleans are never numbers.
-- Additions: a field git does not declare is still reported when a *human* field manager
-  introduced it (``kubectl label``, a key added with ``kubectl patch``, an env var added with
-  ``kubectl edit``): ownership, not presence, decides. The last-applied-configuration
-  annotation is never reported.
-- Ownership decides what is noise: a difference owned only by controllers (an HPA's replicas)
-  is suppressed by default, while one owned by a person is kept, with its owners, so the
-  message can say who changed it and when.
-- Secrets: values never leave this module. ``stringData`` in git is compared with the
-  base64-decoded ``data`` live and every Secret value in a difference is replaced by
-  ``<redacted sha256:xxxxxxxx>`` (the first 8 hex digits of the SHA-256 of the value, enough to
-  tell two values apart, too short to look one up in a table; a weak password could still be
-  guessed by brute force against it, so treat reports as internal).
-
-Not supported: strategic-merge directives (``$patch``) in rendered objects, list-map keys
-of custom resources (their lists are atomic here), ``x-kubernetes-list-type: set`` other than
-finalizers, JSON-path globs in ignore rules (a rule's path is a rendered prefix).
+:func:`compare` is verify's entry point; the rules it follows are in the package docstring
+(:mod:`rebuild.recover.verify`).
 """
 
 from __future__ import annotations
@@ -46,12 +9,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
-import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from fractions import Fraction
-from typing import Any, Literal
+from typing import Any
 
 from rebuild.core.config import IgnoreRule
 from rebuild.core.managedfields import (
@@ -60,7 +19,6 @@ from rebuild.core.managedfields import (
     Owner,
     Ownership,
     canonical_json,
-    latest,
     ownership,
     selector,
     set_item,
@@ -71,28 +29,12 @@ from rebuild.core.model import (
     SERVICE_PORT_KEYS,
     DesiredObject,
     FieldPath,
-    ObjectRef,
-    Source,
-    render_path,
 )
+from rebuild.recover.verify.results import Change, FieldDiff, ObjectResult, Suppressed
+from rebuild.recover.verify.values import equal, is_zero
 
 # `ports` is keyed only inside a container (vs a Service); elsewhere such names are atomic lists.
 CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
-
-__all__ = [
-    "LIST_KEYS",
-    "FieldDiff",
-    "IgnoreRule",
-    "ObjectResult",
-    "Suppressed",
-    "compare",
-    "describe",
-    "message",
-    "parse_quantity",
-    "redact",
-]
-
-Change = Literal["changed", "missing", "added"]
 
 WEBHOOK_KINDS = {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}
 # Merge-key defaults the API server fills in when git leaves them out.
@@ -116,77 +58,6 @@ SKIP_META = {
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 # Client-side apply's copy of the whole object (a Secret's values included): never reported.
 LAST_APPLIED_PATH: FieldPath = ("metadata", "annotations", LAST_APPLIED)
-
-# Maps whose values are resource quantities (resources.limits/requests, ResourceQuota hard,
-# LimitRange min/max/default..., pod overhead) and scalar quantity fields.
-QUANTITY_MAPS = {"limits", "requests", "hard", "min", "max", "default", "defaultRequest", "maxLimitRequestRatio", "overhead"}
-QUANTITY_FIELDS = {"sizeLimit"}
-INT_OR_STRING_FIELDS = {"targetPort", "port", "maxSurge", "maxUnavailable", "minAvailable"}
-
-
-@dataclass
-class FieldDiff:
-    """One field that differs. ``git``/``live`` are None when that side lacks the field."""
-
-    path: FieldPath
-    git: Any
-    live: Any
-    source: Source
-    owners: list[Owner] = field(default_factory=list)
-    change: Change = "changed"
-
-    @property
-    def rendered(self) -> str:
-        return render_path(self.path)
-
-    @property
-    def changed_by(self) -> Owner | None:
-        """The most recent owner of the live value, if any."""
-        return latest(self.owners)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.rendered,
-            "change": self.change,
-            "git": self.git,
-            "live": self.live,
-            "source": str(self.source),
-            "owners": [
-                {"manager": o.manager, "operation": o.operation, "subresource": o.subresource, "time": o.time}
-                for o in self.owners
-            ],
-        }
-
-
-@dataclass
-class Suppressed:
-    """A difference that was found and deliberately not reported, and why (no silent skips)."""
-
-    diff: FieldDiff
-    reason: str
-
-
-@dataclass
-class ObjectResult:
-    ref: ObjectRef
-    present: bool
-    diffs: list[FieldDiff] = field(default_factory=list)
-    suppressed: list[Suppressed] = field(default_factory=list)
-    source: Source | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.present and not self.diffs
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ref": str(self.ref),
-            "present": self.present,
-            "ok": self.ok,
-            "source": str(self.source) if self.source else None,
-            "diffs": [d.to_dict() for d in self.diffs],
-            "suppressed": [{**s.diff.to_dict(), "reason": s.reason} for s in self.suppressed],
-        }
 
 
 ControllerOwnedOk = Callable[[FieldPath, dict[str, Any]], bool]
@@ -247,9 +118,6 @@ def _any_human_manager(live: Mapping[str, Any], classifier: ManagerClassifier) -
 
 def _rule_text(rule: IgnoreRule) -> str:
     return f"kind={rule.kind} namespace={rule.namespace} name={rule.name} path={rule.path or '*'}"
-
-
-# --------------------------------------------------------------------------- comparison
 
 
 class _Absent:
@@ -328,7 +196,7 @@ class _Comparer:
         if g is None:
             return  # `field: null` in git asks for nothing (kustomize drops it; SSA removes it)
         if lv is ABSENT or lv is None:
-            if not _is_zero(g):
+            if not is_zero(g):
                 self._diff(path, g, None, "missing")
             return
         if isinstance(g, Mapping):
@@ -346,7 +214,7 @@ class _Comparer:
                 return
             self._list(path, g, lv, atomic=atomic)
             return
-        if not _equal(path, g, lv):
+        if not equal(path, g, lv):
             self._diff(path, g, lv, "changed")
 
     def _list(self, path: FieldPath, g: list[Any], lv: list[Any], *, atomic: bool) -> None:
@@ -382,7 +250,7 @@ class _Comparer:
                 return
             # an item without its merge key: fall through and compare the list as atomic
         if all(not isinstance(x, Mapping | list) for x in g):
-            if len(g) != len(lv) or not all(_equal(path, a, b) for a, b in zip(g, lv, strict=True)):
+            if len(g) != len(lv) or not all(equal(path, a, b) for a, b in zip(g, lv, strict=True)):
                 self._diff(path, g, lv, "changed")
             return
         if len(g) != len(lv):
@@ -515,128 +383,3 @@ def _find_item(items: list[Any], seg: tuple[str, str]) -> Any:
         if _item_selector(x, keys) == seg:
             return x
     return ABSENT
-
-
-# --------------------------------------------------------------------------- values
-
-
-def _is_zero(v: Any) -> bool:
-    return v in ({}, [], "") or v is False or (type(v) is int and v == 0)
-
-
-_QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))(?:[eE]([+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E))?$")
-_SUFFIX: dict[str, Fraction] = {
-    "Ki": Fraction(2**10),
-    "Mi": Fraction(2**20),
-    "Gi": Fraction(2**30),
-    "Ti": Fraction(2**40),
-    "Pi": Fraction(2**50),
-    "Ei": Fraction(2**60),
-    "n": Fraction(1, 10**9),
-    "u": Fraction(1, 10**6),
-    "m": Fraction(1, 10**3),
-    "k": Fraction(10**3),
-    "M": Fraction(10**6),
-    "G": Fraction(10**9),
-    "T": Fraction(10**12),
-    "P": Fraction(10**15),
-    "E": Fraction(10**18),
-}
-
-
-def parse_quantity(v: Any) -> Fraction | None:
-    """A Kubernetes resource quantity as an exact number (None when it is not one)."""
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, int):
-        return Fraction(v)
-    if isinstance(v, float):
-        return Fraction(str(v))
-    if not isinstance(v, str):
-        return None
-    m = _QUANTITY.match(v.strip())
-    if not m:
-        return None
-    number = Fraction(m.group(1))
-    if m.group(2) is not None:
-        return number * Fraction(10) ** int(m.group(2))
-    if m.group(3):
-        return number * _SUFFIX[m.group(3)]
-    return number
-
-
-def _is_quantity_path(path: FieldPath) -> bool:
-    if path and path[-1] in QUANTITY_FIELDS:
-        return True
-    return len(path) >= 2 and isinstance(path[-2], str) and path[-2] in QUANTITY_MAPS
-
-
-def _number(v: Any) -> int | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, int):
-        return v
-    if isinstance(v, str) and v.isdigit():
-        return int(v)
-    return None
-
-
-def _equal(path: FieldPath, g: Any, lv: Any) -> bool:
-    if isinstance(g, bool) or isinstance(lv, bool):
-        return isinstance(g, bool) and isinstance(lv, bool) and g == lv
-    if _is_quantity_path(path):
-        a, b = parse_quantity(g), parse_quantity(lv)
-        if a is not None and b is not None:
-            return a == b
-    last = path[-1] if path else None
-    if last in INT_OR_STRING_FIELDS:
-        a2, b2 = _number(g), _number(lv)
-        if a2 is not None and b2 is not None:
-            return a2 == b2
-    if isinstance(g, int | float) and isinstance(lv, int | float):
-        return g == lv
-    return type(g) is type(lv) and bool(g == lv)
-
-
-# --------------------------------------------------------------------------- messages
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, str):
-        if v.startswith("<redacted sha256:") or re.fullmatch(r"[\w.:/@+=-]+", v):
-            return v
-        return json.dumps(v)
-    text = json.dumps(v, separators=(",", ":"), sort_keys=True, default=str)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def message(diff: FieldDiff, ref: ObjectRef) -> str:
-    """One line for a person: what differs, where git declares it, and who changed it live.
-
-    ``Deployment/shop/cart: field spec.replicas is 5 live, 2 in git (apps/cart.yaml:14);
-    changed by kubectl (Update, scale) at 2026-11-26T10:42:00Z``
-    """
-    p = diff.rendered
-    if diff.change == "missing":
-        text = f"{ref}: field {p} is missing live, {_fmt(diff.git)} in git ({diff.source})"
-    elif diff.change == "added":
-        text = f"{ref}: field {p} is {_fmt(diff.live)} live, not in git ({diff.source})"
-    else:
-        text = f"{ref}: field {p} is {_fmt(diff.live)} live, {_fmt(diff.git)} in git ({diff.source})"
-    who = latest(diff.owners)
-    if who is not None:
-        text += f"; changed by {who.describe()}"
-        others = sorted({o.manager for o in diff.owners if o != who})
-        if others:
-            text += f" (also owned by {', '.join(others)})"
-    return text
-
-
-def describe(result: ObjectResult) -> list[str]:
-    """All messages for one object: a missing object is one line, else one line per diff."""
-    if not result.present:
-        where = f" (declared in {result.source})" if result.source else ""
-        return [f"{result.ref}: not found in the cluster{where}"]
-    return [message(d, result.ref) for d in result.diffs]
