@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 
 from rebuild.core.errors import ToolchainError
+from rebuild.toolchain import recipes as rc
+from rebuild.toolchain import registry as reg
 from rebuild.toolchain import tools as tc
 
 GOMOD = """module github.com/example/x
@@ -28,34 +30,34 @@ require k8s.io/api v0.0.0
 def test_replace_lines_keeps_only_non_local_directives(tmp_path: Path) -> None:
     f = tmp_path / "go.mod"
     f.write_text(GOMOD)
-    assert tc._replace_lines(f) == [
+    assert rc._replace_lines(f) == [
         "github.com/atotto/clipboard => github.com/tgummerer/clipboard v0.0.0-20241001131231-d02d263e614e",
         "gopkg.in/yaml.v3 => gopkg.in/yaml.v3 v3.0.1",
     ]
-    assert tc._local_replaces(f) == [("github.com/a/b", "../b"), ("k8s.io/api", "./staging/src/k8s.io/api")]
+    assert rc._local_replaces(f) == [("github.com/a/b", "../b"), ("k8s.io/api", "./staging/src/k8s.io/api")]
 
 
 def test_versions_pin_every_recipe() -> None:
-    versions = tc.load_versions()
-    for recipe in tc.RECIPES:
+    versions = reg.load_versions()
+    for recipe in rc.RECIPES:
         assert versions[recipe.name]["version"], recipe.name
 
 
 def test_pulumi_kubernetes_python_package_matches_provider_binary() -> None:
     import importlib.metadata
 
-    provider = tc.load_versions()["pulumi-resource-kubernetes"]["version"]
+    provider = reg.load_versions()["pulumi-resource-kubernetes"]["version"]
     assert importlib.metadata.version("pulumi-kubernetes") == provider
 
 
 def _fake_installed(root: Path) -> tc.Toolchain:
     t = tc.Toolchain(root=root)
-    for recipe in tc.RECIPES:
+    for recipe in rc.RECIPES:
         d = t.tool_dir(recipe.name)
         (d / "bin").mkdir(parents=True)
         for exe in recipe.binaries:
             (d / "bin" / exe).write_text("")
-        (d / tc.STAMP).write_text(json.dumps({"version": "x"}))
+        (d / reg.STAMP).write_text(json.dumps({"version": "x"}))
     (t.plugin_dir()).mkdir(parents=True)
     (t.plugin_dir() / "pulumi-resource-kubernetes").write_text("")
     return t
@@ -90,6 +92,6 @@ def test_unwritable_cache_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_classify_go_failures() -> None:
-    assert "disk" in (tc._classify_go_failure("write /x: no space left on device") or "")
-    assert "proxy" in (tc._classify_go_failure("reading https://proxy.golang.org/x/@v/list: 403 Forbidden") or "")
-    assert tc._classify_go_failure("syntax error") is None
+    assert "disk" in (rc._classify_go_failure("write /x: no space left on device") or "")
+    assert "proxy" in (rc._classify_go_failure("reading https://proxy.golang.org/x/@v/list: 403 Forbidden") or "")
+    assert rc._classify_go_failure("syntax error") is None

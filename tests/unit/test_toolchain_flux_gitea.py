@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from rebuild.core.errors import ToolchainError
+from rebuild.toolchain import recipes as rc
 from rebuild.toolchain import tools as tc
 
 FLUX_GOMOD = """module github.com/fluxcd/source-controller
@@ -40,12 +41,12 @@ class Recorder:
         return ""
 
 
-def _build(tmp_path: Path, name: str, module_dir: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[tc._Build, Recorder]:
+def _build(tmp_path: Path, name: str, module_dir: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[rc.Build, Recorder]:
     rec = Recorder(module_dir)
-    monkeypatch.setattr(tc._Build, "module_info", rec.module_info)
-    monkeypatch.setattr(tc._Build, "run", rec.run)
+    monkeypatch.setattr(rc.Build, "module_info", rec.module_info)
+    monkeypatch.setattr(rc.Build, "run", rec.run)
     t = tc.Toolchain(root=tmp_path / "cache")
-    b = tc._Build(t, name, lambda _m: None)
+    b = rc.Build(t, name, lambda _m: None)
     b.dir.mkdir(parents=True)
     (b.stage / "bin").mkdir(parents=True)
     return b, rec
@@ -75,7 +76,7 @@ def test_flux_recipe_requires_the_api_tag_and_ships_the_crds(tmp_path: Path, mon
         },
     )
     b, rec = _build(tmp_path, "source-controller", mod, monkeypatch)
-    tc._build_flux_controller(b)
+    rc._build_flux_controller(b)
 
     gomod = (b.dir / "go.mod").read_text()
     v = b.version
@@ -83,7 +84,7 @@ def test_flux_recipe_requires_the_api_tag_and_ships_the_crds(tmp_path: Path, mon
     assert f"require github.com/fluxcd/source-controller/api {v}" in gomod
     assert "./api" not in gomod
     assert "replace github.com/opencontainers/go-digest => github.com/opencontainers/go-digest v1.0.1-" in gomod
-    for pinned in tc._pinned_replaces(b):
+    for pinned in rc._pinned_replaces(b):
         assert f"replace {pinned}" in gomod
     tidy = rec.calls[0][0]
     assert tidy[:3] == ["go", "mod", "tidy"] and "-e" in tidy
@@ -96,9 +97,9 @@ def test_flux_recipe_requires_the_api_tag_and_ships_the_crds(tmp_path: Path, mon
 
 def test_pinned_replaces_parse_the_versions_entry(tmp_path: Path) -> None:
     t = tc.Toolchain(root=tmp_path, versions={"x": {"version": "v1", "replace": " a => a v1 ;; b => c v2 "}})
-    assert tc._pinned_replaces(tc._Build(t, "x", lambda _m: None)) == ["a => a v1", "b => c v2"]
+    assert rc._pinned_replaces(rc.Build(t, "x", lambda _m: None)) == ["a => a v1", "b => c v2"]
     t2 = tc.Toolchain(root=tmp_path, versions={"x": {"version": "v1"}})
-    assert tc._pinned_replaces(tc._Build(t2, "x", lambda _m: None)) == []
+    assert rc._pinned_replaces(rc.Build(t2, "x", lambda _m: None)) == []
 
 
 def test_gitea_recipe_builds_with_cgo_sqlite_and_copies_static_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,7 +115,7 @@ def test_gitea_recipe_builds_with_cgo_sqlite_and_copies_static_files(tmp_path: P
         },
     )
     b, rec = _build(tmp_path, "gitea", mod, monkeypatch)
-    tc._build_gitea(b)
+    rc._build_gitea(b)
 
     assert "replace github.com/a/b => github.com/c/b v1.0.0" in (b.dir / "go.mod").read_text()
     argv, env = rec.calls[-1]
@@ -142,7 +143,7 @@ def test_locating_flux_crds_and_gitea_static(tmp_path: Path) -> None:
 
 
 def test_new_recipes_are_registered() -> None:
-    names: dict[str, Any] = {r.name: r for r in tc.RECIPES}
+    names: dict[str, Any] = {r.name: r for r in rc.RECIPES}
     assert names["source-controller"].binaries == ("source-controller",)
     assert names["kustomize-controller"].binaries == ("kustomize-controller",)
     assert names["gitea"].binaries == ("gitea",)

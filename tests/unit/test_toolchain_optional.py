@@ -11,18 +11,20 @@ import pytest
 from click.testing import CliRunner
 
 from rebuild.core.errors import ConfigError
+from rebuild.toolchain import recipes as rc
+from rebuild.toolchain import registry as reg
 from rebuild.toolchain import tools as tc
 
 OPTIONAL = ["sops", "age", "helm-controller", "pulumi-language-yaml", "seaweedfs"]
 
 
 def _stamp(t: tc.Toolchain, name: str) -> None:
-    recipe = next(r for r in tc.RECIPES if r.name == name)
+    recipe = next(r for r in rc.RECIPES if r.name == name)
     d = t.tool_dir(name)
     (d / "bin").mkdir(parents=True, exist_ok=True)
     for exe in recipe.binaries:
         (d / "bin" / exe).write_text("")
-    (d / tc.STAMP).write_text(json.dumps({"version": "x"}))
+    (d / reg.STAMP).write_text(json.dumps({"version": "x"}))
 
 
 def test_versions_toml_marks_exactly_the_optional_tools() -> None:
@@ -34,7 +36,7 @@ def test_versions_toml_marks_exactly_the_optional_tools() -> None:
 
 
 def test_pins() -> None:
-    v = tc.load_versions()
+    v = reg.load_versions()
     assert v["sops"]["version"] == "v3.13.3"
     assert v["age"]["version"] == "v1.3.2"
     # the only helm-controller tags the proxy serves are v1.4.3 and v1.4.0
@@ -46,14 +48,14 @@ def test_pins() -> None:
 def test_plain_selection_is_the_core_only() -> None:
     t = tc.Toolchain(root=Path("/nonexistent"))
     assert t.select() == t.core_tools()
-    assert t.select((), ()) == [r.name for r in tc.RECIPES if r.name not in OPTIONAL]
+    assert t.select((), ()) == [r.name for r in rc.RECIPES if r.name not in OPTIONAL]
 
 
 def test_with_adds_optional_tools_in_recipe_order() -> None:
     t = tc.Toolchain(root=Path("/nonexistent"))
     got = t.select(with_=("sops,age", "seaweedfs"))
     assert got == [*t.core_tools(), "sops", "age", "seaweedfs"]
-    assert t.select(with_=("optional",)) == [r.name for r in tc.RECIPES]
+    assert t.select(with_=("optional",)) == [r.name for r in rc.RECIPES]
 
 
 def test_only_selects_exactly_those_core_or_optional() -> None:
@@ -167,7 +169,7 @@ def test_language_hosts_are_linked_next_to_pulumi(tmp_path: Path) -> None:
 
 
 def test_helm_controller_uses_the_flux_recipe_and_ships_crds(tmp_path: Path) -> None:
-    recipes = {r.name: r for r in tc.RECIPES}
+    recipes = {r.name: r for r in rc.RECIPES}
     assert recipes["helm-controller"].build is recipes["source-controller"].build
     t = tc.Toolchain(root=tmp_path)
     with pytest.raises(tc.ToolchainError) as err:
@@ -177,15 +179,15 @@ def test_helm_controller_uses_the_flux_recipe_and_ships_crds(tmp_path: Path) -> 
 
 def test_go_module_recipe_writes_the_wrapper_and_builds_each_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     t = tc.Toolchain(root=tmp_path)
-    b = tc._Build(t, "age", lambda _m: None)
+    b = rc.Build(t, "age", lambda _m: None)
     b.dir.mkdir(parents=True)
     (b.stage / "bin").mkdir(parents=True)
     gomod = tmp_path / "age.mod"
     gomod.write_text("module filippo.io/age\n\nreplace example.com/x => example.com/x v1.0.0\nreplace example.com/y => ../y\n")
     calls: list[list[str]] = []
-    monkeypatch.setattr(tc._Build, "module_info", lambda self, mod: {"GoMod": str(gomod), "Dir": str(tmp_path)})
-    monkeypatch.setattr(tc._Build, "run", lambda self, argv, **kw: calls.append(argv) or "")
-    tc._build_age(b)
+    monkeypatch.setattr(rc.Build, "module_info", lambda self, mod: {"GoMod": str(gomod), "Dir": str(tmp_path)})
+    monkeypatch.setattr(rc.Build, "run", lambda self, argv, **kw: calls.append(argv) or "")
+    rc._build_age(b)
     wrapper = (b.dir / "go.mod").read_text()
     assert "require filippo.io/age v1.3.2" in wrapper
     assert "replace example.com/x => example.com/x v1.0.0" in wrapper and "../y" not in wrapper
@@ -198,15 +200,15 @@ def test_go_module_recipe_writes_the_wrapper_and_builds_each_package(tmp_path: P
 def test_version_ldflags_of_pulumi_yaml_and_seaweedfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     t = tc.Toolchain(root=tmp_path)
     flags: dict[str, str] = {}
-    for name, fn in (("pulumi-language-yaml", tc._build_pulumi_yaml), ("seaweedfs", tc._build_seaweedfs)):
-        b = tc._Build(t, name, lambda _m: None)
+    for name, fn in (("pulumi-language-yaml", rc._build_pulumi_yaml), ("seaweedfs", rc._build_seaweedfs)):
+        b = rc.Build(t, name, lambda _m: None)
         b.dir.mkdir(parents=True)
         gomod = tmp_path / f"{name}.mod"
         gomod.write_text("module x\n")
-        monkeypatch.setattr(tc._Build, "module_info", lambda self, mod, g=gomod: {"GoMod": str(g)})
-        monkeypatch.setattr(tc._Build, "run", lambda self, argv, **kw: "")
+        monkeypatch.setattr(rc.Build, "module_info", lambda self, mod, g=gomod: {"GoMod": str(g)})
+        monkeypatch.setattr(rc.Build, "run", lambda self, argv, **kw: "")
         monkeypatch.setattr(
-            tc._Build, "go_build", lambda self, out, pkg, *, tags="", ldflags="", n=name: flags.__setitem__(n, ldflags)
+            rc.Build, "go_build", lambda self, out, pkg, *, tags="", ldflags="", n=name: flags.__setitem__(n, ldflags)
         )
         fn(b)
     assert flags["pulumi-language-yaml"] == "-X github.com/pulumi/pulumi-yaml/pkg/version.Version=v1.25.0"
@@ -214,11 +216,11 @@ def test_version_ldflags_of_pulumi_yaml_and_seaweedfs(tmp_path: Path, monkeypatc
 
 
 def test_a_tool_may_pin_a_newer_go_toolchain(tmp_path: Path) -> None:
-    versions = tc.load_versions()
+    versions = reg.load_versions()
     versions["helm-controller"] = {**versions["helm-controller"], "gotoolchain": "go1.27.3"}
     t = tc.Toolchain(root=tmp_path, versions=versions)
-    assert tc._Build(t, "helm-controller", lambda _m: None).goenv()["GOTOOLCHAIN"] == "go1.27.3"
-    assert tc._Build(t, "sops", lambda _m: None).goenv()["GOTOOLCHAIN"] == "local"
+    assert rc.Build(t, "helm-controller", lambda _m: None).goenv()["GOTOOLCHAIN"] == "go1.27.3"
+    assert rc.Build(t, "sops", lambda _m: None).goenv()["GOTOOLCHAIN"] == "local"
 
 
 def test_only_optional_tools_already_built_takes_no_lock_even_without_the_plugin(
