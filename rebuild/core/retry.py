@@ -38,6 +38,8 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
+import tenacity
+
 T = TypeVar("T")
 
 # 501 (Not Implemented) and 505 will not heal by waiting; the others are what proxies,
@@ -250,48 +252,82 @@ def retry(
     ``attempt`` raises :class:`Retryable` for a failure that can heal; any other exception ends
     the loop at once, unchanged. Before each retry ``on_retry`` gets the event (default: one
     warning in the ``rebuild.retry`` log). When a bound is reached, :class:`GaveUp` is raised.
+
+    The loop is tenacity's ``Retrying``. Its ``wait`` (which tenacity runs before ``stop``) asks
+    the policy, in one place, whether to go on and how long to wait (a server's Retry-After, or
+    backoff, within the budget): that decision needs the failure itself and the time already
+    spent waiting; ``stop`` then reads it.
     """
     report = on_retry or log_retries(_log)
     start = time.monotonic()
     waited = 0.0
     counts = [0, 0]  # failures not throttled, throttled
-    n = 0
-    while True:
-        n += 1
-        try:
-            return attempt(n)
-        except Retryable as failure:
-            apart = failure.throttled and policy.throttled is not None
-            rules = policy.throttled if apart and policy.throttled is not None else policy
-            counts[apart] += 1
-            elapsed = time.monotonic() - start
-            delay, reason = rules.next_delay(counts[apart], retry_after=failure.retry_after, elapsed=elapsed, waited=waited)
-            if delay is None or reason is not None:
-                raise GaveUp(
+    pending: list[RetryEvent] = []  # the retry stop() decided on, for before_sleep to report
+    gave_up: list[GaveUp] = []
+
+    def decide(state: tenacity.RetryCallState) -> float:
+        """tenacity's ``wait``, run before its ``stop``: the policy's decision for this failure."""
+        failure = state.outcome.exception() if state.outcome is not None else None
+        assert isinstance(failure, Retryable)  # retry= lets only these through
+        apart = failure.throttled and policy.throttled is not None
+        rules = policy.throttled if apart and policy.throttled is not None else policy
+        counts[apart] += 1
+        elapsed = time.monotonic() - start
+        delay, reason = rules.next_delay(counts[apart], retry_after=failure.retry_after, elapsed=elapsed, waited=waited)
+        if delay is None or reason is not None:
+            gave_up.append(
+                GaveUp(
                     reason or "attempts",
                     operation=operation,
-                    attempt=n,
+                    attempt=state.attempt_number,
                     failures=counts[apart],
                     policy=rules,
                     elapsed=elapsed,
                     waited=waited,
                     last=failure,
-                ) from failure.__cause__
-            report(
-                RetryEvent(
-                    operation=operation,
-                    attempt=n,
-                    failures=counts[apart],
-                    attempts=rules.attempts,
-                    delay=delay,
-                    elapsed=elapsed,
-                    waited=waited,
-                    budget=rules.budget,
-                    error=failure.error,
-                    status=failure.status,
-                    throttled=failure.throttled,
-                    cause=failure.__cause__,
                 )
             )
-            (sleep or time.sleep)(delay)
-            waited += delay
+            return 0.0
+        pending.append(
+            RetryEvent(
+                operation=operation,
+                attempt=state.attempt_number,
+                failures=counts[apart],
+                attempts=rules.attempts,
+                delay=delay,
+                elapsed=elapsed,
+                waited=waited,
+                budget=rules.budget,
+                error=failure.error,
+                status=failure.status,
+                throttled=failure.throttled,
+                cause=failure.__cause__,
+            )
+        )
+        return delay
+
+    def announce(_state: tenacity.RetryCallState) -> None:
+        report(pending[-1])
+
+    def pause(seconds: float) -> None:
+        nonlocal waited
+        (sleep or time.sleep)(seconds)
+        waited += seconds
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(Retryable),
+        wait=decide,
+        stop=lambda _state: bool(gave_up),
+        before_sleep=announce,
+        sleep=pause,
+        reraise=True,
+    )
+    try:
+        for try_ in retrying:
+            with try_:
+                return attempt(try_.retry_state.attempt_number)
+    except Retryable as failure:
+        if gave_up:
+            raise gave_up[-1] from failure.__cause__
+        raise
+    raise AssertionError("tenacity ended without an outcome")  # pragma: no cover
