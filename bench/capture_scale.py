@@ -120,11 +120,15 @@ def profile(base: Path, env: dict[str, str], out: Path) -> tuple[float, int, str
     exe = shutil.which("pyinstrument", path=str(Path(REBUILD).parent))
     if exe is None:
         raise RuntimeError("--profile needs pyinstrument: .venv/bin/pip install pyinstrument")
+    out = out.resolve()  # the command runs in the bench's folder, not here
     out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)
     t0 = time.perf_counter()
     proc = subprocess.run(
         [exe, "-r", "text", "-o", str(out), REBUILD, *COMMAND], cwd=base, env=env, capture_output=True, text=True, timeout=7200
     )
+    if not out.is_file():  # pyinstrument itself failed: its exit code says nothing about capture
+        raise RuntimeError(f"the profiled run wrote no profile to {out}: {proc.stderr.strip()[-500:]}")
     return time.perf_counter() - t0, proc.returncode, proc.stderr[-1500:]
 
 
