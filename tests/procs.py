@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rebuild.core.state import StateLayout
+
 
 def _proc_text(pid_dir: Path, name: str) -> str:
     return (pid_dir / name).read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -40,7 +42,7 @@ def pulumi_processes(state: Path) -> dict[int, str]:
 
 def stack_locks(state: Path) -> list[Path]:
     """The lock files of every stack in the state dir's Pulumi backend."""
-    return sorted((state / "pulumi" / ".pulumi" / "locks").rglob("*.json"))
+    return sorted((StateLayout(state).pulumi_backend / ".pulumi" / "locks").rglob("*.json"))
 
 
 def pending_operations(state: Path) -> dict[str, int]:

@@ -31,6 +31,7 @@ import git
 
 from rebuild.core.errors import GitError
 from rebuild.core.retry import GaveUp, Retryable, RetryPolicy, log_retries, retry
+from rebuild.core.state import StateLayout
 
 log = logging.getLogger("rebuild.git")
 
@@ -102,7 +103,7 @@ class Mirrors:
         self.root = root
 
     def _mirror_path(self, name: str) -> Path:
-        return self.root / "git" / f"{name}.git"
+        return StateLayout(self.root).mirror(name)
 
     def fetch(self, name: str, url: str, branch: str, credentials: tuple[str, str] | None = None) -> git.Repo:
         path = self._mirror_path(name)
@@ -154,7 +155,7 @@ class Mirrors:
         """Fetch, resolve and extract; an already extracted commit is reused."""
         repo = self.fetch(name, url, branch, credentials)
         sha = self.resolve(repo, branch, revision)
-        dest = self.root / "checkouts" / name / sha
+        dest = StateLayout(self.root).checkout(name, sha)
         if not dest.exists():
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{sha[:8]}-", dir=dest.parent))

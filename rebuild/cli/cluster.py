@@ -77,10 +77,10 @@ def cluster_status(obj: Ctx, name: str, provider: str, context: str | None) -> N
     """Show a cluster's state and components; exit 0 only when running."""
     from rebuild.adapters import gitserver
     from rebuild.clusters import get_cluster
-    from rebuild.core.state import state_root
+    from rebuild.core.state import StateLayout
 
     st = get_cluster(provider, name, context=context).status()
-    gs = gitserver.server_info(state_root() / "gitserver")
+    gs = gitserver.server_info(StateLayout.default().gitserver)
 
     def text() -> str:
         lines = [f"cluster {st.name} ({st.provider}): {st.state}" + (f" at {st.server}" if st.server else "")]

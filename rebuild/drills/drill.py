@@ -100,7 +100,7 @@ def run_drill(
     cluster = dataclasses.replace(ctx.config.cluster, name=name, provider=ctx.config.cluster.provider)
     dctx = dataclasses.replace(ctx, config=dataclasses.replace(ctx.config, cluster=cluster))
     result = DrillResult(name, utc_stamp(), Phases(), uncaptured_changes=uncaptured)
-    server_was_running = gitserver.server_running(ctx.root / "gitserver")
+    server_was_running = gitserver.server_running(ctx.layout.gitserver)
     try:
         result.up = up(dctx, revisions, verify_timeout=verify_timeout, phases=result.phases)
         result.passed = result.up.converged
@@ -161,7 +161,7 @@ def teardown(ctx: Context, *, stop_gitserver: bool) -> None:
     if ctx.config.cluster.provider == "local":
         LocalCluster(ctx.config.cluster.name, root=ctx.root).delete(purge=True)  # belt and braces
     if stop_gitserver:
-        gitserver.stop_server(ctx.root / "gitserver")
+        gitserver.stop_server(ctx.layout.gitserver)
     if problems:
         raise RebuildError("; ".join(problems), fix="run `rebuild cluster down --purge --name <drill cluster>`")
 

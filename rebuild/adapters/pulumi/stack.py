@@ -35,7 +35,7 @@ from rebuild.core.errors import (
     StackLockedError,
 )
 from rebuild.core.progress import Progress
-from rebuild.core.state import state_root
+from rebuild.core.state import StateLayout, state_root
 from rebuild.toolchain.tools import Toolchain
 
 # The built-in programs (cluster, platform): package data of rebuild.programs, so an installed
@@ -78,7 +78,7 @@ class Pulumi:
 
     @property
     def backend_dir(self) -> Path:
-        return self.root / "pulumi"
+        return StateLayout(self.root).pulumi_backend
 
     @property
     def passphrase_file(self) -> Path:
@@ -122,7 +122,7 @@ class Pulumi:
         its Pulumi.yaml names for plain ``pulumi up``."""
         import yaml
 
-        dest = self.root / "stacks" / project_dir.name
+        dest = StateLayout(self.root).stack_program(project_dir.name)
         dest.mkdir(parents=True, exist_ok=True)
         dest.parent.chmod(0o700)  # Pulumi.<stack>.yaml: encrypted secrets and the encryption salt
         for src in project_dir.iterdir():
