@@ -48,7 +48,7 @@ def stack_locks(state: Path) -> list[Path]:
 def pending_operations(state: Path) -> dict[str, int]:
     """Stack checkpoint -> number of pending operations it lists (only the stacks that list some)."""
     out: dict[str, int] = {}
-    for f in sorted((state / "pulumi" / ".pulumi" / "stacks").rglob("*.json")):
+    for f in sorted((StateLayout(state).pulumi_backend / ".pulumi" / "stacks").rglob("*.json")):
         try:
             doc = json.loads(f.read_text())
         except (OSError, ValueError):
