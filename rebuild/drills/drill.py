@@ -102,7 +102,8 @@ def run_drill(
     result = DrillResult(name, utc_stamp(), Phases(), uncaptured_changes=uncaptured)
     server_was_running = gitserver.server_running(ctx.layout.gitserver)
     try:
-        result.up = up(dctx, revisions, verify_timeout=verify_timeout, phases=result.phases)
+        result.up = UpResult(result.phases)  # filled as up goes: kept when it fails
+        up(dctx, revisions, verify_timeout=verify_timeout, into=result.up)
         result.passed = result.up.converged
         if result.up.report:
             for v in result.up.report.failing:
@@ -112,11 +113,9 @@ def run_drill(
         result.error = "interrupted (Ctrl-C); the throwaway cluster was torn down"
         raise
     except DesiredStateError as err:
-        result.up = _partial(err)
         result.error = err.message
         result.failures = [Failure("", f"{p.file}:{p.line}", p.message) for p in err.problems]
     except RebuildError as err:
-        result.up = _partial(err)
         result.error = str(err)
     finally:
         if keep:
@@ -131,12 +130,6 @@ def run_drill(
                 result.error = (result.error + "\n" if result.error else "") + f"teardown: {err}"
         result.finished_at = utc_stamp()
     return result
-
-
-def _partial(err: RebuildError) -> UpResult | None:
-    """What ``up`` finished before it raised: it rides on the error (recover.up sets ``partial``)."""
-    partial = getattr(err, "partial", None)
-    return partial if isinstance(partial, UpResult) else None
 
 
 def teardown(ctx: Context, *, stop_gitserver: bool) -> None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from rebuild.adapters.fs import atomic_write
 from rebuild.adapters.kube import Kube
-from rebuild.core.errors import Interrupted, RebuildError
+from rebuild.core.errors import Interrupted
 from rebuild.core.model import Phases
 from rebuild.recover.context import Context, kubeconfig_path
 from rebuild.recover.converge import VerifyReport, wait_converged
@@ -76,20 +76,22 @@ def up(
     phases: Phases | None = None,
     pulumi: Pulumi | None = None,
     kube: Kube | None = None,
+    into: UpResult | None = None,
 ) -> UpResult:
     """The recovery. Phases are recorded into ``phases`` (when given) even if a phase raises.
+
+    ``into``: the result to fill, owned by the caller, so what was done before a failure (the
+    phases, the desired state, the changes) is the caller's to report without any help from
+    the exception; its ``phases`` are used.
 
     ``pulumi``: the workspace the stacks run in (None: the state dir's). ``kube``: a client for
     the rebuilt cluster, owned by the caller (None: one from the kubeconfig the cluster stack
     writes, opened after the cluster phase and closed at the end).
     """
-    phases = phases if phases is not None else Phases()
-    result = UpResult(phases)
+    result = into if into is not None else UpResult(phases if phases is not None else Phases())
+    phases = result.phases
     try:
         return _up(ctx, result, revisions, verify_timeout, pulumi, kube)
-    except RebuildError as err:
-        err.partial = result  # type: ignore[attr-defined]  # what was done before the failure, for reports
-        raise
     except KeyboardInterrupt:
         phase = next((p.name for p in reversed(phases.items) if p.status == "interrupted"), "")
         stopped = Interrupted(
@@ -97,7 +99,6 @@ def up(
             fix="rerun the same command: finished phases are checked and skipped quickly, the interrupted one starts over",
             phase=phase,
         )
-        stopped.partial = result  # type: ignore[attr-defined]
         raise stopped from None
 
 
