@@ -1,1 +1,1 @@
-"""Sources rebuild compiles into its toolchain (see rebuild/adapters/toolchain.py)."""
+"""Sources rebuild compiles into its toolchain (see rebuild/toolchain/recipes.py)."""

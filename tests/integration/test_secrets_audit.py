@@ -41,7 +41,7 @@ starting anything, naming why: the /proc poller alone can miss a process living 
 package) when it is missing.
 
 What it found: the Automation API handed the git credentials to ``pulumi config set-all
---secret key=value``, in argv (fixed in rebuild/adapters/pulumi.py: secrets go through stdin).
+--secret key=value``, in argv (fixed in rebuild/adapters/pulumi/: secrets go through stdin).
 """
 
 from __future__ import annotations
