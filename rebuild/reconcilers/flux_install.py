@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from rebuild.adapters.fs import atomic_write
 from rebuild.core.errors import ToolchainError
 from rebuild.reconcilers.flux_local import SPEED_ARGS
 
@@ -64,8 +65,5 @@ def render_install(tc: Toolchain) -> Path:
                 raise ToolchainError(f"{key[0]}/{key[2]} differs between {seen_from[key]} and {c}", fix="report a bug")
             docs[key] = d
             seen_from[key] = c
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_suffix(".tmp")
-    partial.write_text(yaml.safe_dump_all(list(docs.values()), sort_keys=False), encoding="utf-8")
-    partial.replace(out)
+    atomic_write(out, yaml.safe_dump_all(list(docs.values()), sort_keys=False), mode=0o644)
     return out

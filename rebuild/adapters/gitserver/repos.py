@@ -73,6 +73,7 @@ def publish_dir(src_dir: Path, bare_repo: Path, message: str, *, branch: str = D
                 repo.git.add("--all", ".")
                 tree = repo.git.write_tree()
                 kept.parent.mkdir(exist_ok=True)
+                # not adapters.fs.atomic_write: the copy must keep the index's mtime (copy2)
                 fresh = kept.with_name(f".{os.getpid()}.{threading.get_ident()}.{kept.name}")
                 shutil.copy2(index, fresh)
                 os.replace(fresh, kept)
