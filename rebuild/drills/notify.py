@@ -4,8 +4,8 @@ The payload is Slack-compatible (``text`` plus Block Kit ``blocks``); Mattermost
 Google Chat-style bridges and most generic JSON webhooks accept it. urllib only: a DR tool
 should not need another HTTP stack to say "the drill failed".
 
-Retries follow the project's policy, written down as data in ``RetryPolicy`` and run by the
-one retry loop (core/retry.py): connection errors, timeouts, 5xx and 429 (honouring
+Retries follow the project's one policy (core/retry.py, :func:`webhook_policy`) and its one
+retry loop: connection errors, timeouts, 5xx and 429 (honouring
 Retry-After) heal and are retried with backoff, at most 4 attempts, one line per failed
 attempt; any other 4xx is bad input (a revoked webhook, a wrong URL) and fails at once.
 Redirects are not followed: urllib would turn the POST into a GET and drop the payload
@@ -25,7 +25,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,37 +51,24 @@ _5XX = frozenset(range(500, 600))
 LINE = "notify attempt #{attempt}/{attempts} failed; will retry in {delay:.1f}s: {error}"
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """The webhook's retry policy in its own terms, run by the project's one loop (core/retry.py)."""
-
-    attempts: int = 4
-    base_delay: float = 1.0  # doubled after every failed attempt
-    max_delay: float = 30.0  # also the cap on a server's Retry-After
-    retry_statuses: frozenset[int] = frozenset({429})  # plus every 5xx
-
-    def core(self) -> retry.RetryPolicy:
-        """The same rules as a core.retry policy: bounded by attempts only, Retry-After capped at max_delay."""
-        return retry.RetryPolicy(
-            attempts=self.attempts,
-            backoff_base=self.base_delay,
-            backoff_max=self.max_delay,
-            max_wait=None,
-            retry_after_max=self.max_delay,
-            statuses=self.retry_statuses | _5XX,
-        )
-
-    def retryable(self, status: int) -> bool:
-        return self.core().heals(status)
-
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        """The wait after failed attempt number ``attempt`` (core.retry's rule: a named Retry-After, else backoff)."""
-        if retry_after:
-            return float(min(retry_after, self.max_delay))
-        return self.core().backoff(attempt)
+STATUSES = frozenset({429}) | _5XX
 
 
-DEFAULT_POLICY = RetryPolicy()
+def webhook_policy(*, attempts: int = 4, base_delay: float = 1.0, max_delay: float = 30.0) -> retry.RetryPolicy:
+    """The webhook's rules as the project's one policy: bounded by attempts only, the backoff
+    doubling from ``base_delay`` up to ``max_delay``, which also caps a server's Retry-After;
+    429 and every 5xx heal."""
+    return retry.RetryPolicy(
+        attempts=attempts,
+        backoff_base=base_delay,
+        backoff_max=max_delay,
+        max_wait=None,
+        retry_after_max=max_delay,
+        statuses=STATUSES,
+    )
+
+
+DEFAULT_POLICY = webhook_policy()
 
 
 def redact_url(url: str) -> str:
@@ -197,7 +183,7 @@ def notify(
     *,
     timeout: float = 10,
     report_path: str | Path | None = None,
-    policy: RetryPolicy = DEFAULT_POLICY,
+    policy: retry.RetryPolicy = DEFAULT_POLICY,
     sleep: Callable[[float], None] = time.sleep,
     progress: Callable[[str], None] | None = None,
 ) -> None:
@@ -238,7 +224,7 @@ def notify(
                     status=status,
                     fix="use the final webhook URL (redirects would drop the POST body)",
                 ) from exc
-            if not policy.retryable(status):
+            if not policy.heals(status):
                 raise NotifyError(
                     f"webhook {shown} refused the summary: {status} {exc.reason}"
                     + (f" ({_clip(detail, 200)})" if detail else ""),
@@ -252,7 +238,7 @@ def notify(
             raise retry.Retryable(f"POST {shown} -> {type(reason).__name__}: {reason}") from exc
 
     try:
-        retry.retry(attempt, policy.core(), operation=f"POST {shown}", on_retry=lambda e: say(e.line(LINE)), sleep=sleep)
+        retry.retry(attempt, policy, operation=f"POST {shown}", on_retry=lambda e: say(e.line(LINE)), sleep=sleep)
     except retry.GaveUp as gave:
         raise NotifyError(
             f"webhook {shown} failed after {gave.attempt} attempts: {gave.error}",

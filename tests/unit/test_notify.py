@@ -87,7 +87,7 @@ def receiver() -> Iterator[Receiver]:
 
 def fast(**kw: Any) -> dict[str, Any]:
     """Real sleeps, but short ones: the policy under test, scaled down."""
-    return {"policy": notify.RetryPolicy(base_delay=0.05, max_delay=2.0), **kw}
+    return {"policy": notify.webhook_policy(base_delay=0.05, max_delay=2.0), **kw}
 
 
 def test_posts_a_slack_compatible_summary(receiver: Receiver) -> None:
@@ -147,7 +147,7 @@ def test_gives_up_after_four_attempts(receiver: Receiver) -> None:
     receiver.script = [Answer(503)] * 10
     lines: list[str] = []
     with pytest.raises(notify.NotifyError, match="failed after 4 attempts"):
-        notify.notify(receiver.url, sample_result(), progress=lines.append, policy=notify.RetryPolicy(base_delay=0.2))
+        notify.notify(receiver.url, sample_result(), progress=lines.append, policy=notify.webhook_policy(base_delay=0.2))
     assert len(receiver.requests) == 4 and len(lines) == 3
     gaps = [b["at"] - a["at"] for a, b in zip(receiver.requests, receiver.requests[1:], strict=False)]
     assert gaps[1] > gaps[0] * 1.5  # exponential backoff
@@ -208,8 +208,8 @@ def test_redact_url(url: str, shown: str) -> None:
 
 
 def test_retry_policy_as_data() -> None:
-    p = notify.RetryPolicy()
-    assert p.attempts == 4 and p.retryable(500) and p.retryable(503) and p.retryable(429)
-    assert not p.retryable(400) and not p.retryable(404) and not p.retryable(409)
-    assert [p.delay(a, None) for a in (1, 2, 3)] == [1.0, 2.0, 4.0]
-    assert p.delay(1, 7) == 7.0 and p.delay(1, 3600) == p.max_delay
+    p = notify.DEFAULT_POLICY
+    assert p.attempts == 4 and p.heals(500) and p.heals(503) and p.heals(429)
+    assert not p.heals(400) and not p.heals(404) and not p.heals(409)
+    assert [p.next_delay(a)[0] for a in (1, 2, 3)] == [1.0, 2.0, 4.0]
+    assert p.next_delay(1, retry_after=7)[0] == 7.0 and p.next_delay(1, retry_after=3600)[0] == p.retry_after_max == 30.0
