@@ -23,7 +23,7 @@ DEFAULT_NAME = "rebuild.yaml"
 
 
 @dataclass(frozen=True)
-class Credentials:
+class CredentialSource:
     """Where a git credential comes from: environment variables or files, never the config itself."""
 
     username_env: str = ""
@@ -68,7 +68,7 @@ class SourceSpec:
     branch: str = "main"
     path: str = "."
     revision: str = ""
-    credentials: Credentials = field(default_factory=Credentials)
+    credentials: CredentialSource = field(default_factory=CredentialSource)
     # Flux's targetNamespace: every namespaced object of the source lands here. Without it,
     # objects that name no namespace land in `default`, as kubectl would put them.
     namespace: str = ""
@@ -368,7 +368,7 @@ def _sources(c: _Checker, top: dict[str, Any]) -> tuple[SourceSpec, ...]:
         for forbidden in ("password", "token", "username"):
             if forbidden in cm:
                 c.problem((*p, "credentials", forbidden), "secrets are not written in rebuild.yaml", f"use {forbidden}_env")
-        creds = Credentials(**{k: c.string(cm, k, (*p, "credentials")) for k in Credentials.__dataclass_fields__})
+        creds = CredentialSource(**{k: c.string(cm, k, (*p, "credentials")) for k in CredentialSource.__dataclass_fields__})
         namespace = c.string(m, "namespace", p)
         if namespace and not re.match(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", namespace):
             c.problem((*p, "namespace"), f"{namespace!r} is not a valid namespace name", "use lowercase letters, digits and '-'")

@@ -133,9 +133,17 @@ def _condition(obj: dict[str, Any], ctype: str) -> dict[str, Any] | None:
     return None
 
 
-def revision_matches(flux_revision: str, sha: str) -> bool:
-    """Flux revisions look like ``main@sha1:<40 hex>`` (older: ``main/<sha>``)."""
-    return bool(sha) and (flux_revision.endswith(sha) or flux_revision.endswith(f"sha1:{sha}"))
+def revision_matches(revision: str, expected: str) -> bool:
+    """Does a Flux/Argo revision (``main@sha1:<sha>``, ``main/<sha>``, ``<sha>``) name ``expected``?
+
+    A full SHA must be the revision's suffix; an abbreviated one (7+ hex digits) a prefix of its SHA.
+    """
+    if not revision or not expected:
+        return False
+    if revision.endswith(expected):
+        return True
+    sha = re.split(r"[@:/]", revision)[-1]
+    return len(expected) >= 7 and sha.startswith(expected)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from rebuild.reconcilers.flux import revision_matches
+
 HealthStatus = Literal["healthy", "progressing", "degraded", "unknown"]
 
 
@@ -309,19 +311,6 @@ _BY_KIND: dict[tuple[str, str], _Check] = {
 
 
 # --------------------------------------------------------------------------- reconcilers
-
-
-def revision_matches(revision: str, expected: str) -> bool:
-    """Does a Flux/Argo revision (``main@sha1:<sha>``, ``main/<sha>``, ``<sha>``) name ``expected``?
-
-    A full SHA must be the revision's suffix; an abbreviated one (7+ hex digits) a prefix of its SHA.
-    """
-    if not revision or not expected:
-        return False
-    if revision.endswith(expected):
-        return True
-    sha = re.split(r"[@:/]", revision)[-1]
-    return len(expected) >= 7 and sha.startswith(expected)
 
 
 def _flux(kind: str, status: Mapping[str, Any], rev: str | None) -> Health:

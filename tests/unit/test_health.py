@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from rebuild.core.config import HealthRuleSpec
-from rebuild.recover.health import Health, assess, field_value, revision_matches
+from rebuild.reconcilers.flux import revision_matches
+from rebuild.recover.health import Health, assess, field_value
 
 DATA = Path(__file__).parent / "data" / "verify"
 SHA = "8f2a41c6b1d04e7a9c3b5d6e7f8091a2b3c4d5e6"
