@@ -14,11 +14,15 @@ is defined).
 
 What is not cached: a render with problems (they are reported fresh every time), one that
 pulled a remote base (its content is not named by the commit), and one holding values the
-format cannot store (a YAML timestamp). The entries hold only what the checkout beside them in
-the state dir already holds, rendered: nothing is decrypted before this point (SOPS values are
-decrypted later, in memory). Files are owner-only (0600), written atomically, and stored with
-`marshal` over plain builtins: loading one cannot run code, unlike pickle. At most
-``KEEP`` entries are kept per state dir, least recently used removed first.
+format cannot store (a YAML timestamp). Nothing is decrypted before this point (SOPS values are
+decrypted later, in memory), but a rendered Secret holds what git or a generator gave it, and
+secret values live only in encrypted state: every entry is encrypted (AES-256-GCM, the entry's
+name as associated data) with a random key kept beside the entries (``key``, 0600), the way
+Pulumi's file backend keeps its passphrase in the state dir. Found by the secrets audit
+(tests/integration/test_secrets_audit.py), which reads every file rebuild writes. Entries are
+owner-only, written atomically, and hold `marshal` over plain builtins: loading one cannot run
+code, unlike pickle. At most ``KEEP`` entries are kept per state dir, least recently used
+removed first.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from rebuild.adapters.fs import atomic_write
 from rebuild.core.model import Declared, DesiredObject, ObjectRef, Source
@@ -159,9 +166,8 @@ class RenderCache:
         rendered now and stored when it can be."""
         entry = self.root / f"{key.digest()}.bin"
         try:
-            raw = entry.read_bytes()
-            result = _load(raw)
-        except (OSError, ValueError, EOFError, TypeError):  # absent, cut short, or from another format
+            result = _load(self._open(entry))
+        except (OSError, ValueError, EOFError, TypeError, InvalidTag):  # absent, cut short, another format or key
             pass
         else:
             self.hits += 1
@@ -176,11 +182,33 @@ class RenderCache:
                 return result
             try:
                 self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-                atomic_write(entry, raw)
+                atomic_write(entry, self._seal(entry, raw))
                 self._prune()
             except OSError:  # a full or read-only state dir costs a render next time, nothing else
                 pass
         return result
+
+    def _key(self) -> bytes:
+        path = self.root / "key"
+        try:
+            key = path.read_bytes()
+            if len(key) == 32:
+                return key
+        except FileNotFoundError:
+            pass
+        key = AESGCM.generate_key(bit_length=256)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        atomic_write(path, key)  # a new key: entries sealed with an old one read as misses
+        return key
+
+    def _seal(self, entry: Path, raw: bytes) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + AESGCM(self._key()).encrypt(nonce, raw, entry.name.encode())
+
+    def _open(self, entry: Path) -> bytes:
+        sealed = entry.read_bytes()
+        key = (self.root / "key").read_bytes()
+        return AESGCM(key).decrypt(sealed[:12], sealed[12:], entry.name.encode())
 
     def _prune(self) -> None:
         entries = sorted(self.root.glob("*.bin"), key=lambda p: p.stat().st_mtime, reverse=True)

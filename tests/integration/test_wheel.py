@@ -97,7 +97,7 @@ def test_wheel_in_a_fresh_virtualenv_plans_and_drills_the_example_from_another_f
         60,
     ).stdout.split()
     site = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
-    assert where == [str(site / "rebuild" / "adapters" / "pulumi.py"), str(site / "rebuild" / "programs")]
+    assert where == [str(site / "rebuild" / "adapters" / "pulumi" / "__init__.py"), str(site / "rebuild" / "programs")]
 
     # A copy of the example in an unrelated folder; rebuild reads ./rebuild.yaml there.
     work = tmp_path / "elsewhere" / "gitops-repo"

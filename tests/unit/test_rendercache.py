@@ -109,3 +109,30 @@ def test_old_entries_are_pruned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     for i in range(5):
         cache.render(RenderKey(SHA, f"p{i}"), tmp_path)
     assert len(_entries(cache)) == 3
+
+
+@needs_kustomize
+def test_secret_values_are_never_stored_in_the_clear(tmp_path: Path) -> None:
+    """Secret values live only in encrypted state: an entry is sealed with the cache's own key."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    value = "s3cr3t-" + "7f3a9c" * 4
+    (repo / "secret.yaml").write_text(
+        f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: shop\nstringData:\n  password: {value}\n"
+    )
+    cache = RenderCache(tmp_path / "cache")
+    key = RenderKey(SHA, ".")
+    assert cache.render(key, repo).objects[0].body["stringData"] == {"password": value}
+    files = [p for p in cache.root.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"key"} and _entries(cache)
+    for p in files:
+        raw = p.read_bytes()
+        assert value.encode() not in raw and b"s3cr3t" not in raw, p
+    assert stat.S_IMODE((cache.root / "key").stat().st_mode) == 0o600
+    again = RenderCache(tmp_path / "cache")
+    assert again.render(key, tmp_path / "gone").objects[0].body["stringData"] == {"password": value}
+    assert again.hits == 1
+    (cache.root / "key").write_bytes(b"\0" * 32)  # another key: the entry cannot be read, so it is a miss
+    other = RenderCache(tmp_path / "cache")
+    assert other.render(key, repo).objects[0].body["stringData"] == {"password": value}
+    assert (other.hits, other.misses) == (0, 1)
