@@ -20,7 +20,7 @@ import yaml
 from rebuild.adapters import gitserver, process
 from rebuild.clusters.local import LocalCluster
 from tests.conftest import REPO
-from tests.procs import pending_operations, pid_alive, pulumi_processes, stack_locks
+from tests.procs import pending_operations, pid_alive, processes_naming, pulumi_processes, stack_locks
 
 pytestmark = pytest.mark.integration
 
@@ -35,19 +35,6 @@ def cli(args: list[str], state: Path, timeout: float = 900, **kw: Any) -> subpro
     )
 
 
-def our_processes(state: Path) -> list[str]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if str(state) in cmd:
-                out.append(f"{entry.name}: {cmd[:200]}")
-    return out
-
-
 def test_ten_drills_pass_with_reports_and_history(tmp_path: Path, toolchain: Any) -> None:
     state = tmp_path / "state"
     config = str(EXAMPLE / "rebuild.yaml")
@@ -58,7 +45,7 @@ def test_ten_drills_pass_with_reports_and_history(tmp_path: Path, toolchain: Any
             assert r.returncode == 0, f"drill {i}: {r.stderr[-3000:]}"
             last = json.loads(r.stdout)
             assert last["passed"] is True and last["schema"] == "rebuild.run/v1"
-            assert our_processes(state / "clusters") == [], f"drill {i} left processes behind"
+            assert processes_naming(state / "clusters", cmdline_only=True) == {}, f"drill {i} left processes behind"
     finally:
         gitserver.stop_server(state / "gitserver")
     reports = {k: Path(v) for k, v in last["reports"].items()}
@@ -72,7 +59,7 @@ def test_ten_drills_pass_with_reports_and_history(tmp_path: Path, toolchain: Any
     assert len(history) == 10
     html = reports["html"].read_text()
     assert "Trend of past drills" in html and "10 runs, 10 passed" in html
-    assert our_processes(state) == []
+    assert processes_naming(state, cmdline_only=True) == {}
 
 
 def test_drill_of_a_broken_revision_fails_tears_down_and_names_the_problem(tmp_path: Path, toolchain: Any) -> None:
@@ -98,7 +85,7 @@ def test_drill_of_a_broken_revision_fails_tears_down_and_names_the_problem(tmp_p
     for kind in ("markdown", "junit", "html"):
         text = Path(res["reports"][kind]).read_text()
         assert want in text and "Widget/shop/w" in text, kind
-    assert our_processes(state) == []
+    assert processes_naming(state, cmdline_only=True) == {}
 
 
 def test_runbook_killed_during_platform_step_resumes_without_redoing(tmp_path: Path, toolchain: Any) -> None:

@@ -95,4 +95,4 @@ def test_gitea_restarts_on_its_data(tmp_path: Path, toolchain: Any) -> None:
     finally:
         rec = forge._proc()
         forge.stop()
-    assert rec is None or not process.alive(rec)
+    assert rec is not None and not process.alive(rec), "gitea is still running"

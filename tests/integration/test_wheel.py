@@ -20,6 +20,7 @@ import yaml
 from rebuild.adapters import gitserver
 from rebuild.clusters.local import LocalCluster
 from tests.conftest import REPO
+from tests.procs import processes_naming
 
 pytestmark = pytest.mark.integration
 
@@ -52,19 +53,6 @@ def away_from_the_checkout(state: Path) -> dict[str, str]:
     env["PATH"] = os.pathsep.join(path)
     env["REBUILD_STATE_DIR"] = str(state)
     return env
-
-
-def our_processes(state: Path) -> list[str]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if str(state) in cmd:
-                out.append(f"{entry.name}: {cmd[:200]}")
-    return out
 
 
 def test_wheel_in_a_fresh_virtualenv_plans_and_drills_the_example_from_another_folder(tmp_path: Path, toolchain: Any) -> None:
@@ -126,4 +114,4 @@ def test_wheel_in_a_fresh_virtualenv_plans_and_drills_the_example_from_another_f
         ws = state / "stacks" / program
         assert yaml.safe_load((ws / "Pulumi.yaml").read_text())["runtime"]["options"] == {"virtualenv": str(venv)}
         assert (ws / "__main__.py").read_text() == (site / "rebuild" / "programs" / program / "__main__.py").read_text()
-    assert our_processes(state) == []
+    assert processes_naming(state, cmdline_only=True) == {}
