@@ -1,6 +1,6 @@
-"""Optional toolchain entries (sops, age, helm-controller, pulumi-language-yaml, seaweedfs):
-which tools an install selects, how doctor reports them, and how they are linked and built.
-Pure logic: nothing is built and no network is used."""
+"""Optional toolchain entries (sops, age, helm-controller; pulumi-language-yaml and seaweedfs were
+optional until issue 12 made them core): which tools an install selects, how doctor reports
+them, and how they are linked and built. Pure logic: nothing is built and no network is used."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from rebuild.toolchain import recipes as rc
 from rebuild.toolchain import registry as reg
 from rebuild.toolchain import tools as tc
 
-OPTIONAL = ["sops", "age", "helm-controller", "pulumi-language-yaml", "seaweedfs"]
+OPTIONAL = ["sops", "age", "helm-controller"]
 
 
 def _stamp(t: tc.Toolchain, name: str) -> None:
@@ -33,6 +33,8 @@ def test_versions_toml_marks_exactly_the_optional_tools() -> None:
     assert "kubernetes" in t.core_tools() and not set(OPTIONAL) & set(t.core_tools())
     for name in OPTIONAL:
         assert t.versions[name]["version"].startswith("v"), name
+    # issue 12: user stacks in Pulumi YAML and the S3 backend tests need these on every install
+    assert {"pulumi-language-yaml", "seaweedfs"} <= set(t.core_tools())
 
 
 def test_pins() -> None:
@@ -53,8 +55,9 @@ def test_plain_selection_is_the_core_only() -> None:
 
 def test_with_adds_optional_tools_in_recipe_order() -> None:
     t = tc.Toolchain(root=Path("/nonexistent"))
-    got = t.select(with_=("sops,age", "seaweedfs"))
-    assert got == [*t.core_tools(), "sops", "age", "seaweedfs"]
+    got = t.select(with_=("sops,age", "helm-controller"))
+    wanted = {*t.core_tools(), "sops", "age", "helm-controller"}
+    assert got == [r.name for r in rc.RECIPES if r.name in wanted]
     assert t.select(with_=("optional",)) == [r.name for r in rc.RECIPES]
 
 
@@ -134,7 +137,8 @@ def test_doctor_lists_optional_tools_with_state_and_install_command(tmp_path: Pa
     res = CliRunner().invoke(main, ["-o", "json", "toolchain", "doctor"])
     data = json.loads(res.output)
     assert data["ok"] is True
-    assert {r["name"]: r["optional"] for r in data["tools"]}["pulumi-language-yaml"] is True
+    optional = {r["name"]: r["optional"] for r in data["tools"]}
+    assert optional["helm-controller"] is True and optional["pulumi-language-yaml"] is False
 
 
 def test_doctor_fails_on_a_missing_core_tool_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -245,19 +249,20 @@ DEMO = [
     "pulumi-resource-kubernetes",
     "source-controller",
     "kustomize-controller",
+    "pulumi-language-yaml",  # the example's infra/cluster-facts is a Pulumi YAML project (issue 12)
 ]
 
 
 def test_demo_profile_is_what_the_demo_uses_and_nothing_more() -> None:
-    """`make demo` builds the local cluster, Pulumi and Flux's two controllers: no Gitea, no
-    Argo CD manifests, no optional tool (issue 14, item 8)."""
+    """`make demo` builds the local cluster, Pulumi (with its Python and YAML hosts) and Flux's two
+    controllers: no Gitea, no Argo CD manifests, no SeaweedFS, no optional tool (issue 14, item 8)."""
     t = tc.Toolchain(root=Path("/nonexistent"))
     assert t.demo_tools() == DEMO
     assert t.select(only=("demo",)) == DEMO
     assert set(DEMO) < set(t.core_tools())
-    assert "gitea" not in DEMO and "argocd-manifests" not in DEMO
+    assert "gitea" not in DEMO and "argocd-manifests" not in DEMO and "seaweedfs" not in DEMO
     # the word combines with names like any other --only entry, in recipe order
-    assert t.select(only=("demo,sops",)) == [*DEMO, "sops"]
+    assert t.select(only=("demo,sops",)) == [r.name for r in rc.RECIPES if r.name in {*DEMO, "sops"}]
     with pytest.raises(ConfigError) as err:
         t.select(only=("demos",))
     assert "unknown tool(s): demos" in err.value.message and "demo" in (err.value.fix or "")
