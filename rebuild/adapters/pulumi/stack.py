@@ -1,24 +1,22 @@
-"""Drive the Pulumi programs in rebuild/programs/ through the Automation API, offline and predictably.
+"""Drive Pulumi programs through the Automation API, offline and predictably.
 
-Why a wrapper: every call must use the toolchain's pulumi binary and plugins (no
-downloads), a file backend under rebuild's state dir, a passphrase that never appears in
-argv or logs, ``--non-interactive`` semantics, and errors that say what to do. The
-Automation API raises a handful of generic exceptions with the CLI's stderr inside;
+Why a wrapper: every call must use the toolchain's pulumi binary and plugins (no downloads), one
+backend per rebuild (:mod:`.backend`: the state dir's file backend by default), a passphrase that
+never appears in argv or logs, ``--non-interactive`` semantics, and errors that say what to do.
+The Automation API raises a handful of generic exceptions with the CLI's stderr inside;
 ``classify`` turns them into rebuild's own error classes in one place (:mod:`.command`, with the
-CLI runner); this module is the stack driver: workspace, config, up/preview/destroy, state repair.
+CLI runner). This module is the stack driver: workspace, config, up/preview/destroy, outputs.
+It runs the built-in programs of rebuild/programs/ (with rebuild's own Python) and the user's
+own projects (:class:`~.project.UserProject`: a copy of their folder, with the virtualenv of
+their requirements.txt or the YAML language host, see :mod:`.project`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import re
-import secrets
-import shutil
-import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,21 +25,33 @@ from typing import Any
 
 import pulumi.automation as auto
 
-from rebuild.adapters.fs import atomic_write
-from rebuild.adapters.pulumi.command import Command, classify, strip_ansi
-from rebuild.core.errors import (
-    ConfigError,
-    StackError,
-    StackLockedError,
+from rebuild.adapters.pulumi import filestate
+from rebuild.adapters.pulumi.backend import Backend, restore_stack_settings
+from rebuild.adapters.pulumi.command import Command, child_env, classify, strip_ansi
+from rebuild.adapters.pulumi.project import (
+    UserProject,
+    check_runtime,
+    ensure_venv,
+    load_project,
+    project_file,
+    requirements_file,
+    sync_copy,
+    venv_python,
+    workspace_project_doc,
 )
+from rebuild.core.errors import ConfigError, StackError, StackLockedError, ToolchainError
 from rebuild.core.progress import Progress
-from rebuild.core.state import StateLayout, state_root
+from rebuild.core.state import state_root
 from rebuild.toolchain.tools import Toolchain
 
 # The built-in programs (cluster, platform): package data of rebuild.programs, so an installed
 # wheel has them as a checkout does. stacks/<name>/ in a checkout are thin entry points to them.
 STACKS_DIR = Path(__file__).resolve().parents[2] / "programs"
-STALE_TMP_SECONDS = 2.0  # a backend .tmp older than this belongs to no write in progress
+STALE_TMP_SECONDS = filestate.STALE_TMP_SECONDS
+# What a preview calls out: the steps that lose a resource (replace it, or delete it).
+DESTRUCTIVE_OPS = ("replace", "create-replacement", "delete", "delete-replaced", "discard", "discard-replaced")
+
+Project = Path | UserProject  # a built-in program's folder, or a user's project
 
 
 def _virtualenv() -> str | None:
@@ -57,6 +67,8 @@ class StackResult:
     seconds: float
     summary: dict[str, int]
     outputs: dict[str, Any]
+    # preview only: the resources that would be replaced or deleted ({op, urn, type, name})
+    steps: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,46 +78,71 @@ class StackResult:
             "seconds": round(self.seconds, 2),
             "summary": self.summary,
             "outputs": {k: ("[secret]" if v == "[secret]" else v) for k, v in self.outputs.items()},
+            "steps": [dict(s) for s in self.steps],
         }
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A project ready to run: its private copy, and how its program runs."""
+
+    workspace: Path
+    project: str  # the Pulumi project name (Pulumi.yaml `name`)
+    runtime: str  # python | yaml
+    entry: str = ""  # the rebuild.yaml stack name of a user's project ("" for the built-ins)
+    source: Path | None = None  # the user's folder the copy was made from
+    venv: Path | None = None  # the user's Python program's virtualenv (None: rebuild's own Python)
 
 
 @dataclass
 class Pulumi:
-    """A file-backend Pulumi workspace rooted in rebuild's state dir."""
+    """Pulumi workspaces rooted in rebuild's state dir, on one backend (default: the state dir's file backend)."""
 
     root: Path = field(default_factory=state_root)
     toolchain: Toolchain = field(default_factory=Toolchain)
+    backend: Backend | None = None
 
     @property
-    def backend_dir(self) -> Path:
-        return StateLayout(self.root).pulumi_backend
+    def _backend(self) -> Backend:
+        return self.backend if self.backend is not None else Backend()
 
     @property
-    def passphrase_file(self) -> Path:
-        return self.backend_dir / "passphrase"
+    def backend_dir(self) -> Path | None:
+        """The file backend's folder; None for any other backend."""
+        return self._backend.folder(self.root)
+
+    @property
+    def passphrase_file(self) -> Path | None:
+        return self._backend.passphrase_path(self.root)
+
+    @property
+    def workspaces(self) -> Path:
+        """Where this backend's private program copies live (see :meth:`Backend.workspaces`)."""
+        return self._backend.workspaces(self.root)
 
     def _ensure_backend(self) -> None:
-        try:
-            self.backend_dir.mkdir(parents=True, exist_ok=True)
-            # Stack state holds encrypted secrets and the layout of the infrastructure: owner only.
-            self.backend_dir.chmod(0o700)
-            if not self.passphrase_file.exists():
-                # Encrypts secret outputs (kubeconfigs) in the state files; 0600, never logged.
-                atomic_write(self.passphrase_file, secrets.token_urlsafe(32))
-        except OSError as exc:
-            raise ConfigError(
-                f"the Pulumi state folder {self.backend_dir} is not writable ({exc.strerror})",
-                fix="set REBUILD_STATE_DIR (or --state-dir) to a writable folder",
-            ) from exc
+        self._backend.ensure(self.root)
 
-    def env(self) -> dict[str, str]:
+    def env(self, prepared: Prepared | None = None) -> dict[str, str]:
+        """The pulumi CLI's environment: the toolchain's, the backend's, and the program's Python.
+
+        The built-in programs and the cluster program's dynamic-provider plugin run with the
+        Python that runs rebuild (which has the rebuild package they import): its virtualenv when
+        it has one (the plugin reads PULUMI_RUNTIME_VIRTUALENV), else the interpreter itself. A
+        user's Python program runs in the virtualenv of its requirements.txt instead.
+        """
         env = self.toolchain.env()
-        env["PULUMI_BACKEND_URL"] = self.backend_dir.as_uri()
-        env["PULUMI_CONFIG_PASSPHRASE_FILE"] = str(self.passphrase_file)
         env.pop("PULUMI_CONFIG_PASSPHRASE", None)
-        # The programs and the cluster program's dynamic-provider plugin run with the Python that
-        # runs rebuild (which has the rebuild package they import): its virtualenv when it has
-        # one (the plugin reads PULUMI_RUNTIME_VIRTUALENV), else the interpreter itself.
+        env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
+        env.update(self._backend.env(self.root))
+        if prepared is not None and prepared.entry:
+            if prepared.venv is not None:
+                env["PULUMI_PYTHON_CMD"] = str(venv_python(prepared.venv))
+                env["PULUMI_RUNTIME_VIRTUALENV"] = str(prepared.venv)
+            else:
+                env.pop("PULUMI_PYTHON_CMD", None)
+                env.pop("PULUMI_RUNTIME_VIRTUALENV", None)
+            return env
         env["PULUMI_PYTHON_CMD"] = sys.executable
         venv = _virtualenv()
         if venv:
@@ -115,14 +152,14 @@ class Pulumi:
         return env
 
     def workspace(self, project_dir: Path) -> Path:
-        """A private copy of a program's Pulumi.yaml and entry under the state dir, where Pulumi
-        may write its per-stack config files (Pulumi.<stack>.yaml, with encrypted secrets)
+        """A private copy of a built-in program's Pulumi.yaml and entry under the state dir, where
+        Pulumi may write its per-stack config files (Pulumi.<stack>.yaml, with encrypted secrets)
         without touching the user's checkout or the installed package, or colliding between
-        state dirs. The program runs in rebuild's own Python (see ``env``), whatever virtualenv
-        its Pulumi.yaml names for plain ``pulumi up``."""
+        state dirs or backends. The program runs in rebuild's own Python (see ``env``), whatever
+        virtualenv its Pulumi.yaml names for plain ``pulumi up``."""
         import yaml
 
-        dest = StateLayout(self.root).stack_program(project_dir.name)
+        dest = self.workspaces / project_dir.name
         dest.mkdir(parents=True, exist_ok=True)
         dest.parent.chmod(0o700)  # Pulumi.<stack>.yaml: encrypted secrets and the encryption salt
         for src in project_dir.iterdir():
@@ -134,97 +171,150 @@ class Pulumi:
                 data = src.read_bytes()
                 if src.name == "Pulumi.yaml":
                     doc = yaml.safe_load(data)
-                    runtime = doc.get("runtime")
-                    if isinstance(runtime, str):  # `runtime: python`
-                        runtime = doc["runtime"] = {"name": runtime}
-                    if isinstance(runtime, dict):
-                        opts = runtime.get("options")
-                        opts = opts if isinstance(opts, dict) else {}
-                        opts.pop("virtualenv", None)
-                        venv = _virtualenv()
-                        if venv:
-                            opts["virtualenv"] = venv
-                        if opts:
-                            runtime["options"] = opts
-                        else:
-                            runtime.pop("options", None)
+                    venv = _virtualenv()
+                    doc = workspace_project_doc(doc, "python", Path(venv) if venv else None)
                     data = yaml.safe_dump(doc, sort_keys=False).encode()
-                target = dest / src.name
-                if not target.exists() or target.read_bytes() != data:
-                    target.write_bytes(data)
+                _write_if_changed(dest / src.name, data)
         return dest
 
-    def repair_state_files(self, project: str, stack_name: str) -> list[str]:
-        """Undo what a file-backend write cut short (kill -9, a full disk) leaves behind, before Pulumi reads it.
+    def user_workspace(self, project: UserProject, progress: Progress | None = None) -> Prepared:
+        """A user's project copied under the state dir (per backend), with its runtime ready.
 
-        Seen here: an empty ``<stack>.json.attrs`` sidecar (Pulumi then fails with "failed to
-        load checkpoint: EOF"), and a checkpoint that is empty or not JSON (Pulumi: "could not
-        create stack: unexpected end of JSON input"). The sidecar only holds blob metadata and
-        is safe to drop. The checkpoint is restored from the newest whole copy Pulumi kept
-        (``<stack>.json.bak``, then ``.pulumi/backups``); when there is none, the stack never
-        finished its first write, so the broken file is moved aside (kept, never deleted) and
-        the stack is created again; its resources are server-side applied, so objects that
-        exist already are adopted, not duplicated.
+        Python: the virtualenv of its requirements.txt (built once, cached by its hash) named in
+        the copy's Pulumi.yaml; YAML: the toolchain's YAML language host must be installed.
         """
-        fixed: list[str] = []
-        stacks = self.backend_dir / ".pulumi" / "stacks" / project
-        locks = self.backend_dir / ".pulumi" / "locks" / "organization" / project / stack_name
-        # Pulumi writes each blob to `<name>.<random>.tmp`, then renames it; a write cut short
-        # leaves the .tmp, which Pulumi later reads as a lock ("unexpected end of JSON input").
-        # A live write holds its .tmp for milliseconds, so only older ones are removed.
-        for tmp in sorted([*stacks.glob(f"{stack_name}.json*.tmp"), *locks.glob("*.tmp")]):
-            with contextlib.suppress(OSError):
-                if time.time() - tmp.stat().st_mtime > STALE_TMP_SECONDS:
-                    tmp.unlink()
-                    fixed.append(f"removed {tmp.name}, left by a write that was cut short")
-        for attrs in sorted(stacks.glob(f"{stack_name}.json*.attrs")):
-            if not _whole_json(attrs):
-                attrs.unlink(missing_ok=True)
-                fixed.append(f"removed the truncated {attrs.name}")
-        checkpoint = stacks / f"{stack_name}.json"
-        if not checkpoint.exists() or _whole_json(checkpoint):
-            return fixed
-        backups = sorted(
-            (self.backend_dir / ".pulumi" / "backups" / project / stack_name).glob(f"{stack_name}.*.json"),
-            key=lambda f: f.stat().st_mtime,
-            reverse=True,
-        )
-        good = next((c for c in [stacks / f"{stack_name}.json.bak", *backups] if c.exists() and _whole_json(c)), None)
-        if good is not None:
-            shutil.copyfile(good, checkpoint)
-            fixed.append(f"restored {checkpoint.name} from {good.name}")
+        import yaml
+
+        src = project.dir
+        doc = load_project(src)
+        pfile = project_file(src)
+        runtime = check_runtime(project.name, doc, pfile)
+        dest = self.workspaces / "user" / project.name
+        dest.mkdir(parents=True, exist_ok=True)
+        dest.parent.parent.chmod(0o700)  # Pulumi.<stack>.yaml: encrypted secrets and the encryption salt
+        sync_copy(src, dest)
+        venv: Path | None = None
+        if runtime == "python":
+            shown = requirements_file(project.name, src)
+            venv = ensure_venv(project.name, dest / "requirements.txt", self.venvs, progress, shown=shown)
+            data = yaml.safe_dump(workspace_project_doc(doc, runtime, venv), sort_keys=False).encode()
         else:
-            aside = checkpoint.with_name(f"{checkpoint.name}.broken-{int(time.time())}")
-            checkpoint.rename(aside)
-            checkpoint.with_name(checkpoint.name + ".attrs").unlink(missing_ok=True)
-            fixed.append(f"moved the unreadable {checkpoint.name} (no whole copy exists) to {aside.name}")
-        return fixed
+            try:
+                self.toolchain.binary("pulumi-language-yaml")
+            except ToolchainError as exc:
+                raise ToolchainError(
+                    f"stack {project.name}: a Pulumi YAML program needs the YAML language host: {exc.message}",
+                    fix=exc.fix or "run `rebuild toolchain install --with pulumi-language-yaml`",
+                ) from exc
+            # As written (the host reports errors by its lines); the backend comes from PULUMI_BACKEND_URL,
+            # which wins over a `backend:` in the file.
+            data = pfile.read_bytes()
+        _write_if_changed(dest / "Pulumi.yaml", data)
+        return Prepared(dest, str(doc["name"]), runtime, project.name, src, venv)
+
+    @property
+    def venvs(self) -> Path:
+        """The user projects' virtualenvs, shared by every state dir: ``<toolchain cache>/venvs/<key>``."""
+        return self.toolchain.root / "venvs"
+
+    def prepare(self, project: Project, progress: Progress | None = None) -> Prepared:
+        if isinstance(project, UserProject):
+            return self.user_workspace(project, progress)
+        return Prepared(self.workspace(project), _project_name(project), "python")
+
+    def repair_state_files(self, project: str, stack_name: str) -> list[str]:
+        """See :func:`.filestate.repair_state_files`; nothing to do for a backend that is not a folder."""
+        folder = self.backend_dir
+        return filestate.repair_state_files(folder, project, stack_name) if folder is not None else []
+
+    def lock_holders(self, project: str, stack_name: str) -> list[str]:
+        folder = self.backend_dir
+        return filestate.lock_holders(folder, project, stack_name) if folder is not None else []
+
+    def _classify(self, exc: Exception, prep: Prepared, stack_name: str) -> StackError | ConfigError:
+        return classify(
+            exc,
+            stack=stack_name,
+            project=prep.project,
+            entry=prep.entry,
+            workspace=prep.workspace if prep.entry else None,
+            source=prep.source,
+            pulumi_home=self.toolchain.pulumi_home,
+        )
 
     def stack(
-        self, project_dir: Path, stack_name: str, config: Mapping[str, Any] | None = None, progress: Progress | None = None
+        self,
+        project_dir: Project,
+        stack_name: str,
+        config: Mapping[str, Any] | None = None,
+        progress: Progress | None = None,
+        *,
+        create: bool = True,
+    ) -> auto.Stack:
+        return self._open(project_dir, stack_name, config, progress, create=create)[1]
+
+    def _open(
+        self,
+        project: Project,
+        stack_name: str,
+        config: Mapping[str, Any] | None = None,
+        progress: Progress | None = None,
+        *,
+        create: bool = True,
+    ) -> tuple[Prepared, auto.Stack]:
+        """Prepare the workspace and select (or create) the stack, one thread at a time per workspace.
+
+        Independent stacks run in threads; two of them may read a third one's outputs at once,
+        and both would refresh its copy and select its stack (Pulumi rewrites its workspace file
+        in PULUMI_HOME) together.
+        """
+        with _workspace_lock(self._workspace_of(project)):
+            prep = self.prepare(project, progress)
+            return prep, self._stack(prep, stack_name, config, progress, create=create)
+
+    def _workspace_of(self, project: Project) -> Path:
+        if isinstance(project, UserProject):
+            return self.workspaces / "user" / project.name
+        return self.workspaces / project.name
+
+    def _stack(
+        self,
+        prep: Prepared,
+        stack_name: str,
+        config: Mapping[str, Any] | None,
+        progress: Progress | None,
+        *,
+        create: bool = True,
     ) -> auto.Stack:
         self._ensure_backend()
-        for fixed in self.repair_state_files(_project_name(project_dir), stack_name):
+        for fixed in self.repair_state_files(prep.project, stack_name):
             if progress:
-                progress(f"{_project_name(project_dir)}: {fixed}")
-        project_dir = self.workspace(project_dir)
+                progress(f"{prep.entry or prep.project}: {fixed}")
         pulumi_bin = self.toolchain.binary("pulumi")
-        self.toolchain.binary("pulumi-language-python")
-        env = self.env()
+        if prep.runtime == "python":
+            self.toolchain.binary("pulumi-language-python")
+        env = self.env(prep)
         cmd = Command(root=str(pulumi_bin.parent.parent), skip_version_check=True)
+        backend = self._backend
         opts = auto.LocalWorkspaceOptions(
-            work_dir=str(project_dir),
+            work_dir=str(prep.workspace),
             pulumi_home=str(self.toolchain.pulumi_home),
             env_vars=env,
             pulumi_command=cmd,
+            secrets_provider=None if backend.uses_passphrase else backend.secrets_provider,
         )
-        project = _project_name(project_dir)
+        stack_file = prep.workspace / f"Pulumi.{stack_name}.yaml"
         try:
-            st = auto.create_or_select_stack(stack_name=stack_name, work_dir=str(project_dir), opts=opts)
+            if create:
+                st = auto.create_or_select_stack(stack_name=stack_name, work_dir=str(prep.workspace), opts=opts)
+            else:
+                st = auto.select_stack(stack_name=stack_name, work_dir=str(prep.workspace), opts=opts)
+            if not stack_file.exists():
+                restore_stack_settings(st, stack_file)
             if config:
-                self._set_config(st, _flatten_config(project, config), pulumi_bin, project_dir, env)
+                self._set_config(st, _flatten_config(prep.project, config), pulumi_bin, prep.workspace, env)
         except auto.errors.CommandError as exc:
-            raise classify(exc, stack=stack_name, project=project) from exc
+            raise self._classify(exc, prep, stack_name) from exc
         return st
 
     def _set_config(
@@ -248,7 +338,7 @@ class Pulumi:
                 argv,
                 input=value.value + "\n",
                 cwd=work_dir,
-                env={**os.environ, "PULUMI_HOME": str(self.toolchain.pulumi_home), **env},
+                env=child_env({"PULUMI_HOME": str(self.toolchain.pulumi_home), **env}),
                 capture_output=True,
                 text=True,
                 check=False,
@@ -259,20 +349,31 @@ class Pulumi:
 
     def _run(
         self,
-        project_dir: Path,
+        project_dir: Project,
         stack_name: str,
         action: str,
         config: Mapping[str, Any] | None,
         progress: Progress | None,
         refresh: bool = False,
     ) -> StackResult:
-        project = _project_name(project_dir)
-        st = self.stack(project_dir, stack_name, config, progress)
-        self.recover_interrupted(st, project, stack_name, progress)
+        prep, st = self._open(project_dir, stack_name, config, progress)
+        project = prep.project
+        label = prep.entry or project
+        self._recover_interrupted(st, prep, stack_name, progress)
 
         def on_output(line: str) -> None:
             if progress and line.strip():
-                progress(f"{project}: {strip_ansi(line.rstrip())}")
+                progress(f"{label}: {strip_ansi(line.rstrip())}")
+
+        steps: list[dict[str, str]] = []
+
+        def on_event(event: auto.EngineEvent) -> None:
+            pre = event.resource_pre_event
+            if pre is None or pre.metadata is None:
+                return
+            step = preview_step(pre.metadata.op, pre.metadata.urn, pre.metadata.type)
+            if step is not None:
+                steps.append(step)
 
         t0 = time.monotonic()
         try:
@@ -280,7 +381,7 @@ class Pulumi:
                 res = st.up(on_output=on_output, color="never", suppress_progress=True, refresh=refresh or None)
                 summary = dict(res.summary.resource_changes or {})
             elif action == "preview":
-                pres = st.preview(on_output=on_output, color="never", suppress_progress=True)
+                pres = st.preview(on_output=on_output, on_event=on_event, color="never", suppress_progress=True)
                 summary = dict(pres.change_summary or {})
             elif action == "destroy":
                 dres = st.destroy(on_output=on_output, color="never", suppress_progress=True)
@@ -292,54 +393,43 @@ class Pulumi:
                 raise ValueError(action)
             outputs = {k: ("[secret]" if v.secret else v.value) for k, v in st.outputs().items()} if action != "preview" else {}
         except auto.errors.CommandError as exc:
-            err = classify(exc, stack=stack_name, project=project)
+            err = self._classify(exc, prep, stack_name)
             if isinstance(err, StackLockedError):
                 holders = self.lock_holders(project, stack_name)
                 if holders:
                     err.message += f" ({'; '.join(holders)})"
             raise err from exc
-        return StackResult(project, stack_name, action, time.monotonic() - t0, {k: int(v) for k, v in summary.items()}, outputs)
-
-    def lock_holders(self, project: str, stack_name: str) -> list[str]:
-        """Who holds the stack's lock, as people read it: pid, host, since when, still running or not."""
-        locks = self.backend_dir / ".pulumi" / "locks" / "organization" / project / stack_name
-        out = []
-        for lock in sorted(locks.glob("*.json")):
-            try:
-                info = json.loads(lock.read_text())
-                pid = int(info.get("pid", 0))
-            except (OSError, ValueError, TypeError):
-                continue
-            host = str(info.get("hostname", "?"))
-            here = host == socket.gethostname()
-            state = ("still running" if _pid_alive(pid) else "no longer running") if here else "on another host"
-            out.append(f"held by pid {pid} on {host} since {info.get('timestamp', '?')}, {state}; lock file {lock}")
-        return out
+        return StackResult(
+            project,
+            stack_name,
+            action,
+            time.monotonic() - t0,
+            {k: int(v) for k, v in summary.items()},
+            outputs,
+            _unique_steps(steps),
+        )
 
     def recover_interrupted(self, st: auto.Stack, project: str, stack_name: str, progress: Progress | None = None) -> bool:
-        """Clear what an update killed mid-way (kill -9, a lost machine) leaves behind.
+        """Clear what an update killed mid-way (kill -9, a lost machine) leaves behind, in a file backend.
 
         Its lock file names a pid on this host that no longer runs, and its checkpoint lists
         pending operations; both would block every later update. A lock held by a live
         process, or by another host, is left alone (that is a concurrent update: retry).
         The pending operations are dropped: the next update re-applies those resources
-        (server-side apply adopts objects that were created meanwhile).
+        (server-side apply adopts objects that were created meanwhile). Another backend keeps
+        its own locks (and a lease that expires): nothing is done there.
         """
-        locks = self.backend_dir / ".pulumi" / "locks" / "organization" / project / stack_name
-        removed = False
-        for lock in sorted(locks.glob("*.json")):
-            try:
-                info = json.loads(lock.read_text())
-                pid = int(info.get("pid", 0))
-            except (OSError, ValueError, TypeError):
-                continue
-            if info.get("hostname") != socket.gethostname() or pid <= 0 or _pid_alive(pid):
-                continue
-            lock.unlink(missing_ok=True)
-            lock.with_name(lock.name + ".attrs").unlink(missing_ok=True)
-            removed = True
+        return self._recover_interrupted(st, Prepared(Path(st.workspace.work_dir), project, "python"), stack_name, progress)
+
+    def _recover_interrupted(self, st: auto.Stack, prep: Prepared, stack_name: str, progress: Progress | None) -> bool:
+        folder = self.backend_dir
+        if folder is None:
+            return False
+        label = prep.entry or prep.project
+        removed = filestate.remove_dead_locks(folder, prep.project, stack_name)
+        for pid in removed:
             if progress:
-                progress(f"{project}: removed the lock of an interrupted update (pid {pid} is gone)")
+                progress(f"{label}: removed the lock of an interrupted update (pid {pid} is gone)")
         if not removed:
             return False
         try:
@@ -350,14 +440,14 @@ class Pulumi:
                 state["pending_operations"] = []
                 st.import_stack(auto.Deployment(version=dep.version, deployment=state))
                 if progress:
-                    progress(f"{project}: dropped {len(pending)} pending operation(s) of the interrupted update")
+                    progress(f"{label}: dropped {len(pending)} pending operation(s) of the interrupted update")
         except auto.errors.CommandError as exc:
-            raise classify(exc, stack=stack_name, project=project) from exc
+            raise self._classify(exc, prep, stack_name) from exc
         return True
 
     def up(
         self,
-        project_dir: Path,
+        project_dir: Project,
         stack_name: str,
         config: Mapping[str, Any] | None = None,
         progress: Progress | None = None,
@@ -368,32 +458,80 @@ class Pulumi:
         return self._run(project_dir, stack_name, "up", config, progress, refresh)
 
     def preview(
-        self, project_dir: Path, stack_name: str, config: Mapping[str, Any] | None = None, progress: Progress | None = None
+        self, project_dir: Project, stack_name: str, config: Mapping[str, Any] | None = None, progress: Progress | None = None
     ) -> StackResult:
+        """`pulumi preview`: the change summary, and in ``steps`` the resources it would replace or delete."""
         return self._run(project_dir, stack_name, "preview", config, progress)
 
-    def destroy(self, project_dir: Path, stack_name: str, progress: Progress | None = None) -> StackResult:
+    def refresh(self, project_dir: Project, stack_name: str, progress: Progress | None = None) -> StackResult:
+        return self._run(project_dir, stack_name, "refresh", None, progress)
+
+    def destroy(self, project_dir: Project, stack_name: str, progress: Progress | None = None) -> StackResult:
         return self._run(project_dir, stack_name, "destroy", None, progress)
 
-    def remove(self, project_dir: Path, stack_name: str, *, force: bool = False) -> None:
+    def remove(self, project_dir: Project, stack_name: str, *, force: bool = False) -> None:
         """Remove a stack; ``force`` drops its state even if it still lists resources (they
         must be gone another way, e.g. with the cluster they lived in)."""
-        st = self.stack(project_dir, stack_name)
+        prep, st = self._open(project_dir, stack_name)
         try:
             st.workspace.remove_stack(stack_name, force=force or None)
         except auto.errors.CommandError as exc:
-            raise classify(exc, stack=stack_name, project=_project_name(project_dir)) from exc
+            raise self._classify(exc, prep, stack_name) from exc
 
-    def output(self, project_dir: Path, stack_name: str, name: str) -> Any:
-        """One output, secrets included (for the caller's own use, never for printing)."""
-        st = self.stack(project_dir, stack_name)
+    def outputs(self, project_dir: Project, stack_name: str) -> dict[str, tuple[Any, bool]]:
+        """Every output as (value, is_secret), secrets in clear: for wiring into another stack's
+        config (where they stay secret), never for printing. A stack that does not exist is a
+        StackNotFoundError (it is not created)."""
+        prep, st = self._open(project_dir, stack_name, create=False)
         try:
             outs = st.outputs()
         except auto.errors.CommandError as exc:
-            raise classify(exc, stack=stack_name, project=_project_name(project_dir)) from exc
+            raise self._classify(exc, prep, stack_name) from exc
+        return {k: (v.value, bool(v.secret)) for k, v in outs.items()}
+
+    def output(self, project_dir: Project, stack_name: str, name: str) -> Any:
+        """One output, secrets included (for the caller's own use, never for printing)."""
+        prep, st = self._open(project_dir, stack_name)
+        try:
+            outs = st.outputs()
+        except auto.errors.CommandError as exc:
+            raise self._classify(exc, prep, stack_name) from exc
         if name not in outs:
             raise StackError(f"stack {stack_name} has no output {name!r}", fix="run `pulumi up` on it first")
         return outs[name].value
+
+
+def preview_step(op: Any, urn: str, type_: str) -> dict[str, str] | None:
+    """A preview step worth calling out (a resource replaced or deleted), else None."""
+    name = op.value if hasattr(op, "value") else str(op)
+    if name not in DESTRUCTIVE_OPS:
+        return None
+    return {"op": name, "urn": urn, "type": type_, "name": urn.rsplit("::", 1)[-1]}
+
+
+def _unique_steps(steps: list[dict[str, str]]) -> list[dict[str, str]]:
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for s in steps:
+        key = (s["op"], s["urn"])
+        if key not in seen:
+            seen.add(key)
+            out.append(s)
+    return out
+
+
+_locks_guard = threading.Lock()
+_locks: dict[Path, threading.Lock] = {}
+
+
+def _workspace_lock(workspace: Path) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(workspace, threading.Lock())
+
+
+def _write_if_changed(path: Path, data: bytes) -> None:
+    if not path.exists() or path.read_bytes() != data:
+        path.write_bytes(data)
 
 
 def _flatten_config(project: str, config: Mapping[str, Any]) -> dict[str, auto.ConfigValue]:
@@ -413,24 +551,6 @@ def _flatten_config(project: str, config: Mapping[str, Any]) -> dict[str, auto.C
     for k, v in config.items():
         walk(k if ":" in k else f"{project}:{k}", v)
     return out
-
-
-def _whole_json(path: Path) -> bool:
-    try:
-        json.loads(path.read_text() or "x")
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _scalar(v: Any) -> str:
