@@ -26,6 +26,13 @@ def _verify_text(report: VerifyReport) -> list[str]:
     return lines
 
 
+def _changes_text(changes: dict[str, int]) -> str:
+    shown = {k: v for k, v in changes.items() if v and k != "same"}
+    same = changes.get("same", 0)
+    parts = [f"{v} to {k}" for k, v in shown.items()] + ([f"{same} unchanged"] if same else [])
+    return ", ".join(parts) or "no resources"
+
+
 @app.main.command("plan")
 @click.option("--revision", multiple=True, help="Commit to plan for: SHA (all sources) or SOURCE=SHA.")
 @click.pass_obj
@@ -42,7 +49,10 @@ def plan_cmd(obj: Ctx, revision: tuple[str, ...]) -> None:
             lines += source.describe()
         lines.append("stacks:")
         for p in res.previews:
-            lines.append(f"  {p['stack']}: {p.get('note') or p['changes']}")
+            where = f" ({p['source']}:{p['path']}, stack {p['pulumi_stack']})" if p.get("source") else ""
+            lines.append(f"  {p['stack']}{where}: {p.get('note') or _changes_text(p['changes'])}")
+            for step in p.get("replaced_or_deleted") or []:
+                lines.append(f"    would {step.get('op', '?')}: {step.get('type', '')} {step.get('name', step.get('urn', ''))}")
         lines.append(f"objects: {len(res.desired.objects)}")
         for row in res.desired.inventory():
             lines.append(f"  {row['count']:4d}  {row['kind']:<28} {row['namespace']}")
@@ -59,7 +69,7 @@ def plan_cmd(obj: Ctx, revision: tuple[str, ...]) -> None:
 @click.option("--timeout", type=float, default=None, help="Seconds to wait for convergence (default: verify.timeout).")
 @click.pass_obj
 def up_cmd(obj: Ctx, revision: tuple[str, ...], timeout: float | None) -> None:
-    """Rebuild: cluster stack, platform stack, reconciler bootstrap, verify; every phase timed."""
+    """Rebuild: cluster stack, your own stacks (DAG order), platform stack, reconciler bootstrap, verify; every phase timed."""
     from rebuild.recover.up import up
 
     ctx = app._context(obj, "cluster")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rebuild.core.errors import ConfigError
+from rebuild.core.stackspec import BackendSpec, StackSpec, parse_backend, parse_stacks
 from rebuild.core.yamlload import LoadedDoc, YamlLoadError, load_all
 
 DEFAULT_NAME = "rebuild.yaml"
@@ -158,7 +159,8 @@ class Config:
     sources: tuple[SourceSpec, ...]
     cluster: ClusterSpec
     reconciler: ReconcilerSpec = field(default_factory=ReconcilerSpec)
-    stacks: tuple[str, ...] = ("cluster", "platform")
+    stacks: tuple[StackSpec, ...] = (StackSpec("cluster"), StackSpec("platform"))
+    backend: BackendSpec = field(default_factory=BackendSpec)
     verify: VerifySpec = field(default_factory=VerifySpec)
     capture: CaptureSpec = field(default_factory=CaptureSpec)
 
@@ -283,6 +285,7 @@ def parse(raw: bytes | str, path: Path) -> Config:
             "cluster": "",
             "reconciler": "",
             "stacks": "",
+            "backend": "",
             "verify": "",
             "capture": "",
         },
@@ -310,16 +313,14 @@ def parse(raw: bytes | str, path: Path) -> Config:
     interval = c.string(rc, "interval", ("reconciler",), "1m")
     if parse_duration(interval) is None:
         c.problem(("reconciler", "interval"), f"{interval!r} is not a duration", "use e.g. 30s, 1m, 1h")
-    stacks = c.strings(top, "stacks", ()) or ("cluster", "platform")
-    for i, s in enumerate(stacks):
-        if not re.match(r"^[a-z0-9][-a-z0-9]*$", s):
-            c.problem(("stacks", i), f"{s!r} is not a stack folder name", "name folders under stacks/")
+    stacks = parse_stacks(c, top.get("stacks"), tuple(s.name for s in sources), name)
     config = Config(
         path=path,
         sources=sources,
         cluster=cluster,
         reconciler=ReconcilerSpec(kind, interval, c.string(rc, "sops_age_key_file", ("reconciler",))),
         stacks=stacks,
+        backend=parse_backend(c, top.get("backend")),
         verify=_verify(c, top),
         capture=_capture(c, top),
     )

@@ -21,9 +21,13 @@ class PhaseTiming:
     seconds: float = 0.0
     status: PhaseStatus = "ok"
     detail: str = ""
+    # time.monotonic() at its start: phases may overlap (independent stacks run at once), so
+    # a run's wall time is the union of these intervals, not the sum of the seconds.
+    start: float = field(default=0.0, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("start")
         d["seconds"] = round(self.seconds, 3)
         return d
 
@@ -36,9 +40,9 @@ class Phases:
 
     @contextmanager
     def phase(self, name: str) -> Iterator[PhaseTiming]:
-        p = PhaseTiming(name)
-        self.items.append(p)
         t0 = time.monotonic()
+        p = PhaseTiming(name, start=t0)
+        self.items.append(p)
         try:
             yield p
         except BaseException as exc:
@@ -55,7 +59,19 @@ class Phases:
 
     @property
     def total(self) -> float:
-        return sum(p.seconds for p in self.items)
+        """Wall time of all phases (overlapping phases count once)."""
+        return self.wall()
+
+    def wall(self, exclude: tuple[str, ...] = ()) -> float:
+        """Wall time of the phases not named in ``exclude``: the union of their intervals."""
+        spans = sorted((p.start, p.start + p.seconds) for p in self.items if p.name not in exclude and p.seconds > 0)
+        total, end = 0.0, float("-inf")
+        for a, b in spans:
+            if b <= end:
+                continue
+            total += b - max(a, end)
+            end = b
+        return total
 
     def to_list(self) -> list[dict[str, Any]]:
         return [p.to_dict() for p in self.items]

@@ -36,7 +36,8 @@ class StateLayout:
       ``pulumi/``                   the Pulumi file backend; ``stacks/<project>/`` the programs' private copies
       ``cache/render/``             rendered sources by commit (desired/cache)
       ``capture/<source>/``         the work tree a capture commits its backport in
-      ``drills/``                   a report folder per drill, and ``history.jsonl``
+      ``drills/``                   a report folder per drill, and ``history.jsonl``; ``backends/<drill>/``
+                                    a running drill's own Pulumi backend
       ``runbooks/runs/``            runbook runs; ``runbooks/audit.jsonl`` their audit log
     """
 
@@ -107,6 +108,10 @@ class StateLayout:
     @property
     def drills(self) -> Path:
         return self.root / "drills"
+
+    def drill_backend(self, cluster: str) -> Path:
+        """A drill's throwaway Pulumi file backend (every stack of the drill); removed by its teardown."""
+        return self.drills / "backends" / cluster
 
     def drill_report(self, started_at: str, cluster: str) -> Path:
         """One drill's report folder: ``drills/<started_at without colons>-<cluster>``."""

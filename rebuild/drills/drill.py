@@ -9,21 +9,28 @@ failure and on Ctrl-C. The result follows the run schema ``rebuild.run/v1``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rebuild.adapters import gitserver
 from rebuild.core.errors import ConfigError, Interrupted, RebuildError
 from rebuild.core.model import Phases
 from rebuild.core.results import Failure, ObjectCounts, RunResult, utc_stamp
+from rebuild.core.stackspec import topo_order
 from rebuild.core.state import StateLayout
 from rebuild.drills.notify import NotifyError
 from rebuild.recover.context import Context
-from rebuild.recover.sources import DesiredStateError
+from rebuild.recover.infra import resolve_stacks, user_project
+from rebuild.recover.sources import DesiredState, DesiredStateError
 from rebuild.recover.up import UpResult, up
+
+if TYPE_CHECKING:
+    from rebuild.adapters.pulumi import Pulumi
 
 
 @dataclasses.dataclass
@@ -51,7 +58,7 @@ class DrillResult:
             finished_at=self.finished_at,
             passed=self.passed,
             # the RTO is the time to recover: tearing the throwaway cluster down is not part of it
-            rto_seconds=round(sum(p.seconds for p in self.phases.items if p.name != "teardown"), 3),
+            rto_seconds=round(self.phases.wall(exclude=("teardown",)), 3),
             revision_age_seconds=round(max(ages), 1) if ages else None,
             uncaptured_changes=self.uncaptured_changes,
             sources=sources,
@@ -98,7 +105,12 @@ def run_drill(
         uncaptured = len(capture(ctx, dry_run=True).report.findings)
     name = name or f"drill-{uuid.uuid4().hex[:6]}"
     cluster = dataclasses.replace(ctx.config.cluster, name=name, provider=ctx.config.cluster.provider)
-    dctx = dataclasses.replace(ctx, config=dataclasses.replace(ctx.config, cluster=cluster))
+    # Every stack of the drill lives in a backend of its own: the user's stacks keep their names
+    # (so their StackReferences resolve to the drill's copies) and production state is never read
+    # or written.
+    dctx = dataclasses.replace(
+        ctx, config=dataclasses.replace(ctx.config, cluster=cluster), drill_backend=ctx.layout.drill_backend(name)
+    )
     result = DrillResult(name, utc_stamp(), Phases(), uncaptured_changes=uncaptured)
     server_was_running = gitserver.server_running(ctx.layout.gitserver)
     try:
@@ -124,7 +136,7 @@ def run_drill(
             try:
                 with result.phases.phase("teardown"):
                     ctx.progress(f"teardown: destroying drill cluster {name}")
-                    teardown(dctx, stop_gitserver=not server_was_running)
+                    teardown(dctx, stop_gitserver=not server_was_running, desired=result.up.desired if result.up else None)
             except RebuildError as err:
                 result.passed = False
                 result.error = (result.error + "\n" if result.error else "") + f"teardown: {err}"
@@ -132,12 +144,14 @@ def run_drill(
     return result
 
 
-def teardown(ctx: Context, *, stop_gitserver: bool) -> None:
-    """Destroy the drill's stacks, then make sure no process of its cluster survives."""
+def teardown(ctx: Context, *, stop_gitserver: bool, desired: DesiredState | None = None) -> None:
+    """Destroy the drill's stacks (the user's in reverse DAG order, while the cluster still runs),
+    then make sure no process of its cluster survives, then remove the drill's own backend."""
     from rebuild.clusters.local import LocalCluster
 
     pulumi = ctx.pulumi
     problems: list[str] = []
+    problems.extend(destroy_user_stacks(ctx, pulumi, desired))
     # The cluster is thrown away whole, so its objects need no graceful deletion (pruning 1,000
     # objects and waiting for namespace finalizers would dominate the drill): stop the cluster,
     # forget the platform stack's state, then destroy the cluster stack (which purges the data).
@@ -155,8 +169,34 @@ def teardown(ctx: Context, *, stop_gitserver: bool) -> None:
         LocalCluster(ctx.config.cluster.name, root=ctx.root).delete(purge=True)  # belt and braces
     if stop_gitserver:
         gitserver.stop_server(ctx.layout.gitserver)
+    if ctx.drill_backend is not None and not problems:
+        shutil.rmtree(ctx.drill_backend, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            ctx.drill_backend.parent.rmdir()  # the last drill's: no empty folder left behind
     if problems:
         raise RebuildError("; ".join(problems), fix="run `rebuild cluster down --purge --name <drill cluster>`")
+
+
+def destroy_user_stacks(ctx: Context, pulumi: Pulumi, desired: DesiredState | None) -> list[str]:
+    """`pulumi destroy` of the user's stacks, dependants first; the problems, one line per stack."""
+    user = [s for s in ctx.config.stacks if not s.builtin]
+    if not user or desired is None:
+        return []
+    try:
+        resolved = resolve_stacks(ctx, desired)
+    except ConfigError:
+        return []  # the run stopped before any user stack ran
+    problems: list[str] = []
+    for spec in reversed(topo_order(ctx.config.stacks)):
+        if spec.builtin or spec.name not in resolved:
+            continue
+        ctx.progress(f"teardown: pulumi destroy stack {spec.name} ({spec.stack})")
+        try:
+            pulumi.destroy(user_project(spec, resolved[spec.name]), spec.stack, ctx.progress)
+            pulumi.remove(user_project(spec, resolved[spec.name]), spec.stack)
+        except RebuildError as err:
+            problems.append(f"stack {spec.name}: {err.message}")
+    return problems
 
 
 def report_dir(root: Path, result: DrillResult) -> Path:

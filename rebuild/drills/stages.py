@@ -130,6 +130,7 @@ def runbook_stages(config: Path | None, progress: Progress) -> dict[str, Stage]:
 
     return {
         "cluster": phase_stage("cluster"),
+        "stacks": phase_stage("stacks"),
         "platform": phase_stage("platform"),
         "reconciler": phase_stage("reconciler"),
         "up": up_stage,

@@ -37,6 +37,9 @@ class Context:
     progress: Progress = field(default=_quiet)
     # The built-in Pulumi programs (cluster, platform); None: the ones shipped in the package.
     programs: Path | None = None
+    # A drill's throwaway file backend: every stack (the user's under their own names, so their
+    # StackReferences resolve to the drill's copies) runs here, never in the production backend.
+    drill_backend: Path | None = None
 
     @property
     def layout(self) -> StateLayout:
@@ -53,9 +56,19 @@ class Context:
     @property
     def pulumi(self) -> Pulumi:
         """A Pulumi workspace on this state dir (a new one each time: it holds no connection)."""
-        from rebuild.adapters.pulumi import Pulumi
+        from rebuild.adapters.pulumi import Backend, Pulumi
 
-        return Pulumi(root=self.root, toolchain=self.toolchain)
+        b = self.config.backend
+        if self.drill_backend is not None:
+            backend: Backend | None = Backend.file(self.drill_backend)
+        elif b.url:
+            pfile = Path(b.passphrase_file) if b.passphrase_file else None
+            if pfile is not None and not pfile.is_absolute():
+                pfile = self.config.base_dir / pfile
+            backend = Backend(b.url, b.secrets_provider, pfile, b.passphrase_env)
+        else:
+            backend = None
+        return Pulumi(root=self.root, toolchain=self.toolchain, backend=backend)
 
     @property
     def stack(self) -> str:

@@ -1,18 +1,21 @@
 """`rebuild plan`: everything `up` would do, changing nothing.
 
-The desired state is loaded and checked exactly as `up` loads it, both stacks are previewed
-(the platform stack only once the cluster exists: its kubeconfig is a cluster-stack output),
-and the objects are listed in the order they would be applied.
+The desired state is loaded and checked exactly as `up` loads it, every stack is previewed in
+DAG order (a stack reading another's outputs, like the platform stack reading the cluster's
+kubeconfig, once those exist), with what would be replaced or deleted called out, and the
+objects are listed in the order they would be applied.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rebuild.core.errors import RebuildError
+from rebuild.core.stackspec import StackSpec, topo_order
 from rebuild.recover.context import Context
+from rebuild.recover.infra import ResolvedStack, outputs_reader, resolve_stacks, stack_config, user_project
 from rebuild.recover.ordering import apply_order, table
 from rebuild.recover.sources import DesiredState, load_desired
 from rebuild.recover.stacks import cluster_config, platform_config
@@ -38,37 +41,65 @@ class PlanResult:
 
 
 def plan(ctx: Context, revisions: dict[str, str] | None = None, *, pulumi: Pulumi | None = None) -> PlanResult:
-    """Everything `up` would do, changing nothing: stack previews, object inventory, order.
+    """Everything `up` would do, changing nothing: stack previews in DAG order, object inventory, order.
 
-    ``pulumi``: the workspace to preview with; None: the state dir's (``ctx.pulumi``).
+    ``pulumi``: the workspace to preview with; None: the state dir's (``ctx.pulumi``). A stack
+    that reads another's outputs is previewed once those exist; until then its entry says so.
     """
     desired = load_desired(ctx, revisions)
+    resolved = resolve_stacks(ctx, desired)
     order = table(apply_order(desired.objects))
-    previews: list[dict[str, Any]] = []
     pulumi = pulumi if pulumi is not None else ctx.pulumi
-    cluster_dir = ctx.stacks_dir / "cluster"
-    ctx.progress("plan: pulumi preview stacks/cluster")
-    res = pulumi.preview(cluster_dir, ctx.stack, cluster_config(ctx))
-    previews.append({"stack": "cluster", "changes": res.summary})
-    has_cluster = _has_output(pulumi, cluster_dir, ctx.stack, "kubeconfig")
-    if has_cluster:
-        ctx.progress("plan: pulumi preview stacks/platform")
-        pres = pulumi.preview(ctx.stacks_dir / "platform", ctx.stack, platform_config(ctx, desired))
-        previews.append({"stack": "platform", "changes": pres.summary})
-    else:
-        previews.append(
-            {
-                "stack": "platform",
-                "changes": {},
-                "note": "previewed after the cluster exists: its kubeconfig is an output of the cluster stack",
-            }
-        )
+    read = outputs_reader(pulumi, ctx, resolved)
+    outputs: dict[str, dict[str, tuple[Any, bool]] | None] = {}
+
+    def outputs_of(name: str) -> dict[str, tuple[Any, bool]] | None:
+        if name not in outputs:
+            try:
+                outputs[name] = read(name)
+            except RebuildError:
+                outputs[name] = None
+        return outputs[name]
+
+    previews: list[dict[str, Any]] = []
+    for spec in topo_order(ctx.config.stacks):
+        previews.append(_preview(ctx, spec, desired, resolved, pulumi, outputs_of))
     return PlanResult(desired, order, previews)
 
 
-def _has_output(pulumi: Pulumi, project: Path, stack: str, name: str) -> bool:
-    try:
-        pulumi.output(project, stack, name)
-    except RebuildError:
-        return False
-    return True
+def _preview(
+    ctx: Context,
+    spec: StackSpec,
+    desired: DesiredState,
+    resolved: dict[str, ResolvedStack],
+    pulumi: Pulumi,
+    outputs_of: Callable[[str], dict[str, tuple[Any, bool]] | None],
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {"stack": spec.name, "phase": spec.phase}
+    if spec.name == "cluster":
+        ctx.progress("plan: pulumi preview stacks/cluster")
+        res = pulumi.preview(ctx.stacks_dir / "cluster", ctx.stack, cluster_config(ctx))
+    elif spec.name == "platform":
+        cluster = outputs_of("cluster")
+        if not cluster or "kubeconfig" not in cluster:
+            return entry | {
+                "changes": {},
+                "note": "previewed after the cluster exists: its kubeconfig is an output of the cluster stack",
+            }
+        ctx.progress("plan: pulumi preview stacks/platform")
+        res = pulumi.preview(ctx.stacks_dir / "platform", ctx.stack, platform_config(ctx, desired))
+    else:
+        r = resolved[spec.name]
+        entry |= {"source": spec.source, "path": spec.path, "pulumi_stack": spec.stack}
+        reads: dict[str, dict[str, tuple[Any, bool]]] = {}
+        for ref in spec.config_from.values():
+            name, _, output = ref.partition(".")
+            outs = outputs_of(name)
+            if not outs or output not in outs:
+                return entry | {"changes": {}, "note": f"previewed once stack {name} exists: its config reads {ref}"}
+            reads[name] = outs
+        ctx.progress(f"plan: pulumi preview {spec.source}:{spec.path} (stack {spec.stack})")
+        res = pulumi.preview(user_project(spec, r), spec.stack, stack_config(r, reads))
+    entry["changes"] = res.summary
+    entry["replaced_or_deleted"] = list(res.steps)
+    return entry

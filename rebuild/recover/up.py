@@ -2,10 +2,12 @@
 
 Each phase is idempotent, so a rerun after a failure simply continues:
 
-    desired     fetch every source at its revision, render, validate (nothing touched yet)
-    cluster     pulumi up stacks/cluster   (creates or restarts the cluster)
-    platform    pulumi up stacks/platform  (namespaces, reconciler CRDs/config, git credentials, SOPS key)
-    reconciler  start/await the reconciler, wait until it is Ready at the expected revision
+    desired       fetch every source at its revision, render, validate, resolve the user's stacks
+                  (nothing touched yet)
+    cluster       pulumi up stacks/cluster   (creates or restarts the cluster)
+    stack:<name>  pulumi up of each of the user's own projects, in DAG order, independent ones at once
+    platform      pulumi up stacks/platform  (namespaces, reconciler CRDs/config, git credentials, SOPS key)
+    reconciler    start/await the reconciler, wait until it is Ready at the expected revision
     verify      every desired object present, as declared, and healthy
 
 Broken desired state stops the run in the first phase with every problem and its
@@ -25,8 +27,19 @@ from rebuild.adapters.fs import atomic_write
 from rebuild.adapters.kube import Kube
 from rebuild.core.errors import Interrupted
 from rebuild.core.model import Phases
+from rebuild.core.stackspec import StackSpec
 from rebuild.recover.context import Context, kubeconfig_path
 from rebuild.recover.converge import VerifyReport, wait_converged
+from rebuild.recover.infra import (
+    ResolvedStack,
+    outputs_reader,
+    prepare_stacks,
+    raise_first,
+    resolve_stacks,
+    run_dag,
+    stack_config,
+    user_project,
+)
 from rebuild.recover.reconciler import start_reconciler
 from rebuild.recover.sources import DesiredState, load_desired
 from rebuild.recover.stacks import cluster_config, platform_config
@@ -102,7 +115,7 @@ def up(
         raise stopped from None
 
 
-PHASES = ("cluster", "platform", "reconciler")
+PHASES = ("cluster", "platform", "reconciler")  # the built-in phases; user stacks are `stack:<name>`
 
 
 def _up(
@@ -114,11 +127,15 @@ def _up(
     given: Kube | None,
 ) -> UpResult:
     phases = result.phases
+    pulumi = pulumi if pulumi is not None else ctx.pulumi
     with phases.phase("desired"):
         result.desired = desired = load_desired(ctx, revisions)
-    for name in PHASES:
-        with phases.phase(name):
-            result.changed[name] = run_phase(ctx, name, desired, pulumi=pulumi, kube=given)
+        resolved = resolve_stacks(ctx, desired)
+        prepare_stacks(ctx, pulumi, resolved)
+    runner = _StackRunner(ctx, desired, resolved, pulumi, given)
+    raise_first(run_dag(ctx.config.stacks, runner.run, phases, result.changed))
+    with phases.phase("reconciler"):
+        result.changed["reconciler"] = run_phase(ctx, "reconciler", desired, pulumi=pulumi, kube=given)
     kube = given if given is not None else Kube.from_kubeconfig(kubeconfig_path(ctx))
     try:
         with phases.phase("verify") as ph:
@@ -135,13 +152,63 @@ def _up(
     return result
 
 
+class _StackRunner:
+    """Runs one stack of the DAG: a built-in phase, or `pulumi up` of a user project with its wired config."""
+
+    def __init__(
+        self, ctx: Context, desired: DesiredState, resolved: dict[str, ResolvedStack], pulumi: Pulumi, kube: Kube | None
+    ) -> None:
+        import threading
+
+        self.ctx, self.desired, self.resolved, self.pulumi, self.kube = ctx, desired, resolved, pulumi, kube
+        self._read = outputs_reader(pulumi, ctx, resolved)
+        self._outputs: dict[str, dict[str, tuple[Any, bool]]] = {}
+        self._lock = threading.Lock()
+
+    def outputs(self, name: str) -> dict[str, tuple[Any, bool]]:
+        with self._lock:
+            cached = self._outputs.get(name)
+        if cached is None:
+            cached = self._read(name)
+            with self._lock:
+                self._outputs[name] = cached
+        return cached
+
+    def run(self, spec: StackSpec) -> dict[str, Any]:
+        if spec.builtin:
+            return run_phase(self.ctx, spec.name, self.desired, pulumi=self.pulumi, kube=self.kube)
+        r = self.resolved[spec.name]
+        reads = {ref.split(".", 1)[0] for ref in spec.config_from.values()}
+        cfg = stack_config(r, {name: self.outputs(name) for name in reads})
+        self.ctx.progress(f"stack:{spec.name}: pulumi up {spec.source}:{spec.path} (stack {spec.stack})")
+        # refresh first: resources lost with the disaster are noticed, and the up recreates them.
+        res = self.pulumi.up(user_project(spec, r), spec.stack, cfg, self.ctx.progress, refresh=True)
+        return _changes(res.summary)
+
+
 def run_phase(
     ctx: Context, name: str, desired: DesiredState, *, pulumi: Pulumi | None = None, kube: Kube | None = None
 ) -> dict[str, Any]:
     """One phase of `up`, idempotent on its own (so a runbook can run, and resume, phase by phase).
 
-    ``pulumi`` and ``kube`` as in :func:`up`; a ``kube`` given is not closed here.
+    ``pulumi`` and ``kube`` as in :func:`up`; a ``kube`` given is not closed here. ``stack:<name>``
+    runs one of the user's stacks (its config_from outputs read from the stacks it needs),
+    ``stacks`` all of them in DAG order (their changes by phase).
     """
+    if name == "stacks":  # every user stack, in DAG order (a runbook step between cluster and platform)
+        user = tuple(s for s in ctx.config.stacks if not s.builtin)
+        if not user:
+            return {}
+        runner = _StackRunner(ctx, desired, resolve_stacks(ctx, desired), pulumi or ctx.pulumi, kube)
+        changed: dict[str, Any] = {}
+        raise_first(run_dag(user, runner.run, Phases(), changed))
+        return changed
+    if name.startswith("stack:"):
+        spec = next((s for s in ctx.config.stacks if s.phase == name), None)
+        if spec is None:
+            raise ValueError(f"unknown phase {name!r}")
+        runner = _StackRunner(ctx, desired, resolve_stacks(ctx, desired), pulumi or ctx.pulumi, kube)
+        return runner.run(spec)
     if name == "cluster":
         pulumi = pulumi if pulumi is not None else ctx.pulumi
         ctx.progress(f"cluster: pulumi up stacks/cluster (stack {ctx.stack}, provider {ctx.config.cluster.provider})")

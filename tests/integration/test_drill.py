@@ -128,11 +128,13 @@ def test_runbook_killed_during_platform_step_resumes_without_redoing(tmp_path: P
         deadline = time.monotonic() + 120
         while not list(locks.rglob("*.json")) and time.monotonic() < deadline:
             time.sleep(0.05)
-        deadline = time.monotonic() + 20
-        while not pending_operations(state) and time.monotonic() < deadline:
-            time.sleep(0.02)
         engines = [pid for pid in process.children_of(proc.pid) if "pulumi" in Path(f"/proc/{pid}/cmdline").read_text("latin-1")]
         assert engines, "no pulumi CLI under the runbook"
+        # The engine is found first, so the kill follows the sight of a pending operation within
+        # microseconds (found after, the operation could finish while /proc is read).
+        deadline = time.monotonic() + 20
+        while not pending_operations(state) and time.monotonic() < deadline:
+            time.sleep(0.005)
         # kill -9 of the runbook and of its Pulumi engine (the CLI leads its own process group):
         # nothing of the run gets to clean up, as when the machine running it is lost.
         os.kill(proc.pid, signal.SIGKILL)
@@ -167,6 +169,7 @@ def test_runbook_killed_during_platform_step_resumes_without_redoing(tmp_path: P
         for e in starts:
             per_step[e["step"]] = per_step.get(e["step"], 0) + 1
         assert per_step["cluster"] == 1 and per_step["preflight"] == 1 and per_step["plan"] == 1  # not redone
+        assert per_step["stacks"] == 1  # the example's own infra stacks, before the platform
         assert per_step["platform"] == 2  # interrupted, then run again
         assert per_step["reconciler"] == 1 and per_step["verify"] == 1 and per_step["report"] == 1
         sessions = {e.get("session") or e.get("pid") for e in events}

@@ -32,7 +32,8 @@ def test_good_config_loads(tmp_path: Path) -> None:
     assert cfg.verify.timeout == 300.0
     assert cfg.verify.ignore[0].matches("Deployment", "shop", "search", "spec.replicas")
     assert not cfg.verify.ignore[0].matches("Deployment", "shop", "cart", "spec.replicas")
-    assert cfg.stacks == ("cluster", "platform")
+    assert [s.name for s in cfg.stacks] == ["cluster", "platform"] and all(s.builtin for s in cfg.stacks)
+    assert cfg.backend.url == ""
 
 
 def test_every_problem_is_reported_with_file_and_line(tmp_path: Path) -> None:

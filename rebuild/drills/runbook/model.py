@@ -23,7 +23,7 @@ Stage = Callable[[dict[str, Any]], dict[str, Any]]
 Prompt = Callable[[str], bool]
 
 # The stage names the shipped runbooks use; the CLI maps each to a real function.
-STAGE_NAMES = ("cluster", "platform", "reconciler", "up", "verify", "drill", "capture", "cluster-down", "report")
+STAGE_NAMES = ("cluster", "stacks", "platform", "reconciler", "up", "verify", "drill", "capture", "cluster-down", "report")
 # Values every runbook may reference without declaring them.
 BUILTIN_PARAMS = ("run_id", "state_dir", "runbook_dir")
 DEFAULT_ARGV_TIMEOUT = 3600.0
