@@ -56,3 +56,28 @@ def cli_env(state_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["REBUILD_STATE_DIR"] = str(state_dir)
     return env
+
+
+# The phases of `rebuild up` of the bundled example: the built-ins keep their names, its own
+# infra stacks are `stack:<name>` (docs/stacks.md).
+EXAMPLE_PHASES = (
+    "desired",
+    "cluster",
+    "stack:cluster-classes",
+    "platform",
+    "stack:cluster-facts",
+    "reconciler",
+    "verify",
+)
+
+
+def assert_example_phases(names: list[str], *, then: tuple[str, ...] = ()) -> None:
+    """The example's phases in an order `up` may start them: the platform stack and cluster-classes
+    both wait only for the cluster and run at the same time, so either may start first;
+    cluster-facts waits for cluster-classes; the reconciler for every stack."""
+    assert sorted(names) == sorted([*EXAMPLE_PHASES, *then]), names
+    at = {n: i for i, n in enumerate(names)}
+    assert at["desired"] < at["cluster"] < min(at["stack:cluster-classes"], at["platform"]), names
+    assert at["stack:cluster-classes"] < at["stack:cluster-facts"] < at["reconciler"] < at["verify"], names
+    assert at["platform"] < at["reconciler"], names
+    assert names[len(EXAMPLE_PHASES) :] == list(then), names

@@ -69,6 +69,10 @@ class UpResult:
             "converged": self.converged,
             "nothing_changed": self.nothing_changed,
             "rto_seconds": round(self.phases.total, 3),
+            # the user stacks' share of the RTO: wall time of the stack:* phases (they overlap)
+            "stacks_wall_seconds": round(
+                self.phases.wall(exclude=tuple(p.name for p in self.phases.items if not p.name.startswith("stack:"))), 3
+            ),
             "phases": self.phases.to_list(),
             "sources": [s.to_dict() for s in self.desired.sources] if self.desired else [],
             "changes": self.changed,

@@ -20,7 +20,7 @@ import pytest
 from rebuild.adapters import gitserver, process
 from rebuild.adapters.kube import Kube
 from rebuild.clusters.local import LocalCluster
-from tests.conftest import REPO
+from tests.conftest import REPO, assert_example_phases
 from tests.kubectl import kubectl, sed_editor, suspend_flux
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,7 @@ def test_up_converges_then_drift_is_reported_and_reverted(example: tuple[Path, P
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(r.stdout)
     assert res["converged"] is True
-    assert [p["name"] for p in res["phases"]] == ["desired", "cluster", "platform", "reconciler", "verify"]
+    assert_example_phases([p["name"] for p in res["phases"]])
     assert all(p["status"] == "ok" and p["seconds"] > 0 for p in res["phases"])
     objects = res["verify"]["objects"]
     assert len(objects) == 56 and all(o["ok"] and o["present"] and o["health"]["status"] == "healthy" for o in objects)

@@ -136,6 +136,12 @@ class Pulumi:
         env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
         env.update(self._backend.env(self.root))
         if prepared is not None and prepared.entry:
+            # After a disaster the cluster a user stack's Kubernetes resources were recorded in is
+            # gone, and the refresh reaches it with the provider config in the state (the old
+            # address): unreachable. Its resources then leave the state, and the up recreates them
+            # in the new cluster (server-side apply adopts any that exist). The built-in platform
+            # program sets the same on its provider (deleteUnreachable).
+            env["PULUMI_K8S_DELETE_UNREACHABLE"] = "true"
             if prepared.venv is not None:
                 env["PULUMI_PYTHON_CMD"] = str(venv_python(prepared.venv))
                 env["PULUMI_RUNTIME_VIRTUALENV"] = str(prepared.venv)
