@@ -34,11 +34,14 @@ The counts are printed (run with ``-s``) for docs to quote.
 
 The git source authenticates with the forge admin's password (``GIT_USER``/``GIT_PASSWORD``)
 and capture with the API token (``FORGE_TOKEN``), both from the environment as rebuild.yaml
-asks, so the two paths are told apart. Without a working strace (not on PATH, or ptrace or
-seccomp filters denied, as in a container without CAP_SYS_PTRACE) the audit FAILS before
-starting anything, naming why: the /proc poller alone can miss a process living less than
-20 ms, so the argv claim would hold only vacuously. scripts/test.sh installs strace (Debian's
-package) when it is missing.
+asks, so the two paths are told apart. The example's own Python stack (cluster-classes, issue
+12) gets a secret of its own (``secrets: {auditToken_env: STACK_TOKEN}``): `up` and the drill
+give it to Pulumi, and every place above is searched for it; its one home is the stack's
+config, where the test checks it is stored encrypted. Without a working strace (not on PATH,
+or ptrace or seccomp filters denied, as in a container without CAP_SYS_PTRACE) the audit
+FAILS before starting anything, naming why: the /proc poller alone can miss a process living
+less than 20 ms, so the argv claim would hold only vacuously. scripts/test.sh installs strace
+(Debian's package) when it is missing.
 
 What it found: the Automation API handed the git credentials to ``pulumi config set-all
 --secret key=value``, in argv (fixed in rebuild/adapters/pulumi/: secrets go through stdin).
@@ -681,12 +684,16 @@ def setup(tmp_path: Path, toolchain: Any) -> Iterator[dict[str, Any]]:
             TestSecret("git-declared PSP_API_KEY", random_value("psp"), in_git=True),
         ]
         basic = base64.b64encode(f"{forge.admin_user}:{password}".encode()).decode()
+        # A secret of the user's own stack (issue 12): read from $STACK_TOKEN at run time, given
+        # to Pulumi on stdin, kept only encrypted in the stack's config and state.
+        stack_secret = TestSecret("user stack secret (STACK_TOKEN)", random_value("stack"))
         secrets = [
             TestSecret("forge token (FORGE_TOKEN)", token),
             TestSecret("git source password (GIT_PASSWORD)", password, extra=(basic,)),
             TestSecret("hand-made Secret shop/hotfix-api-key", random_value("hand")),
             TestSecret("hand-rotated payments-db password", random_value("rotated")),
             *git_secrets,
+            stack_secret,
         ]
         forge.create_repo("gitops", auto_init=False)
         url = forge.clone_url(forge.admin_user, "gitops")
@@ -714,6 +721,9 @@ def setup(tmp_path: Path, toolchain: Any) -> Iterator[dict[str, Any]]:
             {**cfg["sources"][0], "url": url, "credentials": {"username_env": "GIT_USER", "password_env": "GIT_PASSWORD"}},
             {"name": "extras", "url": str(extras), "branch": "main", "path": "."},
         ]
+        classes = [s for s in cfg["stacks"] if isinstance(s, dict) and s["name"] == "cluster-classes"]
+        assert len(classes) == 1, cfg["stacks"]
+        classes[0]["secrets"] = {"auditToken_env": "STACK_TOKEN"}
         cfg["capture"]["forge"] = {
             "kind": "gitea",
             "url": forge.url,
@@ -727,7 +737,14 @@ def setup(tmp_path: Path, toolchain: Any) -> Iterator[dict[str, Any]]:
 
         audit = tmp_path / "audit"
         audit.mkdir()
-        env = dict(os.environ, REBUILD_STATE_DIR=str(state), GIT_USER=forge.admin_user, GIT_PASSWORD=password, FORGE_TOKEN=token)
+        env = dict(
+            os.environ,
+            REBUILD_STATE_DIR=str(state),
+            GIT_USER=forge.admin_user,
+            GIT_PASSWORD=password,
+            FORGE_TOKEN=token,
+            STACK_TOKEN=stack_secret.value,
+        )
         env.pop("REBUILD_NOTIFY_URL", None)
         tracer = Tracer(audit, env, strace=require_strace())
         watch = ProcWatch(secrets)
@@ -902,6 +919,14 @@ def test_no_secret_leaks_in_argv_files_git_or_the_pr_and_every_listener_is_loopb
     stack_cfg = yaml.safe_load((state / "stacks/platform/Pulumi.demo.yaml").read_text())["config"]
     creds = stack_cfg["rebuild-platform:gitCredentials"]["demo"]
     assert set(creds) == {"username", "password"} and all(set(v) == {"secure"} for v in creds.values()), creds
+    # and the user stack's secret reached cluster-classes' config the same way (encrypted)
+    tokens = [
+        (f, value)
+        for f in state.glob("stacks/**/Pulumi.demo.yaml")
+        for key, value in ((yaml.safe_load(f.read_text()) or {}).get("config") or {}).items()
+        if key == "cluster-classes:auditToken"
+    ]
+    assert len(tokens) == 1 and set(tokens[0][1]) == {"secure"}, tokens
 
     # 9. modes: what holds credentials is 0600 (its folder too, where rebuild makes one)
     modes: list[str] = []
@@ -979,8 +1004,8 @@ def test_no_secret_leaks_in_argv_files_git_or_the_pr_and_every_listener_is_loopb
         print(f"    not searched ({count} file-secret pairs): {reason}")
     started = time.strftime("%H:%M:%S", time.localtime(setup["since"]))
     print(f"  changed during the run, outside the test's folder (since {started}):")
-    for label, (root, n, size) in changed.roots.items():
-        print(f"    {label} ({root}): {n} files, {size / 1e6:.1f} MB")
+    for label, (root, count, written) in changed.roots.items():
+        print(f"    {label} ({root}): {count} files, {written / 1e6:.1f} MB")
     for label, root in changed.absent.items():
         print(f"    {label} ({root}): absent, nothing written there")
     for reason, count in sorted(changed.skipped.items()):
