@@ -40,6 +40,7 @@ STEPS: list[tuple[str, list[str], list[str]]] = [
     ("capture_scale", ["--objects", "1000", "--rounds", "3"], ["--objects", "200", "--rounds", "2"]),
     ("cluster_start", ["--runs", "5"], ["--runs", "1"]),
     ("rebuild_scale", ["--objects", "200", "1000"], ["--objects", "100"]),
+    ("stacks", ["--configmaps", "15", "--rounds", "3"], ["--configmaps", "3", "--rounds", "1"]),
 ]
 
 
@@ -109,6 +110,58 @@ def block_rebuild_scale(results: list[dict[str, Any]]) -> str:
             f"| {_s(r['cli_wall_seconds'])} = {r['cli_wall_vs_floor']:.2f}x | {_load(r)} |"
         )
     lines += ["", *targets_lines(results)]
+    return "\n".join(lines)
+
+
+def block_stacks(results: list[dict[str, Any]]) -> str:
+    (r,) = results
+    f, s, c = r["first_up"], r["second_up"], r["concurrency"]
+    names = list(dict.fromkeys([*f["phases"], *s["phases"]]))
+    lines = [
+        f"`{r['argv']}`; the measured command: `{r['command']}`. Machine load (1-min average) before / after: {_load(r)}.",
+        "",
+        f"| phase | first `up` (creates the cluster; {f['verified']}/{f['objects']} verified) | second `up` |",
+        "|---|---|---|",
+    ]
+    for name in names:
+        a, b = f["phases"].get(name), s["phases"].get(name)
+        lines.append(f"| {name} | {_s(a)} | {_s(b)} |")
+    lines += [
+        f"| **total** (`rto_seconds`, overlapping phases once) | **{_s(f['rto_seconds'])}** | **{_s(s['rto_seconds'])}** |",
+        f"| `rebuild up` spawn to exit | {_s(f['cli_wall_seconds'])} | {_s(s['cli_wall_seconds'])} |",
+        "",
+        f"Second `up` changed nothing: {'yes' if s['nothing_changed'] else 'no: ' + json.dumps(s['changes'])}.",
+        "",
+        f"Two independent Pulumi YAML stacks of {r['configmaps_per_stack']} ConfigMaps each, on the same cluster "
+        f"(median of {r['rounds']} round(s); every round new stack names, so new resources; odd rounds run (b) before (a)):",
+        "",
+        "| run | stack phase (median) | each round (s) |",
+        "|---|---|---|",
+    ]
+    runs = c["runs"]
+    lines.append(
+        f"| (a) bench-a alone | {_s(c['a_alone_seconds'])} | "
+        + ", ".join(f"{x['a_alone']['phases']['stack:bench-a']:.2f}" for x in runs)
+        + " |"
+    )
+    lines.append(
+        f"| (b) bench-b alone | {_s(c['b_alone_seconds'])} | "
+        + ", ".join(f"{x['b_alone']['phases']['stack:bench-b']:.2f}" for x in runs)
+        + " |"
+    )
+    lines.append(
+        f"| (c) both at once: wall time of the two phases | **{_s(c['together_wall_seconds'])}** "
+        f"= **{c['ratio']:.2f}x** the slower alone (their seconds summed: {_s(c['together_sum_seconds'])}) | "
+        + ", ".join(f"{x['together']['stacks_wall_seconds']:.2f}" for x in runs)
+        + " |"
+    )
+    if all("ratio" in x["together"] for x in runs):
+        lines.append(
+            "| (c) / the slower of (a) and (b), round by round | - | "
+            + ", ".join(f"{x['together']['ratio']:.2f}x" for x in runs)
+            + " |"
+        )
+    lines += ["", f"(c)'s wall time from: {c['wall_from']}.", "", *targets_lines(results)]
     return "\n".join(lines)
 
 
@@ -246,6 +299,7 @@ def main() -> None:
             "cluster_start": block_cluster_start,
             "rebuild_scale": block_rebuild_scale,
             "capture_scale": block_capture_scale,
+            "stacks": block_stacks,
         }
         for module, results in by_module.items():
             if results:
