@@ -70,10 +70,23 @@ def plan_cmd(obj: Ctx, revision: tuple[str, ...]) -> None:
 @click.pass_obj
 def up_cmd(obj: Ctx, revision: tuple[str, ...], timeout: float | None) -> None:
     """Rebuild: cluster stack, your own stacks (DAG order), platform stack, reconciler bootstrap, verify; every phase timed."""
-    from rebuild.recover.up import up
+    from rebuild.core.errors import RebuildError
+    from rebuild.core.model import Phases
+    from rebuild.recover.up import UpResult, up
 
     ctx = app._context(obj, "cluster")
-    res = up(ctx, app._revisions(revision, ctx), verify_timeout=timeout)
+    res = UpResult(Phases())
+    try:
+        up(ctx, app._revisions(revision, ctx), verify_timeout=timeout, into=res)
+    except RebuildError as err:
+        # What ran before the failure (phases, stacks skipped because one they need failed) is
+        # part of the answer: JSON on stdout, the phase table on stderr; the error line follows.
+        res.error = str(err)
+        if obj.json:
+            obj.emit(res.to_dict(), str)
+        elif any(p.name != "desired" for p in res.phases.items):  # bad input stops in `desired`: the error says it all
+            click.echo(res.phases.table(), err=True)
+        raise
 
     def text() -> str:
         lines = [f"rebuild up {ctx.config.cluster.name}: {'CONVERGED' if res.converged else 'NOT CONVERGED'}"]

@@ -11,8 +11,9 @@ results; a rerun runs every stack again, which Pulumi makes a no-op for those al
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,7 +113,22 @@ def prepare_stacks(ctx: Context, pulumi: Pulumi, resolved: Mapping[str, Resolved
     """Workspace copy, runtime check and (cached) virtualenv of every user stack, before anything is
     applied: an unsupported runtime or a requirements.txt pip cannot install stops the run here."""
     for r in resolved.values():
-        pulumi.prepare(user_project(r.spec, r), ctx.progress)
+        with repo_paths(ctx, r):
+            pulumi.prepare(user_project(r.spec, r), ctx.progress)
+
+
+@contextlib.contextmanager
+def repo_paths(ctx: Context, r: ResolvedStack) -> Iterator[None]:
+    """Errors of a user stack name files as the user knows them (``demo:infra/x/__main__.py:9``,
+    not the extracted commit under the state dir) and the stack's line in rebuild.yaml."""
+    try:
+        yield
+    except RebuildError as err:
+        where = f"{r.spec.source}:{r.spec.path}"
+        err.message = err.message.replace(str(r.project_dir), where)
+        if not err.message.startswith(str(ctx.config.path)):
+            err.message = f"{ctx.config.path}:{r.spec.line}: {err.message}"
+        raise
 
 
 def user_project(spec: StackSpec, resolved: ResolvedStack) -> UserProject:
@@ -148,6 +164,24 @@ def stack_config(resolved: ResolvedStack, outputs: Mapping[str, Mapping[str, tup
             value = json.dumps(value)
         cfg[key] = auto.ConfigValue(str(value) if not isinstance(value, str) else value, secret=secret)
     return cfg
+
+
+def run_fingerprint(resolved: ResolvedStack, config: Mapping[str, Any]) -> str:
+    """What a user stack's run depends on: its program's files, its stack name and its config.
+
+    Secret values are left out (only their keys count), so the digest written to the state dir
+    says nothing about them; a changed secret alone does not force a preview.
+    """
+    import hashlib
+
+    h = hashlib.sha256(f"{resolved.spec.name}\0{resolved.spec.stack}\0".encode())
+    for f in sorted(p for p in resolved.project_dir.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(resolved.project_dir)).encode() + b"\0" + f.read_bytes() + b"\0")
+    for key in sorted(config):
+        value = config[key]
+        shown = "<secret>" if getattr(value, "secret", False) and key in resolved.secrets else getattr(value, "value", value)
+        h.update(f"{key}={shown!r}\0".encode())
+    return h.hexdigest()
 
 
 StackRunner = Callable[[StackSpec], dict[str, Any]]

@@ -35,8 +35,10 @@ from rebuild.recover.infra import (
     outputs_reader,
     prepare_stacks,
     raise_first,
+    repo_paths,
     resolve_stacks,
     run_dag,
+    run_fingerprint,
     stack_config,
     user_project,
 )
@@ -184,10 +186,28 @@ class _StackRunner:
         r = self.resolved[spec.name]
         reads = {ref.split(".", 1)[0] for ref in spec.config_from.values()}
         cfg = stack_config(r, {name: self.outputs(name) for name in reads})
-        self.ctx.progress(f"stack:{spec.name}: pulumi up {spec.source}:{spec.path} (stack {spec.stack})")
-        # refresh first: resources lost with the disaster are noticed, and the up recreates them.
-        res = self.pulumi.up(user_project(spec, r), spec.stack, cfg, self.ctx.progress, refresh=True)
+        project = user_project(spec, r)
+        marker = self.pulumi.workspaces / f".last-up-{spec.name}-{spec.stack}"
+        fingerprint = run_fingerprint(r, cfg)
+        with repo_paths(self.ctx, r):
+            if _read(marker) != fingerprint:
+                # A program new to this state dir, changed, or run with other config: preview it
+                # first, so one that raises half-way stops with nothing applied (`up` alone would
+                # create what it declared before the exception). An unchanged rerun skips it.
+                self.ctx.progress(f"stack:{spec.name}: pulumi preview {spec.source}:{spec.path} (stack {spec.stack})")
+                self.pulumi.preview(project, spec.stack, cfg, self.ctx.progress)
+            self.ctx.progress(f"stack:{spec.name}: pulumi up {spec.source}:{spec.path} (stack {spec.stack})")
+            # refresh first: resources lost with the disaster are noticed, and the up recreates them.
+            res = self.pulumi.up(project, spec.stack, cfg, self.ctx.progress, refresh=True)
+        atomic_write(marker, fingerprint)
         return _changes(res.summary)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return ""
 
 
 def run_phase(

@@ -41,9 +41,7 @@ def cli(
 ) -> subprocess.CompletedProcess[str]:
     full = dict(os.environ, REBUILD_STATE_DIR=str(state), **(env or {}))
     full.pop("REBUILD_NOTIFY_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "rebuild.cli", *args], capture_output=True, text=True, env=full, timeout=timeout
-    )
+    return subprocess.run([sys.executable, "-m", "rebuild.cli", *args], capture_output=True, text=True, env=full, timeout=timeout)
 
 
 def up_json(config: Path, state: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -56,9 +54,7 @@ def up_json(config: Path, state: Path, env: dict[str, str] | None = None) -> dic
 
 def checksums(folder: Path) -> dict[str, str]:
     return {
-        str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
-        for f in sorted(folder.rglob("*"))
-        if f.is_file()
+        str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.rglob("*")) if f.is_file()
     }
 
 
@@ -78,9 +74,10 @@ def infra_objects(kubeconfig: Path) -> dict[str, Any]:
 EXPECTED_FACTS = {"environment": "demo", "priority-classes": "shop-standard,batch-low", "storage-class": "scratch"}
 
 
-def assert_infra(kubeconfig: Path) -> None:
+def assert_infra(kubeconfig: Path, *, with_git: bool = True) -> None:
+    """The stacks' objects exist (and, after a rebuild, git's shop-critical beside them)."""
     got = infra_objects(kubeconfig)
-    assert {"shop-standard", "batch-low", "shop-critical"} <= set(got["priorityclasses"]), got
+    assert {"shop-standard", "batch-low", *(["shop-critical"] if with_git else [])} <= set(got["priorityclasses"]), got
     assert "scratch" in got["storageclasses"], got
     assert got["facts"] == EXPECTED_FACTS, got
 
@@ -134,6 +131,24 @@ def test_drill_leaves_production_untouched_and_a_disaster_is_rebuilt(example: tu
     again = up_json(config, state)
     assert again["nothing_changed"] is True, again["changes"]
 
+    # plan previews every stack in DAG order and calls out what would be replaced: a StorageClass's
+    # provisioner cannot change in place.
+    program = config.parent / "infra" / "cluster-classes" / "__main__.py"
+    program.write_text(program.read_text().replace('provisioner="rebuild.example/none"', 'provisioner="rebuild.example/other"'))
+    r = cli(["-o", "json", "--config", str(config), "plan"], state)
+    assert r.returncode == 0, r.stderr[-3000:]
+    previews = {p["stack"]: p for p in json.loads(r.stdout)["stacks"]}
+    assert list(previews) == ["cluster", "cluster-classes", "platform", "cluster-facts"]
+    classes = previews["cluster-classes"]
+    assert classes["changes"].get("replace") == 1, classes
+    assert any(
+        s["op"] == "replace" and s["type"] == "kubernetes:storage.k8s.io/v1:StorageClass" and s["name"] == "scratch"
+        for s in classes["replaced_or_deleted"]
+    ), classes
+    assert all(not p["replaced_or_deleted"] for n, p in previews.items() if n != "cluster-classes"), previews
+    r = cli(["--config", str(config), "plan"], state)
+    assert "would replace: kubernetes:storage.k8s.io/v1:StorageClass scratch" in r.stdout, r.stdout
+
 
 def test_state_lost_with_the_cluster_comes_back_from_the_object_store(tmp_path: Path, toolchain: Any) -> None:
     repo, state = tmp_path / "repo", tmp_path / "state"
@@ -169,3 +184,52 @@ def test_state_lost_with_the_cluster_comes_back_from_the_object_store(tmp_path: 
         gitserver.stop_server(state / "gitserver")
         store.stop()
     assert processes_naming(tmp_path) == {}
+
+
+def _readme_lines(readme: Path) -> list[str]:
+    text = readme.read_text()
+    block = text.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [ln.split("  #", 1)[0].rstrip() for ln in block.splitlines() if ln.strip()]
+
+
+def test_the_example_projects_run_by_hand_with_their_readme_lines(tmp_path: Path, toolchain: Any, cluster_factory: Any) -> None:
+    """`pulumi up` in each infra folder with exactly the lines of its README (the only changes:
+    the passphrase's value, and `--yes` because a test has no terminal to confirm on)."""
+    cluster = cluster_factory("byhand")
+    cluster.create()
+    home = tmp_path / "home"
+    pulumi_home = home / ".pulumi"
+    pulumi_home.mkdir(parents=True)
+    (pulumi_home / "plugins").symlink_to(toolchain.pulumi_home / "plugins")
+    env = dict(
+        os.environ,
+        HOME=str(home),
+        PATH=f"{toolchain.bin_dir('pulumi')}:/usr/local/bin:/usr/bin:/bin",
+        PULUMI_HOME=str(pulumi_home),
+        PULUMI_SKIP_UPDATE_CHECK="true",
+        PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true",
+    )
+    for var in ("PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE", "KUBECONFIG", "VIRTUAL_ENV"):
+        env.pop(var, None)
+    work = tmp_path / "infra"
+    shutil.copytree(EXAMPLE / "infra", work)
+    passphrase = secrets.token_urlsafe(16)
+    for project in ("cluster-classes", "cluster-facts"):
+        folder = work / project
+        shutil.copyfile(cluster.kubeconfig(), folder / "kubeconfig")
+        lines = [
+            ln.replace("PULUMI_CONFIG_PASSPHRASE=...", f"PULUMI_CONFIG_PASSPHRASE={passphrase}")
+            for ln in _readme_lines(EXAMPLE / "infra" / project / "README.md")
+        ]
+        assert "pulumi up" in lines, lines
+        lines = [f"{ln} --yes" if ln == "pulumi up" else ln for ln in lines]
+        r = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", "\n".join(lines)],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert r.returncode == 0, f"{project}: {r.stdout[-3000:]}{r.stderr[-3000:]}"
+    assert_infra(cluster.kubeconfig(), with_git=False)

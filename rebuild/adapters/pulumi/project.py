@@ -269,4 +269,6 @@ def pip_error(output: str) -> str:
     """pip's last error lines, on one line."""
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith("ERROR:")] or lines[-3:]
+    # pip lists every version it saw: thousands of characters that say nothing more
+    errors = [re.sub(r" \(from versions: [^)]*\)", "", e) for e in errors]
     return " / ".join(dict.fromkeys(errors[-3:])) or "pip failed with no output"
