@@ -53,10 +53,18 @@ def parse_revisions(values: tuple[str, ...], ctx: Context) -> dict[str, str]:
 
 def stop_cluster(provider: str, name: str, *, context: str | None = None, purge: bool = False) -> GitServerRelease:
     """`rebuild cluster down` and the cluster-down stage: stop (or purge) a cluster, then the git
-    server of the state dir unless another running cluster still uses it."""
+    server of the state dir unless another running cluster still uses it. Purging a drill cluster
+    kept with ``drill --keep`` also removes that drill's own Pulumi backend."""
+    import shutil
+
     from rebuild.clusters import get_cluster, release_gitserver
+    from rebuild.core.state import StateLayout
 
     get_cluster(provider, name, context=context).delete(purge=purge)
+    if purge:
+        # a drill kept with --keep: its own Pulumi backend goes with its data (production's is
+        # never under drills/)
+        shutil.rmtree(StateLayout.default().drill_backend(name), ignore_errors=True)
     return release_gitserver()
 
 

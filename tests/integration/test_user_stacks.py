@@ -233,3 +233,31 @@ def test_the_example_projects_run_by_hand_with_their_readme_lines(tmp_path: Path
         )
         assert r.returncode == 0, f"{project}: {r.stdout[-3000:]}{r.stderr[-3000:]}"
     assert_infra(cluster.kubeconfig(), with_git=False)
+
+
+def test_a_drills_stack_references_and_drill_config_are_the_drills_own(example: tuple[Path, Path]) -> None:
+    """In a drill, cluster-facts' StackReference reads the drill's cluster-classes (run with its
+    drill_config), not production's; looked at in a drill kept with --keep."""
+    config, state = example
+    cfg = yaml.safe_load(config.read_text())
+    (classes,) = [s for s in cfg["stacks"] if isinstance(s, dict) and s["name"] == "cluster-classes"]
+    classes["drill_config"] = {"storageClassName": "scratch-drill"}
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    up_json(config, state)  # production first: its cluster-classes says `scratch`
+    assert_infra(state / "clusters" / "demo" / "kubeconfig")
+    r = cli(["-o", "json", "--config", str(config), "drill", "--keep"], state)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    name = json.loads(r.stdout)["cluster"]
+    try:
+        facts = infra_objects(state / "clusters" / name / "kubeconfig")["facts"]
+        assert facts == {
+            "environment": "drill",  # cluster-facts' drill_config
+            "priority-classes": "shop-standard,batch-low",
+            "storage-class": "scratch-drill",  # through the StackReference: the drill's cluster-classes
+        }, facts
+        assert infra_objects(state / "clusters" / "demo" / "kubeconfig")["facts"] == EXPECTED_FACTS
+    finally:
+        down = cli(["cluster", "down", "--name", name, "--purge"], state)
+    assert down.returncode == 0, down.stderr[-2000:]
+    assert not (state / "drills" / "backends" / name).exists()
+    assert processes_naming(state / "clusters" / name) == {}
