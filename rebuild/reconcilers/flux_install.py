@@ -1,9 +1,11 @@
 """The in-cluster install of the Flux controllers, rendered from their own release config.
 
-For clusters whose nodes run Pods (kind, an existing cluster) the controllers run as
-Deployments, exactly as their upstream ``config/default`` kustomizations describe them
-(same version as the binaries rebuild builds). CRDs and the flux-system Namespace are left
-out because the platform stack creates those itself (one owner per object).
+For clusters whose nodes run Pods (kind, an existing cluster) the controllers
+(source-controller, kustomize-controller and helm-controller: the set ``flux_local.CONTROLLERS``
+that runs as host processes on the local provider) run as Deployments, exactly as their
+upstream ``config/default`` kustomizations describe them (same version as the binaries rebuild
+builds). CRDs and the flux-system Namespace are left out because the platform stack creates
+those itself (one owner per object).
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import yaml
 
 from rebuild.adapters.fs import atomic_write
 from rebuild.core.errors import ToolchainError
+from rebuild.reconcilers import flux_local
 from rebuild.reconcilers.flux_local import SPEED_ARGS
 
 if TYPE_CHECKING:
     from rebuild.toolchain.tools import Toolchain
 
-CONTROLLERS = ("source-controller", "kustomize-controller")
+# The same controllers the local provider runs as host processes (the platform stack's fluxCrds too).
+CONTROLLERS = flux_local.CONTROLLERS
 
 
 def render_install(tc: Toolchain) -> Path:

@@ -1,17 +1,18 @@
 """The real Flux controllers as host processes, reconciling a local cluster.
 
 Why: the ``local`` provider's nodes are kwok fakes, so Pods never execute and Flux's
-in-cluster Deployments could never run there. The same source-controller and
-kustomize-controller binaries (built by the toolchain from their Go modules) run fine
-outside a cluster: they read ``KUBECONFIG`` from the environment and talk to the API like
-any client. That makes a drill on a local cluster exercise the real reconciler, not a
-stand-in: the real GitRepository fetch over HTTP, the real kustomize build and server-side
-apply with pruning.
+in-cluster Deployments could never run there. The same source-controller,
+kustomize-controller and helm-controller binaries (built by the toolchain from their Go
+modules) run fine outside a cluster: they read ``KUBECONFIG`` from the environment and talk
+to the API like any client. That makes a drill on a local cluster exercise the real
+reconciler, not a stand-in: the real GitRepository fetch over HTTP, the real kustomize build
+and server-side apply with pruning, the real Helm install of a HelmRelease.
 
 What ``start`` does: server-side apply this version's CRDs (shipped with the binaries) and
-wait until they are established, create the ``flux-system`` namespace, start both
+wait until they are established, create the ``flux-system`` namespace, start the three
 controllers on 127.0.0.1 free ports (source-controller also serves its artifacts there, and
-kustomize-controller downloads them from that address), and wait for their ``/readyz``.
+kustomize-controller and helm-controller download them from that address), and wait for
+their ``/readyz``.
 Leader election stays off (one replica each). Processes and ports are recorded in
 ``<state_dir>/flux.json`` (0600) like the cluster's own, so ``stop`` from another CLI call
 stops exactly them. Logs: ``<state_dir>/logs/<controller>.log``.
@@ -39,7 +40,9 @@ from rebuild.core.progress import Progress
 from rebuild.toolchain.tools import Toolchain
 
 NAMESPACE = "flux-system"
-CONTROLLERS = ("source-controller", "kustomize-controller")
+CONTROLLERS = ("source-controller", "kustomize-controller", "helm-controller")
+# A record written before helm-controller joined lists no "controllers": it started these two.
+_RECORDED_BEFORE_HELM = ("source-controller", "kustomize-controller")
 REQUESTED_AT = "reconcile.fluxcd.io/requestedAt"
 CRD_API = "apiextensions.k8s.io/v1"
 
@@ -49,9 +52,12 @@ FluxState = Literal["running", "degraded", "stopped", "absent"]
 # Flux's client-side limits (50 QPS, burst 300, 4 concurrent SSA operations) are what make a
 # restore of thousands of objects slow (client-go#564); a rebuild raises them and lets the
 # API server's priority and fairness decide. The same flags go to in-cluster installs.
+# helm-controller installs 4 releases at a time and re-checks a release waiting on a
+# ``dependsOn`` every 30 s by default: a restore of a platform of charts wants more of both.
 SPEED_ARGS: dict[str, tuple[str, ...]] = {
     "source-controller": ("--kube-api-qps=500", "--kube-api-burst=1000"),
     "kustomize-controller": ("--kube-api-qps=500", "--kube-api-burst=1000", "--concurrent-ssa=16"),
+    "helm-controller": ("--kube-api-qps=500", "--kube-api-burst=1000", "--concurrent=8", "--requeue-dependency=5s"),
 }
 
 
@@ -75,7 +81,7 @@ class FluxStatus:
 
 @dataclass
 class FluxLocal:
-    """source-controller + kustomize-controller for the cluster behind ``kubeconfig``."""
+    """source-controller, kustomize-controller and helm-controller for the cluster behind ``kubeconfig``."""
 
     state_dir: Path
     kubeconfig: Path
@@ -118,6 +124,8 @@ class FluxLocal:
             return FluxStatus("absent")
         ports: dict[str, int] = data.get("ports", {})
         procs = {p.name: p for p in self._procs(data)}
+        # the controllers this record started (an older rebuild started only two)
+        started = tuple(data.get("controllers") or _RECORDED_BEFORE_HELM)
         comps = [
             Component(
                 name,
@@ -126,13 +134,17 @@ class FluxLocal:
                 port=ports.get(f"{name}-health"),
                 log=str(self._log(name)),
             )
-            for name in CONTROLLERS
+            for name in started
         ]
         n_alive = sum(c.alive for c in comps)
         state: FluxState
         if n_alive == 0:
             state = "stopped"
-        elif n_alive == len(CONTROLLERS) and all(self._healthy(ports[f"{c}-health"]) for c in CONTROLLERS):
+        elif (
+            set(started) >= set(CONTROLLERS)
+            and n_alive == len(started)
+            and all(self._healthy(ports[f"{c}-health"]) for c in started)
+        ):
             state = "running"
         else:
             state = "degraded"
@@ -140,9 +152,10 @@ class FluxLocal:
         return FluxStatus(state, comps, storage)
 
     def start(self, progress: Progress | None = None, timeout: float = 60.0) -> FluxStatus:
-        """Install the CRDs and namespace, start both controllers, wait until they are ready.
+        """Install the CRDs and namespace, start the controllers, wait until they are ready.
 
-        Idempotent: a running pair is left alone; a degraded one is restarted.
+        Idempotent: running controllers are left alone; degraded ones (one dead, or a record
+        from before helm-controller joined) are restarted.
         """
         say = progress or _noop
         current = self.status()
@@ -165,7 +178,12 @@ class FluxLocal:
         self.storage_path.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         ports = self._choose_ports()
-        data: dict[str, Any] = {"kubeconfig": str(self.kubeconfig), "ports": ports, "processes": []}
+        data: dict[str, Any] = {
+            "kubeconfig": str(self.kubeconfig),
+            "controllers": list(CONTROLLERS),
+            "ports": ports,
+            "processes": [],
+        }
         self._save(data)
         started: list[ProcRecord] = []
         try:
@@ -189,7 +207,7 @@ class FluxLocal:
         return self.status()
 
     def ensure_running(self, progress: Progress | None = None) -> bool:
-        """start() unless both controllers already run healthy; True if it had to start them."""
+        """start() unless every controller already runs healthy; True if it had to start them."""
         if self.status().state == "running":
             return False
         self.start(progress)

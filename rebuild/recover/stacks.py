@@ -59,7 +59,7 @@ def platform_config(ctx: Context, desired: DesiredState) -> dict[str, Any]:
     if creds:
         cfg["gitCredentials"] = creds
     if rc.kind == "flux":
-        cfg["fluxCrds"] = [str(p) for c in ("source-controller", "kustomize-controller") for p in ctx.toolchain.flux_crds(c)]
+        cfg["fluxCrds"] = [str(p) for c in flux_install.CONTROLLERS for p in ctx.toolchain.flux_crds(c)]
         if ctx.config.cluster.provider != "local":
             cfg["fluxInstallManifest"] = str(flux_install.render_install(ctx.toolchain))
     else:
