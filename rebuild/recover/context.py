@@ -80,7 +80,10 @@ class Context:
             return {
                 ("source.toolkit.fluxcd.io", k): KindInfo(True, "flux")
                 for k in ("GitRepository", "OCIRepository", "HelmRepository", "HelmChart", "Bucket", "ExternalArtifact")
-            } | {("kustomize.toolkit.fluxcd.io", "Kustomization"): KindInfo(True, "flux")}
+            } | {
+                ("kustomize.toolkit.fluxcd.io", "Kustomization"): KindInfo(True, "flux"),
+                ("helm.toolkit.fluxcd.io", "HelmRelease"): KindInfo(True, "flux"),
+            }
         return {("argoproj.io", k): KindInfo(True, "argocd") for k in ("Application", "AppProject", "ApplicationSet")}
 
 

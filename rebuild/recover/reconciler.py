@@ -40,7 +40,7 @@ def start_reconciler(ctx: Context, kube: Kube, kubeconfig: Path, desired: Desire
         started = controllers.ensure_running()
         did["controllers_started"] = started
         if started:
-            ctx.progress("reconciler: started source-controller and kustomize-controller (host processes)")
+            ctx.progress(f"reconciler: started {', '.join(flux_local.CONTROLLERS)} (host processes)")
 
         def watchdog() -> None:
             # A controller that dies while we wait (OOM, kill) would turn the wait into a timeout.

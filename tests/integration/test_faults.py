@@ -275,7 +275,7 @@ def test_etcd_and_apiserver_restarts_are_ridden_through(example: tuple[Path, Pat
 def test_flux_controller_killed_while_up_waits_for_it(example: tuple[Path, Path]) -> None:
     config, state = example
     run = Run(["-o", "json", "--config", str(config), "up"], state)
-    run.wait_for("· reconciler: started source-controller and kustomize-controller")
+    run.wait_for("· reconciler: started source-controller, kustomize-controller, helm-controller")
     flux_record = process.load_record(state / "clusters" / "demo" / "flux" / "flux.json")
     victim = next(p for p in flux_record["processes"] if p["name"] == "kustomize-controller")
     os.kill(int(victim["pid"]), signal.SIGKILL)

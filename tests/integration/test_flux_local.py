@@ -139,7 +139,7 @@ def test_flux_controllers_sync_a_local_cluster_from_git(cluster_factory: Any, tm
         assert st.state == "running", st
         pids = flux.pids()
         print(f"\nflux controllers: CRDs + namespace + both ready in {flux._load()['started_seconds']}s")
-        assert len(pids) == 2 and all(c.alive for c in st.components)
+        assert len(pids) == len(CONTROLLERS) == 3 and all(c.alive for c in st.components)
 
         # -- first sync: GitRepository + Kustomization -> objects in the cluster
         t0 = time.monotonic()

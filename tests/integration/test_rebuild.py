@@ -169,7 +169,7 @@ def test_apiserver_killed_during_up_then_second_up_completes(example: tuple[Path
     assert sorted(names) == ["cart", "frontend", "search"]
     flux = json.loads((state / "clusters/demo/flux/flux.json").read_text())
     alive = [p for p in flux["processes"] if process.alive(process.ProcRecord.from_dict(p))]
-    assert sorted(p["name"] for p in alive) == ["kustomize-controller", "source-controller"]
+    assert sorted(p["name"] for p in alive) == ["helm-controller", "kustomize-controller", "source-controller"]
     for project in ("rebuild-cluster", "rebuild-platform"):
         stack_file = state / "pulumi" / ".pulumi" / "stacks" / project / "demo.json"
         urns = [res["urn"] for res in json.loads(stack_file.read_text())["checkpoint"]["latest"]["resources"]]

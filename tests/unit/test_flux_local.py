@@ -20,7 +20,7 @@ def flux(tmp_path: Path) -> FluxLocal:
 def test_argv_binds_loopback_only_and_never_names_the_kubeconfig(flux: FluxLocal, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOURCE_CONTROLLER_LOCALHOST", "elsewhere:80")
     ports = flux._choose_ports()
-    assert len(set(ports.values())) == len(ports) == 5
+    assert len(set(ports.values())) == len(ports) == 2 * len(CONTROLLERS) + 1  # + storage
     for name in CONTROLLERS:
         argv = flux._argv(name, Path(f"/bin/{name}"), ports)
         addrs = [a.split("=", 1)[1] for a in argv if a.endswith(tuple(str(p) for p in ports.values())) and "=" in a]
