@@ -1,6 +1,9 @@
-"""Optional toolchain entries (sops, age, helm-controller; pulumi-language-yaml and seaweedfs were
-optional until issue 12 made them core): which tools an install selects, how doctor reports
-them, and how they are linked and built. Pure logic: nothing is built and no network is used."""
+"""Optional toolchain entries: which tools an install selects, how doctor reports them, and how
+they are linked and built. Pure logic: nothing is built and no network is used.
+
+No entry of versions.toml is optional today (pulumi-language-yaml and seaweedfs became core with
+issue 12; helm-controller, sops and age with issue 13), so the mechanism is tested with the
+``as_optional`` fixture, which marks the three that were optional last as optional again."""
 
 from __future__ import annotations
 
@@ -15,7 +18,13 @@ from rebuild.toolchain import recipes as rc
 from rebuild.toolchain import registry as reg
 from rebuild.toolchain import tools as tc
 
-OPTIONAL = ["sops", "age", "helm-controller"]
+OPTIONAL = ["sops", "age", "helm-controller"]  # what ``as_optional`` marks optional
+
+
+@pytest.fixture
+def as_optional(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mark OPTIONAL as ``optional = true``, for every Toolchain (the CLI's too)."""
+    monkeypatch.setattr(reg.ToolPaths, "is_optional", lambda self, name: name in OPTIONAL)
 
 
 def _stamp(t: tc.Toolchain, name: str) -> None:
@@ -27,14 +36,25 @@ def _stamp(t: tc.Toolchain, name: str) -> None:
     (d / reg.STAMP).write_text(json.dumps({"version": "x"}))
 
 
-def test_versions_toml_marks_exactly_the_optional_tools() -> None:
+def test_versions_toml_marks_no_tool_optional() -> None:
     t = tc.Toolchain(root=Path("/nonexistent"))
-    assert t.optional_tools() == OPTIONAL
-    assert "kubernetes" in t.core_tools() and not set(OPTIONAL) & set(t.core_tools())
+    assert t.optional_tools() == []
+    assert t.core_tools() == [r.name for r in rc.RECIPES]
+    # issue 12: user stacks in Pulumi YAML and the S3 backend tests need these on every install;
+    # issue 13: the local provider runs helm-controller, and the SOPS adapter and its tests run
+    # sops and age-keygen
+    assert {"pulumi-language-yaml", "seaweedfs", "helm-controller", "sops", "age"} <= set(t.core_tools())
     for name in OPTIONAL:
         assert t.versions[name]["version"].startswith("v"), name
-    # issue 12: user stacks in Pulumi YAML and the S3 backend tests need these on every install
-    assert {"pulumi-language-yaml", "seaweedfs"} <= set(t.core_tools())
+        assert t.install_hint(name) == "rebuild toolchain install"
+
+
+def test_the_optional_marker_is_read_from_versions_toml(tmp_path: Path) -> None:
+    versions = reg.load_versions()
+    versions["sops"] = {**versions["sops"], "optional": "True"}  # load_versions stringifies booleans
+    t = tc.Toolchain(root=tmp_path, versions=versions)
+    assert t.optional_tools() == ["sops"] and "sops" not in t.core_tools()
+    assert t.install_hint("sops") == "rebuild toolchain install --with sops"
 
 
 def test_pins() -> None:
@@ -47,13 +67,13 @@ def test_pins() -> None:
     assert v["seaweedfs"]["version"] == "v0.0.0-20261109003541-7506e5f91cd6"
 
 
-def test_plain_selection_is_the_core_only() -> None:
+def test_plain_selection_is_the_core_only(as_optional: None) -> None:
     t = tc.Toolchain(root=Path("/nonexistent"))
     assert t.select() == t.core_tools()
     assert t.select((), ()) == [r.name for r in rc.RECIPES if r.name not in OPTIONAL]
 
 
-def test_with_adds_optional_tools_in_recipe_order() -> None:
+def test_with_adds_optional_tools_in_recipe_order(as_optional: None) -> None:
     t = tc.Toolchain(root=Path("/nonexistent"))
     got = t.select(with_=("sops,age", "helm-controller"))
     wanted = {*t.core_tools(), "sops", "age", "helm-controller"}
@@ -76,14 +96,16 @@ def test_only_selects_exactly_those_core_or_optional() -> None:
         (("sops",), ("age",), "cannot be combined"),
     ],
 )
-def test_bad_selections_name_the_valid_choices(only: tuple[str, ...], with_: tuple[str, ...], message: str) -> None:
+def test_bad_selections_name_the_valid_choices(
+    only: tuple[str, ...], with_: tuple[str, ...], message: str, as_optional: None
+) -> None:
     t = tc.Toolchain(root=Path("/nonexistent"))
     with pytest.raises(ConfigError) as err:
         t.select(only, with_)
     assert message in err.value.message and err.value.fix
 
 
-def test_plain_install_skips_missing_optional_tools(tmp_path: Path) -> None:
+def test_plain_install_skips_missing_optional_tools(tmp_path: Path, as_optional: None) -> None:
     t = tc.Toolchain(root=tmp_path)
     for name in t.core_tools():
         _stamp(t, name)
@@ -102,7 +124,7 @@ def test_install_only_an_optional_tool_builds_just_it(tmp_path: Path, monkeypatc
     assert ran == ["sops", "age"]  # not the core tools, and not the kubernetes plugin
 
 
-def test_status_marks_optional_rows_and_doctor_ignores_them(tmp_path: Path) -> None:
+def test_status_marks_optional_rows_and_doctor_ignores_them(tmp_path: Path, as_optional: None) -> None:
     t = tc.Toolchain(root=tmp_path)
     for name in t.core_tools():
         _stamp(t, name)
@@ -116,7 +138,9 @@ def test_status_marks_optional_rows_and_doctor_ignores_them(tmp_path: Path) -> N
     assert t.install_hint("kwok") == "rebuild toolchain install"
 
 
-def test_doctor_lists_optional_tools_with_state_and_install_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_doctor_lists_optional_tools_with_state_and_install_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, as_optional: None
+) -> None:
     from rebuild.cli.main import main
 
     monkeypatch.setenv("REBUILD_CACHE", str(tmp_path))
@@ -178,7 +202,7 @@ def test_helm_controller_uses_the_flux_recipe_and_ships_crds(tmp_path: Path) -> 
     t = tc.Toolchain(root=tmp_path)
     with pytest.raises(tc.ToolchainError) as err:
         t.flux_crds("helm-controller")
-    assert err.value.fix == "run `rebuild toolchain install --with helm-controller`"
+    assert err.value.fix == "run `rebuild toolchain install`"  # a core tool since issue 13
 
 
 def test_go_module_recipe_writes_the_wrapper_and_builds_each_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -249,18 +273,20 @@ DEMO = [
     "pulumi-resource-kubernetes",
     "source-controller",
     "kustomize-controller",
+    "helm-controller",  # the local provider runs it beside the other two (issue 13)
     "pulumi-language-yaml",  # the example's infra/cluster-facts is a Pulumi YAML project (issue 12)
 ]
 
 
 def test_demo_profile_is_what_the_demo_uses_and_nothing_more() -> None:
-    """`make demo` builds the local cluster, Pulumi (with its Python and YAML hosts) and Flux's two
-    controllers: no Gitea, no Argo CD manifests, no SeaweedFS, no optional tool (issue 14, item 8)."""
+    """`make demo` builds the local cluster, Pulumi (with its Python and YAML hosts) and Flux's three
+    controllers: no Gitea, no Argo CD manifests, no SeaweedFS, no sops/age (issue 14, item 8)."""
     t = tc.Toolchain(root=Path("/nonexistent"))
     assert t.demo_tools() == DEMO
     assert t.select(only=("demo",)) == DEMO
     assert set(DEMO) < set(t.core_tools())
     assert "gitea" not in DEMO and "argocd-manifests" not in DEMO and "seaweedfs" not in DEMO
+    assert "sops" not in DEMO and "age" not in DEMO  # Flux decrypts in-cluster; nothing in the demo runs them
     # the word combines with names like any other --only entry, in recipe order
     assert t.select(only=("demo,sops",)) == [r.name for r in rc.RECIPES if r.name in {*DEMO, "sops"}]
     with pytest.raises(ConfigError) as err:
