@@ -21,7 +21,7 @@ def toolchain() -> None:
     "--with",
     "with_",
     multiple=True,
-    help="Also install these optional tools (sops, age, helm-controller, pulumi-language-yaml, seaweedfs; 'optional' = all).",
+    help="Also install these optional tools (`optional = true` in versions.toml; 'optional' = all of them).",
 )
 @click.pass_obj
 def toolchain_install(obj: Ctx, only: tuple[str, ...], with_: tuple[str, ...]) -> None:
@@ -63,8 +63,9 @@ def toolchain_doctor(obj: Ctx) -> None:
         lines = [line(r, width) for r in rows if not r.optional]
         lines.append("")
         lines.append("all tools present" if ok else "some tools are missing: run `rebuild toolchain install`")
-        lines += ["", "optional tools (not part of a plain install; `--with optional` installs them all):"]
-        lines += [line(r, width) for r in rows if r.optional]
+        if any(r.optional for r in rows):
+            lines += ["", "optional tools (not part of a plain install; `--with optional` installs them all):"]
+            lines += [line(r, width) for r in rows if r.optional]
         return "\n".join(lines)
 
     obj.emit({"ok": ok, "tools": [{**r.__dict__, "path": str(r.path)} for r in rows]}, text)
