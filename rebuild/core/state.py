@@ -99,6 +99,11 @@ class StateLayout:
         """The private copy of a built-in Pulumi program that runs (so the package stays read-only)."""
         return self.root / "stacks" / project
 
+    def stack_run_marker(self, name: str, stack: str) -> Path:
+        """The fingerprint of a user stack's last successful `up` (its program and set config), in
+        any backend of this state dir: a rerun of the same program skips its preview."""
+        return self.root / "stacks" / ".runs" / f"{name}-{stack}"
+
     # ------------------------------------------------------------------ caches and records
 
     @property

@@ -21,7 +21,7 @@ from rebuild.adapters import gitserver
 from rebuild.core.errors import ConfigError, Interrupted, RebuildError
 from rebuild.core.model import Phases
 from rebuild.core.results import Failure, ObjectCounts, RunResult, utc_stamp
-from rebuild.core.stackspec import topo_order
+from rebuild.core.stackspec import StackSpec, topo_order
 from rebuild.core.state import StateLayout
 from rebuild.drills.notify import NotifyError
 from rebuild.recover.context import Context
@@ -190,6 +190,11 @@ def destroy_user_stacks(ctx: Context, pulumi: Pulumi, desired: DesiredState | No
     for spec in reversed(topo_order(ctx.config.stacks)):
         if spec.builtin or spec.name not in resolved:
             continue
+        if ctx.drill_backend is not None and only_in_drill_cluster(ctx.drill_backend, spec, resolved[spec.name].project_dir):
+            # Like the platform stack's: objects of the throwaway cluster go with it, and the
+            # stack goes with the drill's backend folder; no need to delete them one by one.
+            ctx.progress(f"teardown: stack {spec.name} holds only objects of the drill cluster: they go with it")
+            continue
         ctx.progress(f"teardown: pulumi destroy stack {spec.name} ({spec.stack})")
         try:
             pulumi.destroy(user_project(spec, resolved[spec.name]), spec.stack, ctx.progress)
@@ -197,6 +202,39 @@ def destroy_user_stacks(ctx: Context, pulumi: Pulumi, desired: DesiredState | No
         except RebuildError as err:
             problems.append(f"stack {spec.name}: {err.message}")
     return problems
+
+
+def only_in_drill_cluster(backend: Path, spec: StackSpec, project_dir: Path) -> bool:
+    """Whether a user stack in a drill's file backend holds nothing but Kubernetes objects made
+    through the default provider, configured (config_from) with the drill cluster's kubeconfig.
+
+    Read from the checkpoint file (no pulumi process). Anything else, a cloud resource, an
+    explicit Kubernetes provider (which may point at another cluster), an unreadable state,
+    means no: that stack is destroyed with ``pulumi destroy``.
+    """
+    import json
+    import re
+
+    if spec.config_from.get("kubernetes:kubeconfig") != "cluster.kubeconfig":
+        return False
+    try:
+        text = (project_dir / "Pulumi.yaml").read_text(encoding="utf-8")
+        m = re.search(r"^name:\s*(\S+)", text, re.M)
+        doc = json.loads((backend / ".pulumi" / "stacks" / (m.group(1) if m else "") / f"{spec.stack}.json").read_text())
+    except (OSError, ValueError):
+        return False
+    resources = ((doc.get("checkpoint") or {}).get("latest") or {}).get("resources") or []
+    for res in resources:
+        kind = str(res.get("type", ""))
+        name = str(res.get("urn", "")).rsplit("::", 1)[-1]
+        if kind in ("pulumi:pulumi:Stack", "pulumi:pulumi:StackReference", "pulumi:providers:pulumi"):
+            continue
+        if kind == "pulumi:providers:kubernetes" and name.startswith("default"):
+            continue
+        if kind.startswith("kubernetes:") and "::pulumi:providers:kubernetes::default" in str(res.get("provider", "")):
+            continue
+        return False
+    return True
 
 
 def report_dir(root: Path, result: DrillResult) -> Path:

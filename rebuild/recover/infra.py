@@ -170,7 +170,9 @@ def run_fingerprint(resolved: ResolvedStack, config: Mapping[str, Any]) -> str:
     """What a user stack's run depends on: its program's files, its stack name and its config.
 
     Secret values are left out (only their keys count), so the digest written to the state dir
-    says nothing about them; a changed secret alone does not force a preview.
+    says nothing about them; a changed secret alone does not force a preview. So are the values
+    wired from other stacks' outputs (config_from): they change with every new cluster (its
+    kubeconfig) without the program or its settings changing.
     """
     import hashlib
 
@@ -179,7 +181,9 @@ def run_fingerprint(resolved: ResolvedStack, config: Mapping[str, Any]) -> str:
         h.update(str(f.relative_to(resolved.project_dir)).encode() + b"\0" + f.read_bytes() + b"\0")
     for key in sorted(config):
         value = config[key]
-        shown = "<secret>" if getattr(value, "secret", False) and key in resolved.secrets else getattr(value, "value", value)
+        wired = key in resolved.spec.config_from
+        secret = getattr(value, "secret", False) and key in resolved.secrets
+        shown = "<wired>" if wired else "<secret>" if secret else getattr(value, "value", value)
         h.update(f"{key}={shown!r}\0".encode())
     return h.hexdigest()
 

@@ -187,13 +187,15 @@ class _StackRunner:
         reads = {ref.split(".", 1)[0] for ref in spec.config_from.values()}
         cfg = stack_config(r, {name: self.outputs(name) for name in reads})
         project = user_project(spec, r)
-        marker = self.pulumi.workspaces / f".last-up-{spec.name}-{spec.stack}"
+        marker = self.ctx.layout.stack_run_marker(spec.name, spec.stack)
         fingerprint = run_fingerprint(r, cfg)
         with repo_paths(self.ctx, r):
             if _read(marker) != fingerprint:
                 # A program new to this state dir, changed, or run with other config: preview it
                 # first, so one that raises half-way stops with nothing applied (`up` alone would
-                # create what it declared before the exception). An unchanged rerun skips it.
+                # create what it declared before the exception). A program that already ran with
+                # this config here (a rerun, a drill after production, a rebuild of a lost
+                # cluster) skips it: seconds on the recovery time.
                 self.ctx.progress(f"stack:{spec.name}: pulumi preview {spec.source}:{spec.path} (stack {spec.stack})")
                 self.pulumi.preview(project, spec.stack, cfg, self.ctx.progress)
             self.ctx.progress(f"stack:{spec.name}: pulumi up {spec.source}:{spec.path} (stack {spec.stack})")

@@ -211,3 +211,42 @@ def test_overlapping_phases_count_once_in_the_wall_time() -> None:
     assert phases.total == pytest.approx(9.0)
     assert phases.wall(exclude=("teardown",)) == pytest.approx(6.0)
     assert "start" not in phases.items[0].to_dict()
+
+
+def _checkpoint(backend: Path, project: str, stack: str, resources: list[dict[str, Any]]) -> None:
+    import json
+
+    f = backend / ".pulumi" / "stacks" / project / f"{stack}.json"
+    f.parent.mkdir(parents=True)
+    f.write_text(json.dumps({"version": 3, "checkpoint": {"stack": stack, "latest": {"resources": resources}}}))
+
+
+def test_a_drill_destroys_only_stacks_with_something_outside_its_cluster(tmp_path: Path) -> None:
+    from rebuild.drills.drill import only_in_drill_cluster
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "Pulumi.yaml").write_text("name: classes\nruntime: python\n")
+    spec = StackSpec("classes", source="demo", stack="demo", config_from={"kubernetes:kubeconfig": "cluster.kubeconfig"})
+    default = "urn:pulumi:demo::classes::pulumi:providers:kubernetes::default_4_25_0::0c0f"
+    k8s_only = [
+        {"type": "pulumi:pulumi:Stack", "urn": "urn:pulumi:demo::classes::pulumi:pulumi:Stack::classes-demo"},
+        {"type": "pulumi:providers:kubernetes", "urn": default.rsplit("::", 1)[0]},
+        {"type": "pulumi:providers:pulumi", "urn": "urn:pulumi:demo::classes::pulumi:providers:pulumi::default"},
+        {"type": "pulumi:pulumi:StackReference", "urn": "urn:pulumi:demo::classes::pulumi:pulumi:StackReference::ref"},
+        {"type": "kubernetes:scheduling.k8s.io/v1:PriorityClass", "urn": "urn:x::pc", "provider": default},
+    ]
+    drill = tmp_path / "drill"
+    _checkpoint(drill, "classes", "demo", k8s_only)
+    assert only_in_drill_cluster(drill, spec, project)
+    # an explicit provider may point at any cluster; a cloud resource lives outside it; no state: unknown
+    explicit = "urn:pulumi:demo::classes::pulumi:providers:kubernetes::prod::1"
+    other = tmp_path / "other"
+    _checkpoint(other, "classes", "demo", [{"type": "kubernetes:core/v1:ConfigMap", "urn": "urn:y", "provider": explicit}])
+    assert not only_in_drill_cluster(other, spec, project)
+    cloud = tmp_path / "cloud"
+    _checkpoint(cloud, "classes", "demo", [*k8s_only, {"type": "aws:s3/bucket:Bucket", "urn": "urn:z"}])
+    assert not only_in_drill_cluster(cloud, spec, project)
+    assert not only_in_drill_cluster(tmp_path / "none", spec, project)
+    unwired = StackSpec("classes", source="demo", stack="demo")
+    assert not only_in_drill_cluster(drill, unwired, project)
