@@ -235,7 +235,11 @@ def run_dag(
                     running[pool.submit(timed, spec)] = spec
             if not running:
                 break
-            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            try:
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            except KeyboardInterrupt:
+                _interrupted(running, phases)
+                raise
             for fut in finished:
                 spec = running.pop(fut)
                 try:
@@ -245,6 +249,24 @@ def run_dag(
                     done.state[spec.name] = "failed"
                     done.errors.append(exc)
     return done
+
+
+def _interrupted(running: Mapping[Future[dict[str, Any]], StackSpec], phases: Phases) -> None:
+    """Ctrl-C while stacks run: their pulumi processes got the signal too and cancel their
+    updates; wait for them (a second Ctrl-C stops waiting), then record their phases as
+    interrupted, whatever their threads made of the cancellation."""
+    for fut, spec in running.items():
+        try:
+            fut.result()
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # the cancelled update's error: the interruption is the story
+            pass
+        for p in reversed(phases.items):
+            if p.name == spec.phase:
+                p.status = "interrupted"
+                p.detail = ""
+                break
 
 
 def raise_first(dag: DagRun) -> None:

@@ -112,9 +112,12 @@ def up(
     try:
         return _up(ctx, result, revisions, verify_timeout, pulumi, kube)
     except KeyboardInterrupt:
-        phase = next((p.name for p in reversed(phases.items) if p.status == "interrupted"), "")
+        cut = [p.name for p in phases.items if p.status == "interrupted"]
+        # stacks run side by side: name a built-in phase first (runbooks resume by those names)
+        phase = next((n for n in cut if ":" not in n), cut[-1] if cut else "")
+        also = f" (and {', '.join(n for n in cut if n != phase)})" if len(cut) > 1 else ""
         stopped = Interrupted(
-            f"rebuild up was interrupted during the {phase or 'first'} phase; what was running stopped cleanly",
+            f"rebuild up was interrupted during the {phase or 'first'} phase{also}; what was running stopped cleanly",
             fix="rerun the same command: finished phases are checked and skipped quickly, the interrupted one starts over",
             phase=phase,
         )

@@ -105,8 +105,10 @@ class Run:
 
     @property
     def own(self) -> str:
-        """rebuild's own lines (a Pulumi program's relayed output is prefixed `· rebuild-<stack>:`)."""
-        return "".join(ln for ln in self.lines if not ln.startswith("· rebuild-"))
+        """rebuild's own lines (a Pulumi program's relayed output is prefixed `· rebuild-<stack>:`,
+        or `· <project>:` for the example's own infra projects)."""
+        relayed = ("· rebuild-", "· cluster-classes:", "· cluster-facts:")
+        return "".join(ln for ln in self.lines if not ln.startswith(relayed))
 
 
 def rebuild(
