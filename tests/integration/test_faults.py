@@ -33,6 +33,7 @@ import yaml
 from rebuild.adapters import gitserver, process
 from rebuild.adapters.kube import Kube
 from rebuild.clusters.local import LocalCluster
+from rebuild.reconcilers import flux_local
 from tests.conftest import REPO
 from tests.kubectl import kubectl, suspend_flux
 from tests.procs import pending_operations, processes_naming, pulumi_processes, stack_locks
@@ -292,7 +293,7 @@ def test_flux_controller_killed_while_up_waits_for_it(example: tuple[Path, Path]
         for p in process.load_record(state / "clusters/demo/flux/flux.json")["processes"]
         if process.alive(process.ProcRecord.from_dict(p))
     ]
-    assert sorted(p["name"] for p in alive) == ["kustomize-controller", "source-controller"]
+    assert sorted(p["name"] for p in alive) == sorted(flux_local.CONTROLLERS)
 
 
 # --------------------------------------------------------------------------- git server
