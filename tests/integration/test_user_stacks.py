@@ -131,10 +131,12 @@ def test_drill_leaves_production_untouched_and_a_disaster_is_rebuilt(example: tu
     again = up_json(config, state)
     assert again["nothing_changed"] is True, again["changes"]
 
-    # plan previews every stack in DAG order and calls out what would be replaced: a StorageClass's
-    # provisioner cannot change in place.
-    program = config.parent / "infra" / "cluster-classes" / "__main__.py"
-    program.write_text(program.read_text().replace('provisioner="rebuild.example/none"', 'provisioner="rebuild.example/other"'))
+    # plan previews every stack in DAG order and calls out what would be replaced: a renamed
+    # StorageClass (its name comes from the stack's config) is a new object.
+    cfg = yaml.safe_load(config.read_text())
+    (classes_entry,) = [s for s in cfg["stacks"] if isinstance(s, dict) and s["name"] == "cluster-classes"]
+    classes_entry["config"] = {"storageClassName": "scratch-renamed"}
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     r = cli(["-o", "json", "--config", str(config), "plan"], state)
     assert r.returncode == 0, r.stderr[-3000:]
     previews = {p["stack"]: p for p in json.loads(r.stdout)["stacks"]}

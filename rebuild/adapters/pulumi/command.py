@@ -202,7 +202,9 @@ def classify(
         return PluginMissingError(f"{where}: a Pulumi plugin is missing: {what}", fix="run `rebuild toolchain install`")
     if entry:
         raised = program_error(text, workspace, source)
-        if raised is not None:
+        # A KeyboardInterrupt traceback is the engine stopping the program after something else
+        # failed ("Resource monitor has terminated"): that other error is the one to report.
+        if raised is not None and not raised[1].startswith("KeyboardInterrupt"):
             at, line = raised
             return ProgramError(
                 f"{where}: the program failed{f' at {at}' if at else ''}: {line}",
@@ -217,9 +219,9 @@ def classify(
             if entry
             else f"fix the config in stacks/{folder}/Pulumi.{stack}.yaml",
         )
-    if isinstance(exc, auto.CompilationError) or re.search(
+    if (isinstance(exc, auto.CompilationError) or re.search(
         r"Traceback|Program failed|RunError|unhandled (exception|error)|program exited with non-zero", text
-    ):
+    )) and "Resource monitor has terminated" not in text:
         return ProgramError(
             f"{where}: the program failed:\n{detail}",
             fix="read the error above; `pulumi up` in the stack folder shows the full output",
