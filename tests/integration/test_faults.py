@@ -439,16 +439,18 @@ def test_git_server_down_at_start_then_cut_mid_fetch(remote: dict[str, Any]) -> 
 # --------------------------------------------------------------------------- Pulumi and the state dir
 
 
-def pulumi_cli_of(run: Run) -> int:
-    """The pulumi CLI a run started (its child; the CLI leads its own process group)."""
+def pulumi_cli_of(run: Run, workspace: str = "") -> int:
+    """The pulumi CLI a run started (its child; the CLI leads its own process group); with
+    ``workspace``, the one working in that program's folder (stacks run side by side)."""
     for pid in process.children_of(run.proc.pid):
         try:
             argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+            cwd = os.readlink(f"/proc/{pid}/cwd")
         except OSError:
             continue
-        if Path(argv0).name == "pulumi":
+        if Path(argv0).name == "pulumi" and (not workspace or Path(cwd).name == workspace):
             return pid
-    raise AssertionError(f"no pulumi CLI under pid {run.proc.pid}:\n{run.text[-2000:]}")
+    raise AssertionError(f"no pulumi CLI{' in ' + workspace if workspace else ''} under pid {run.proc.pid}:\n{run.text[-2000:]}")
 
 
 def test_stack_locked_by_another_update(example: tuple[Path, Path]) -> None:
@@ -462,7 +464,7 @@ def test_stack_locked_by_another_update(example: tuple[Path, Path]) -> None:
     deadline = time.monotonic() + 60
     while not list(locks.glob("*.json")) and time.monotonic() < deadline:
         time.sleep(0.05)
-    cli = pulumi_cli_of(other)
+    cli = pulumi_cli_of(other, "platform")  # not the example's own stack running beside it
     os.kill(cli, signal.SIGSTOP)
     try:
         r = rebuild(["--config", str(config), "up"], state)
