@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from rebuild.core.errors import ConfigError, RebuildError
 from rebuild.core.model import Phases
-from rebuild.core.stackspec import SecretSource, StackSpec, topo_order
+from rebuild.core.stackspec import BUILTIN, SecretSource, StackSpec, topo_order
 from rebuild.recover.context import Context
 from rebuild.recover.sources import DesiredState
 
@@ -197,6 +197,7 @@ class DagRun:
 
     state: dict[str, str] = field(default_factory=dict)
     errors: list[BaseException] = field(default_factory=list)
+    failed: dict[str, BaseException] = field(default_factory=dict)  # stack name -> its error
 
 
 def run_dag(
@@ -248,6 +249,7 @@ def run_dag(
                 except BaseException as exc:  # recorded; the caller re-raises the first
                     done.state[spec.name] = "failed"
                     done.errors.append(exc)
+                    done.failed[spec.name] = exc
     return done
 
 
@@ -275,7 +277,10 @@ def raise_first(dag: DagRun) -> None:
         if isinstance(exc, KeyboardInterrupt):
             raise exc
     if dag.errors:
-        first = dag.errors[0]
+        # Stacks failing side by side usually share a cause (the cluster went away): name the
+        # built-in stack's error first, it is rebuild's own; else the first to fail.
+        builtin = [e for n, e in dag.failed.items() if n in BUILTIN]
+        first = builtin[0] if builtin else dag.errors[0]
         failed = [n for n, s in dag.state.items() if s == "failed"]
         if len(failed) > 1 and isinstance(first, RebuildError):
             first.message += f" (stacks that failed: {', '.join(failed)})"
