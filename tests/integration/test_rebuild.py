@@ -180,6 +180,7 @@ def test_two_sources_each_bootstrapped_as_its_own_reconciler_source(tmp_path: Pa
     """A platform repo and an apps repo: one GitRepository + Kustomization each, one verified cluster."""
     platform, apps = tmp_path / "platform-repo", tmp_path / "apps-repo"
     shutil.copytree(EXAMPLE / "infrastructure", platform / "infrastructure")
+    shutil.copytree(EXAMPLE / "infra", platform / "infra")  # the shop's priority class comes from a stack
     shutil.copytree(EXAMPLE / "apps", apps / "apps")
     state = tmp_path / "state"
     config = tmp_path / "rebuild.yaml"
@@ -188,6 +189,11 @@ def test_two_sources_each_bootstrapped_as_its_own_reconciler_source(tmp_path: Pa
         f"  - {{name: platform, url: {platform}, branch: main, path: infrastructure}}\n"
         f"  - {{name: apps, url: {apps}, branch: main, path: apps/overlays/demo}}\n"
         "cluster: {provider: local, name: multi, nodes: 2}\n"
+        "stacks:\n"
+        "  - cluster\n"
+        "  - {name: cluster-classes, source: platform, path: infra/cluster-classes,"
+        " config_from: {'kubernetes:kubeconfig': cluster.kubeconfig}}\n"
+        "  - platform\n"
         "reconciler: {kind: flux, interval: 1m}\n"
         "verify: {timeout: 3m}\n"
     )
