@@ -109,8 +109,9 @@ def test_wheel_in_a_fresh_virtualenv_plans_and_drills_the_example_from_another_f
         for cluster in (state / "clusters").glob("*/"):
             LocalCluster(cluster.name, root=state).delete(purge=True)
 
-    # The programs ran from the installed package, in the fresh virtualenv.
-    for program in ("cluster", "platform"):
+    # The programs ran from the installed package, in the fresh virtualenv: the cluster program's
+    # workspace from `plan` (the drill ran every stack in a backend of its own, removed with it).
+    for program in ("cluster",):
         ws = state / "stacks" / program
         assert yaml.safe_load((ws / "Pulumi.yaml").read_text())["runtime"]["options"] == {"virtualenv": str(venv)}
         assert (ws / "__main__.py").read_text() == (site / "rebuild" / "programs" / program / "__main__.py").read_text()
