@@ -14,7 +14,9 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 STALE_TMP_SECONDS = 2.0  # a backend .tmp older than this belongs to no write in progress
 
@@ -70,15 +72,21 @@ def repair_state_files(backend_dir: Path, project: str, stack_name: str) -> list
     return fixed
 
 
-def lock_holders(backend_dir: Path, project: str, stack_name: str) -> list[str]:
-    """Who holds the stack's lock, as people read it: pid, host, since when, still running or not."""
-    out = []
+def _locks(backend_dir: Path, project: str, stack_name: str) -> Iterator[tuple[Path, dict[str, Any], int]]:
+    """Each readable lock file of the stack with its content and pid (unreadable ones skipped)."""
     for lock in sorted(locks_dir(backend_dir, project, stack_name).glob("*.json")):
         try:
             info = json.loads(lock.read_text())
             pid = int(info.get("pid", 0))
-        except (OSError, ValueError, TypeError):
+        except (OSError, ValueError, TypeError, AttributeError):
             continue
+        yield lock, info, pid
+
+
+def lock_holders(backend_dir: Path, project: str, stack_name: str) -> list[str]:
+    """Who holds the stack's lock, as people read it: pid, host, since when, still running or not."""
+    out = []
+    for lock, info, pid in _locks(backend_dir, project, stack_name):
         host = str(info.get("hostname", "?"))
         here = host == socket.gethostname()
         state = ("still running" if pid_alive(pid) else "no longer running") if here else "on another host"
@@ -93,12 +101,7 @@ def remove_dead_locks(backend_dir: Path, project: str, stack_name: str) -> list[
     update: retry).
     """
     removed = []
-    for lock in sorted(locks_dir(backend_dir, project, stack_name).glob("*.json")):
-        try:
-            info = json.loads(lock.read_text())
-            pid = int(info.get("pid", 0))
-        except (OSError, ValueError, TypeError):
-            continue
+    for lock, info, pid in _locks(backend_dir, project, stack_name):
         if info.get("hostname") != socket.gethostname() or pid <= 0 or pid_alive(pid):
             continue
         lock.unlink(missing_ok=True)
