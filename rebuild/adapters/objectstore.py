@@ -1,25 +1,27 @@
-"""A real S3-compatible object store on 127.0.0.1 (SeaweedFS), for a non-file Pulumi backend.
+"""A real S3 server on 127.0.0.1 (S3Proxy), for a non-file Pulumi backend.
 
 Why it exists: rebuild keeps Pulumi state in a file backend under its state dir by default,
 but any backend URL can be configured, and "the state survives the loss of the state dir"
-is only proven against a real object store. SeaweedFS (Apache-2.0) is one Go binary built by
-the toolchain; ``weed server`` runs master, volume server, filer and S3 gateway in one process.
-docs/toolchain.md ("seaweedfs: an S3 backend for Pulumi on 127.0.0.1") has the measurements
-behind every flag used here.
+is only proven against a real object store. S3Proxy (org.gaul:s3proxy, Apache-2.0) is a
+production S3 server (Jetty) in front of jclouds' ``filesystem`` provider: buckets are
+folders and objects files under ``<data dir>/data``. It is one jar from Maven Central that the
+toolchain downloads in about a second (SeaweedFS, which this replaced, took ~17 min to build
+cold); it needs Java >= 17. docs/toolchain.md ("s3proxy: an S3 backend for Pulumi on
+127.0.0.1") has the measurements behind the choices here.
 
-- Every listener is on 127.0.0.1, each on a port picked free here (eight TCP listeners, no
-  UDP); the Iceberg and Lance catalog ports (fixed by default) are off, and so is the
-  anonymous usage report. Logs go to ``<data dir>/weed.log``, not to glog files in /tmp.
-- The S3 admin identity (access key and secret) reaches the server through its environment
-  only, never argv (``/proc/<pid>/cmdline`` is world-readable); the record written beside the
-  data (``objectstore.json``, 0600) holds ports and the process, not the keys.
-- The bucket is created with ``weed shell`` reading ``s3.bucket.create`` on stdin; ``start``
-  returns once a signed S3 ListObjectsV2 on it answers 200 (the gateway knows the bucket and
-  accepts the keys), so the first Pulumi call cannot race the setup.
-- ``stop``: SIGTERM stops the volume server and filer (their data is flushed), but the master
-  and S3 gateway ignore it, so once the filer's and volume server's listeners are closed (or
-  after a grace period) the process gets SIGKILL, and the one file SIGKILL leaves behind, the
-  master's ``/tmp/seaweedfs-master-grpc-<port>.sock``, is removed.
+- One listener, ``s3proxy.endpoint`` on 127.0.0.1 and a port picked free here.
+- The keys: S3Proxy reads them from its properties file only (no environment variable; a
+  ``-D`` system property would put them in argv, and ``/proc/<pid>/cmdline`` is
+  world-readable). The file, ``<data dir>/s3proxy.properties``, is created 0600 and deleted as
+  soon as the server answers (it has read it by then), so the keys are on disk for about two
+  seconds and never in argv or in the record (``objectstore.json``, 0600: port and process).
+- JVM flags (:data:`JVM_FLAGS`) make a small server start fast on 2 busy cores and leave
+  nothing in /tmp (no hsperfdata file, ``java.io.tmpdir`` inside the data dir).
+- The bucket is created with a signed S3 PUT Bucket (an existing one is kept: S3Proxy answers
+  409 BucketAlreadyOwnedByYou); ``start`` returns once a signed ListObjectsV2 on it answers 200,
+  so the first Pulumi call cannot race the setup.
+- ``stop``: SIGTERM (the JVM's shutdown hook stops Jetty; measured well under a second), SIGKILL
+  after a grace period, then wait until the port is closed.
 
 ``list_keys``/``get`` read objects through the S3 API with the same keys (AWS Signature V4,
 stdlib only): tests use them to check what Pulumi wrote.
@@ -33,9 +35,7 @@ import hashlib
 import hmac
 import os
 import secrets
-import signal
 import socket
-import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -47,85 +47,84 @@ from types import TracebackType
 
 from rebuild.adapters import process
 from rebuild.adapters.process import ProcRecord
-from rebuild.core.errors import StackError
-from rebuild.toolchain.tools import Toolchain
+from rebuild.core.errors import StackError, ToolchainError
+from rebuild.toolchain.recipes import S3PROXY_JAR
+from rebuild.toolchain.tools import JAVA_FIX, Toolchain, check_java
 
 HOST = "127.0.0.1"
 REGION = "us-east-1"
 RECORD = "objectstore.json"
+PROPERTIES = "s3proxy.properties"
+LOG = "s3proxy.log"
 _S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+
+# Measured on 2 cores while a Go build used them (docs/toolchain.md): start 2.7 s without flags,
+# 1.8 s with these. -XX:+UseSerialGC was tried and left out: no faster, 30 MiB more RSS than G1.
+JVM_FLAGS = (
+    "-Xmx256m",  # a bound instead of a quarter of the RAM: Pulumi checkpoints are small
+    "-XX:TieredStopAtLevel=1",  # C1 only: the whole start-up gain (3.0 s -> 1.8 s); C2's peak never matters here
+    "-XX:-UsePerfData",  # no /tmp/hsperfdata_<user>/<pid> (SIGKILL would leave it behind)
+    "-XX:+ExitOnOutOfMemoryError",  # fail loudly (the log names it) rather than limp on
+)
 
 
 class ObjectStoreError(StackError):
     """The object store (a Pulumi backend) could not be started, reached or read."""
 
 
-@dataclass(frozen=True)
-class Ports:
-    """The eight TCP listeners of one ``weed server``."""
-
-    master: int
-    master_grpc: int
-    volume: int
-    volume_grpc: int
-    filer: int
-    filer_grpc: int
-    s3: int
-    s3_grpc: int
-
-    @classmethod
-    def pick(cls) -> Ports:
-        taken: set[int] = set()
-        for _ in range(8):
-            taken.add(process.free_port(taken))
-        return cls(*sorted(taken))
-
-    def all(self) -> list[int]:
-        return [self.master, self.master_grpc, self.volume, self.volume_grpc, self.filer, self.filer_grpc, self.s3, self.s3_grpc]
-
-    def grpc(self) -> dict[str, int]:
-        return {"master": self.master_grpc, "volume": self.volume_grpc, "filer": self.filer_grpc, "s3": self.s3_grpc}
+def _prop(value: str) -> str:
+    """A value escaped for java.util.Properties (backslashes, line breaks, a leading space and
+    characters outside Latin-1, which the format reads as ``\\uXXXX``)."""
+    out = value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+    if out.startswith(" "):
+        out = "\\" + out
+    return "".join(c if ord(c) < 0x80 else f"\\u{ord(c):04x}" for c in out)
 
 
-def server_argv(weed: Path, data_dir: Path, ports: Ports) -> list[str]:
-    """``weed server`` with every listener named on 127.0.0.1 (docs/toolchain.md); no secret in it."""
+def properties(data_dir: Path, port: int, access_key: str, secret_key: str) -> str:
+    """S3Proxy's configuration: the S3 side (endpoint, SigV2/V4 auth with these keys) and the
+    jclouds side (the filesystem provider under ``<data dir>/data``)."""
+    lines = {
+        "s3proxy.endpoint": f"http://{HOST}:{port}",
+        "s3proxy.authorization": "aws-v2-or-v4",
+        "s3proxy.identity": access_key,
+        "s3proxy.credential": secret_key,
+        "jclouds.provider": "filesystem",
+        "jclouds.filesystem.basedir": str(data_dir / "data"),
+    }
+    return "".join(f"{k}={_prop(v)}\n" for k, v in lines.items())
+
+
+def server_argv(java: Path, jar: Path, data_dir: Path) -> list[str]:
+    """``java ... -jar s3proxy.jar --properties <file>``; no secret in it."""
     return [
-        str(weed),
-        "-logtostderr",  # glog would otherwise write weed.* files into /tmp
-        "server",
-        f"-dir={data_dir / 'data'}",
-        f"-ip={HOST}",
-        f"-ip.bind={HOST}",
-        f"-master.port={ports.master}",
-        f"-master.port.grpc={ports.master_grpc}",
-        f"-volume.port={ports.volume}",
-        f"-volume.port.grpc={ports.volume_grpc}",
-        "-filer",
-        f"-filer.port={ports.filer}",
-        f"-filer.port.grpc={ports.filer_grpc}",
-        "-s3",
-        f"-s3.port={ports.s3}",
-        f"-s3.port.grpc={ports.s3_grpc}",
-        "-s3.port.iceberg=0",
-        "-s3.port.lance=0",
-        "-master.telemetry=false",
-        "-master.volumeSizeLimitMB=64",
-        "-volume.max=8",
-        "-volume.preStopSeconds=0",
-        f"-filer.localSocket={data_dir / 'filer.sock'}",
-        f"-s3.localSocket={data_dir / 's3.sock'}",
+        str(java),
+        *JVM_FLAGS,
+        f"-Djava.io.tmpdir={data_dir / 'tmp'}",  # Jetty's and jclouds' temporary files stay in the data dir
+        "-jar",
+        str(jar),
+        "--properties",
+        str(data_dir / PROPERTIES),
     ]
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create ``path`` 0600 from the start (never briefly world-readable, never an old file's mode)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 @dataclass
 class ObjectStore:
-    """One running ``weed server`` holding one bucket; everything lives under ``data_dir``."""
+    """One running S3Proxy holding one bucket; everything lives under ``data_dir``."""
 
     data_dir: Path
     bucket: str
     access_key: str
     secret_key: str
-    ports: Ports
+    port: int
     proc: ProcRecord
 
     # ------------------------------------------------------------------ lifecycle
@@ -146,29 +145,43 @@ class ObjectStore:
         Keys default to fresh random ones. On any failure the server is stopped before the
         error is raised: nothing is left running."""
         tc = toolchain or Toolchain()
-        weed = tc.binary("seaweedfs", "weed")
+        jar = tc.binary("s3proxy", S3PROXY_JAR)
+        try:
+            java = check_java()
+        except ToolchainError as exc:
+            raise ObjectStoreError(exc.message, fix=JAVA_FIX) from exc
         data_dir = Path(data_dir).resolve()
         (data_dir / "data").mkdir(parents=True, exist_ok=True)
+        (data_dir / "tmp").mkdir(exist_ok=True)
         access_key = access_key or "rebuild" + secrets.token_hex(6)
         secret_key = secret_key or secrets.token_urlsafe(30)
-        ports = Ports.pick()
-        env = process.inherited_env({"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key})
-        rec = process.spawn("weed", server_argv(weed, data_dir, ports), log=data_dir / "weed.log", env=env, cwd=data_dir)
-        store = cls(data_dir, bucket, access_key, secret_key, ports, rec)
-        process.save_record(data_dir / RECORD, {"process": rec.to_dict(), "ports": ports.all(), "bucket": bucket})
+        port = process.free_port()
+        _write_private(data_dir / PROPERTIES, properties(data_dir, port, access_key, secret_key))
         try:
-            store._create_bucket(weed, time.monotonic() + timeout)
-            store._wait_s3(time.monotonic() + timeout)
+            rec = process.spawn("s3proxy", server_argv(java, jar, data_dir), log=data_dir / LOG, cwd=data_dir)
+        except OSError as exc:
+            (data_dir / PROPERTIES).unlink(missing_ok=True)
+            raise ObjectStoreError(f"could not run {java}: {exc}", fix=JAVA_FIX) from exc
+        store = cls(data_dir, bucket, access_key, secret_key, port, rec)
+        process.save_record(data_dir / RECORD, {"process": rec.to_dict(), "port": port, "bucket": bucket})
+        try:
+            deadline = time.monotonic() + timeout
+            store._create_bucket(deadline)
+            store._wait_s3(deadline)
         except BaseException:
             store.stop()
             raise
+        finally:
+            # Read once at start-up: from here on the keys live only in the JVM and in this object.
+            (data_dir / PROPERTIES).unlink(missing_ok=True)
         return store
 
     def stop(self, grace: float = 15.0) -> bool:
-        """Stop the server and remove its stale sockets; True if it needed SIGKILL. Idempotent."""
-        killed = stop_process(self.proc, self.ports, grace)
-        with contextlib.suppress(OSError):
-            (self.data_dir / RECORD).unlink()
+        """Stop the server; True if it needed SIGKILL. Idempotent."""
+        killed = stop_process(self.proc, self.port, grace)
+        for name in (RECORD, PROPERTIES):
+            with contextlib.suppress(OSError):
+                (self.data_dir / name).unlink()
         return killed
 
     def __enter__(self) -> ObjectStore:
@@ -184,7 +197,7 @@ class ObjectStore:
 
     @property
     def endpoint(self) -> str:
-        return f"http://{HOST}:{self.ports.s3}"
+        return f"http://{HOST}:{self.port}"
 
     @property
     def s3_url(self) -> str:
@@ -234,34 +247,27 @@ class ObjectStore:
 
     # ------------------------------------------------------------------ internals
 
-    def _create_bucket(self, weed: Path, deadline: float) -> None:
-        """``s3.bucket.create`` then ``s3.bucket.list`` through ``weed shell`` on stdin, retried while
-        the master and filer come up (an existing bucket is kept). The shell needs
-        ``host:port.grpcPort`` (with the HTTP port alone it guesses gRPC = HTTP + 10000)."""
-        argv = [str(weed), "-logtostderr", "shell", f"-master={HOST}:{self.ports.master}.{self.ports.master_grpc}"]
-        script = f"s3.bucket.create -name {self.bucket}\ns3.bucket.list\nexit\n"
+    def _create_bucket(self, deadline: float) -> None:
+        """Signed PUT Bucket, retried while the JVM starts (connection refused). 200 creates it,
+        409 BucketAlreadyOwnedByYou means a restart on the same data: both are fine."""
         last = ""
         while time.monotonic() < deadline:
             self._check_alive()
             try:
-                out = subprocess.run(
-                    argv,
-                    input=script,
-                    env=process.inherited_env(),
-                    cwd=self.data_dir,
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
-                    check=False,
-                )
-            except subprocess.TimeoutExpired:
-                last = "weed shell timed out after 60s"
+                status, body = self._s3("PUT", f"/{self.bucket}")
+            except ObjectStoreError as exc:
+                last = exc.message
+                time.sleep(0.1)
                 continue
-            last = (out.stdout + out.stderr).strip()
-            if any(line.split()[:1] == [self.bucket] for line in out.stdout.splitlines()):
+            if status == 200 or (status == 409 and b"BucketAlreadyOwnedByYou" in body):
                 return
-            time.sleep(0.5)
-        raise ObjectStoreError(f"could not create bucket {self.bucket}: {last[-500:]}", fix=f"read {self.log}")
+            raise ObjectStoreError(
+                f"S3 on {self.endpoint} refused to create bucket {self.bucket}: HTTP {status}: {body[:300]!r}",
+                fix=f"read {self.log}",
+            )
+        raise ObjectStoreError(
+            f"S3Proxy did not answer on {self.endpoint} within the start timeout: {last}", fix=f"read {self.log}"
+        )
 
     def _wait_s3(self, deadline: float) -> None:
         last = ""
@@ -274,12 +280,15 @@ class ObjectStore:
                 last = f"HTTP {status}: {body[:200]!r}"
             except ObjectStoreError as exc:
                 last = exc.message
-            time.sleep(0.25)
+            time.sleep(0.1)
         raise ObjectStoreError(f"S3 on {self.endpoint} did not list bucket {self.bucket}: {last}", fix=f"read {self.log}")
 
     def _check_alive(self) -> None:
         if not process.alive(self.proc):
-            raise ObjectStoreError(f"weed server exited during start:\n{process.tail(self.proc.log)}", fix=f"read {self.log}")
+            raise ObjectStoreError(
+                f"S3Proxy exited during start:\n{process.tail(self.proc.log)}",
+                fix=f"read {self.log} (an UnsupportedClassVersionError means Java < 17: {JAVA_FIX})",
+            )
 
     def _s3(self, method: str, path: str, query: dict[str, str] | None = None) -> tuple[int, bytes]:
         """One S3 request signed with AWS Signature V4 (empty body)."""
@@ -334,30 +343,14 @@ def _listening(port: int) -> bool:
         return s.connect_ex((HOST, port)) == 0
 
 
-def stop_process(rec: ProcRecord, ports: Ports, grace: float = 15.0) -> bool:
-    """SIGTERM; once the filer and volume server have closed their listeners (their data is
-    flushed) or ``grace`` seconds passed, SIGKILL (the master and S3 gateway ignore SIGTERM).
-    Then delete the gRPC unix sockets of these ports left in /tmp. True if SIGKILL was sent."""
-    killed = False
-    if process.alive(rec):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(rec.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and process.alive(rec):
-            if not _listening(ports.filer) and not _listening(ports.volume):
-                break
-            time.sleep(0.2)
-        # process.stop: SIGTERM again (harmless), SIGKILL after a short wait, then wait for the exit.
-        killed = process.stop(rec, timeout=0.5)
-    # A killed Go process shows as a zombie while its other threads still exit and close their
-    # sockets: wait for the listeners to go, so a caller may reuse the ports (or count them).
+def stop_process(rec: ProcRecord, port: int, grace: float = 15.0) -> bool:
+    """SIGTERM (Jetty stops in its shutdown hook), SIGKILL after ``grace`` seconds, then wait
+    for the port to close so a caller may reuse it. True if SIGKILL was sent."""
+    killed = process.stop(rec, timeout=grace)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_listening(p) for p in ports.all()):
+    while time.monotonic() < deadline and _listening(port):
         process.alive(rec)  # reaps it once it is gone
         time.sleep(0.1)
-    for component, port in ports.grpc().items():
-        with contextlib.suppress(OSError):
-            Path(f"/tmp/seaweedfs-{component}-grpc-{port}.sock").unlink()
     return killed
 
 
@@ -368,7 +361,8 @@ def stop_recorded(data_dir: Path, grace: float = 15.0) -> bool:
     if not data.get("process"):
         return False
     rec = ProcRecord.from_dict(data["process"])
-    killed = stop_process(rec, Ports(*[int(p) for p in data["ports"]]), grace)
-    with contextlib.suppress(OSError):
-        (Path(data_dir) / RECORD).unlink()
+    killed = stop_process(rec, int(data["port"]), grace)
+    for name in (RECORD, PROPERTIES):
+        with contextlib.suppress(OSError):
+            (Path(data_dir) / name).unlink()
     return killed

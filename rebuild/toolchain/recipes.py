@@ -1,8 +1,9 @@
 """How each pinned tool is built from its Go module: the wrapper-module build and one recipe per tool.
 
-Why this exists: the machines rebuild runs on reach the Go module proxy but no release download
-site, so kube-apiserver, etcd, kwok, the Pulumi engine and plugins, Flux's controllers, Gitea ...
-are built here. Each build goes through a small generated *wrapper module* (``go install pkg@v``
+Why this exists: the machines rebuild runs on reach the Go module proxy (and Maven Central) but
+no GitHub release download, so kube-apiserver, etcd, kwok, the Pulumi engine and plugins, Flux's
+controllers, Gitea ... are built here; S3Proxy, a Java jar, is downloaded (:func:`download`,
+sha256-pinned). Each build goes through a small generated *wrapper module* (``go install pkg@v``
 refuses modules with ``replace`` directives) into a staging folder that :mod:`.tools` renames into
 place once whole. :data:`RECIPES` lists them in install order.
 """
@@ -10,11 +11,15 @@ place once whole. :data:`RECIPES` lists them in install order.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -443,8 +448,7 @@ def _go_module_recipe(
 
 
 # sops's version is a plain variable in its source ("3.13.3"); nothing to set. pulumi-yaml's
-# releases set the tag (what `GetPluginInfo` reports to the engine). SeaweedFS prints its own
-# release number plus COMMIT: the pseudo-version's commit, so `weed version` names the source.
+# releases set the tag (what `GetPluginInfo` reports to the engine).
 _build_sops = _go_module_recipe("github.com/getsops/sops/v3", ("github.com/getsops/sops/v3/cmd/sops",))
 _build_age = _go_module_recipe("filippo.io/age", ("filippo.io/age/cmd/age", "filippo.io/age/cmd/age-keygen"))
 _build_pulumi_yaml = _go_module_recipe(
@@ -452,11 +456,74 @@ _build_pulumi_yaml = _go_module_recipe(
     ("github.com/pulumi/pulumi-yaml/cmd/pulumi-language-yaml",),
     lambda v: f"-X github.com/pulumi/pulumi-yaml/pkg/version.Version={v}",
 )
-_build_seaweedfs = _go_module_recipe(
-    "github.com/seaweedfs/seaweedfs",
-    ("github.com/seaweedfs/seaweedfs/weed",),
-    lambda v: f"-X github.com/seaweedfs/seaweedfs/weed/util/version.COMMIT={v.rsplit('-', 1)[-1]}",
-)
+
+
+MAVEN_CENTRAL = "https://repo1.maven.org/maven2"
+S3PROXY_JAR = "s3proxy.jar"
+_DOWNLOAD_ATTEMPTS = 3
+
+
+def maven_url(group: str, artifact: str, version: str, classifier: str = "") -> str:
+    """A jar's URL in a Maven repository layout: Central, or the mirror named by
+    ``REBUILD_MAVEN_REPO`` (an Artifactory/Nexus proxy of Central; the pinned sha256 still applies)."""
+    base = os.environ.get("REBUILD_MAVEN_REPO", MAVEN_CENTRAL).rstrip("/")
+    name = f"{artifact}-{version}" + (f"-{classifier}" if classifier else "")
+    return f"{base}/{group.replace('.', '/')}/{artifact}/{version}/{name}.jar"
+
+
+def download(b: Build, url: str, dest: Path, sha256: str) -> None:
+    """Fetch ``url`` into ``dest`` (streamed, hashed on the way), keep it only if its sha256 is
+    the pinned one. Network errors and 5xx are retried (bounded, one log line per attempt); a
+    4xx or a wrong digest is not: retrying cannot heal a bad pin or a missing version."""
+    part = dest.with_name(dest.name + ".part")
+    last = ""
+    for attempt in range(1, _DOWNLOAD_ATTEMPTS + 1):
+        digest = hashlib.sha256()
+        try:
+            with urllib.request.urlopen(url, timeout=60) as resp, part.open("wb") as out:
+                while chunk := resp.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+            break
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500:
+                raise ToolchainError(
+                    f"downloading {b.name} {b.version} from {url}: HTTP {exc.code}",
+                    fix="check the version in rebuild/versions.toml and REBUILD_MAVEN_REPO (unset means Maven Central)",
+                ) from exc
+            last = f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(getattr(exc, "reason", exc))
+        part.unlink(missing_ok=True)
+        if attempt < _DOWNLOAD_ATTEMPTS:
+            b.progress(
+                f"{b.name} {b.version}: download attempt #{attempt}/{_DOWNLOAD_ATTEMPTS} failed; will retry: GET {url} -> {last}"
+            )
+            time.sleep(2 * attempt)
+    else:
+        raise ToolchainError(
+            f"downloading {b.name} {b.version} from {url} failed {_DOWNLOAD_ATTEMPTS} times: {last}",
+            fix="check that Maven Central (or the mirror in REBUILD_MAVEN_REPO) is reachable from this machine",
+        )
+    if digest.hexdigest() != sha256:
+        part.unlink(missing_ok=True)
+        raise ToolchainError(
+            f"{b.name} {b.version} from {url} has sha256 {digest.hexdigest()}, rebuild/versions.toml pins {sha256}",
+            fix="a mirror or proxy changed the file: fetch it from Maven Central, or re-pin only after checking its .sha1 there",
+        )
+    part.rename(dest)
+    b.dir.mkdir(parents=True, exist_ok=True)
+    with b.log.open("a", encoding="utf-8") as log:  # the log the install names, as for a build
+        log.write(f"GET {url}\n-> {dest.stat().st_size} bytes, sha256 {sha256} (pinned) -> {dest}\n")
+
+
+def _fetch_s3proxy(b: Build) -> None:
+    """S3Proxy is a Java program: nothing to build, one self-contained jar (Jetty, jclouds and
+    their dependencies shaded in) from Maven Central, checked against the pinned sha256."""
+    url = maven_url("org.gaul", "s3proxy", b.version, "jar-with-dependencies")
+    b.progress(f"s3proxy {b.version}: downloading {url}")
+    download(b, url, b.stage / "bin" / S3PROXY_JAR, b.pins["sha256"])
+    (b.stage / "bin" / S3PROXY_JAR).chmod(0o644)
 
 
 @dataclass(frozen=True)
@@ -503,9 +570,9 @@ RECIPES: tuple[Recipe, ...] = (
         pulumi_plugins=("pulumi-language-yaml",),
     ),
     Recipe(
-        "seaweedfs",
-        ("weed",),
-        _build_seaweedfs,
-        note="S3-compatible store for a real Pulumi backend on 127.0.0.1 (docs/toolchain.md)",
+        "s3proxy",
+        (S3PROXY_JAR,),
+        _fetch_s3proxy,
+        note="S3 server (a jar, run with Java >= 17) for a real Pulumi backend on 127.0.0.1 (docs/toolchain.md)",
     ),
 )

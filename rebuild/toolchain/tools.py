@@ -1,8 +1,9 @@
 """The pinned external programs rebuild drives: which an install builds, building them, their state.
 
 Why this exists: the machines rebuild is developed and tested on reach the Go module proxy
-but no release download site, so kube-apiserver, etcd, kwok, the Pulumi engine, its Python
-language host and the Kubernetes provider are built here from their Go modules
+but no GitHub release download, so kube-apiserver, etcd, kwok, the Pulumi engine, its Python
+language host and the Kubernetes provider are built here from their Go modules (S3Proxy, a
+Java jar, is downloaded from Maven Central and needs Java >= 17: :func:`check_java`)
 (:mod:`rebuild.toolchain.recipes`) into ``$REBUILD_CACHE/tools/<name>/<version>/``
 (:mod:`rebuild.toolchain.registry`); a finished tool is marked by a stamp file and never
 rebuilt, so a warm ``install`` is a few stat calls. ``doctor`` reads :meth:`Toolchain.status`.
@@ -17,6 +18,8 @@ import contextlib
 import datetime as _dt
 import fcntl
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +35,13 @@ from rebuild.toolchain.registry import STAMP, ToolPaths
 # Disk a cold build needs: Go's module and build caches plus the binaries (measured ~9 GB).
 MIN_FREE_BYTES = 6 * 1024**3
 
+# S3Proxy 4.x is compiled for Java 17 (class file 61); an older JVM fails with UnsupportedClassVersionError.
+JAVA_MIN = 17
+JAVA_FIX = (
+    f"install Java >= {JAVA_MIN} (Debian/Ubuntu: `apt-get install openjdk-17-jre-headless`) "
+    "and put `java` on PATH or set JAVA_HOME"
+)
+
 
 @dataclass(frozen=True)
 class ToolStatus:
@@ -44,6 +54,51 @@ class ToolStatus:
     # missing one is not an error: a plain install never builds them.
     optional: bool = False
     tool: str = ""  # the versions.toml / recipe name, when it differs from the binary's
+
+
+@dataclass(frozen=True)
+class Java:
+    """The JVM that runs S3Proxy: ``$JAVA_HOME/bin/java``, else ``java`` on PATH."""
+
+    path: Path | None
+    version: str  # as `java -version` prints it ("17.0.15"); "" when unknown
+    problem: str  # "" when usable
+
+    @property
+    def ok(self) -> bool:
+        return self.path is not None and not self.problem
+
+
+def find_java() -> Java:
+    """Locate Java and read its version (one `java -version`, ~0.1 s); never raises."""
+    home = os.environ.get("JAVA_HOME")
+    found = Path(home) / "bin" / "java" if home and (Path(home) / "bin" / "java").exists() else None
+    if found is None:
+        which = shutil.which("java")
+        found = Path(which) if which else None
+    if found is None:
+        return Java(None, "", "no `java` on PATH (and JAVA_HOME unset or without bin/java)")
+    try:
+        out = subprocess.run([str(found), "-version"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Java(found, "", f"`{found} -version` failed: {exc}")
+    m = re.search(r'version "([^"]+)"', out.stderr + out.stdout)
+    if not m:
+        return Java(found, "", f"`{found} -version` printed no version: {(out.stderr + out.stdout).strip()[-200:]}")
+    version = m.group(1)
+    lead = re.match(r"(?:1\.)?(\d+)", version)  # "1.8.0_392" is Java 8, "17.0.15" Java 17
+    major = int(lead.group(1)) if lead else 0
+    if major < JAVA_MIN:
+        return Java(found, version, f"{found} is Java {version}; S3Proxy needs Java >= {JAVA_MIN}")
+    return Java(found, version, "")
+
+
+def check_java() -> Path:
+    """The java executable S3Proxy runs on, or ToolchainError naming what is wrong and the fix."""
+    java = find_java()
+    if not java.ok or java.path is None:
+        raise ToolchainError(f"s3proxy (the tests' S3 backend) needs Java: {java.problem}", fix=JAVA_FIX)
+    return java.path
 
 
 @dataclass
@@ -111,6 +166,10 @@ class Toolchain(ToolPaths):
                 out.append(
                     ToolStatus(spec.name, version, self.tool_dir(spec.name), self.installed(spec.name), spec.note, opt, spec.name)
                 )
+            if spec.name == "s3proxy":  # a prerequisite, not something install provides
+                java = find_java()
+                detail = "runs s3proxy" if java.ok else f"runs s3proxy: {java.problem}; fix: {JAVA_FIX}"
+                out.append(ToolStatus("java", java.version or "-", java.path or Path("java"), java.ok, detail, opt, spec.name))
         plugin = self.plugin_dir()
         out.append(
             ToolStatus(
@@ -185,6 +244,8 @@ def install(tc: Toolchain | None = None, progress: Progress = _default_progress,
         _bundle_language_host(tc)
         return []
     check_prerequisites(tc.root)
+    if any(r.name == "s3proxy" for r in todo):
+        check_java()  # the jar downloads without it, but nothing could run it
     built: list[str] = []
     with _install_lock(tc.root, progress):
         for recipe in todo:

@@ -1,14 +1,15 @@
-"""A real S3 backend for Pulumi: SeaweedFS on 127.0.0.1 (rebuild/adapters/objectstore.py) and the
+"""A real S3 backend for Pulumi: S3Proxy on 127.0.0.1 (rebuild/adapters/objectstore.py) and the
 pinned pulumi CLI with a Pulumi YAML program (the YAML language host from the toolchain).
 
 The state object must be in the bucket, survive a stop and restart of the store, and be gone
-after ``destroy`` + ``stack rm``; the keys never appear in an argv; when the store is stopped no
-process, listener or /tmp socket of it is left."""
+after ``destroy`` + ``stack rm``; the keys never appear in an argv, an environment or a file
+left on disk; when the store is stopped no process, listener, record or /tmp file of it is left."""
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from rebuild.adapters import process
-from rebuild.adapters.objectstore import ObjectStore, ObjectStoreError
+from rebuild.adapters.objectstore import PROPERTIES, RECORD, ObjectStore, ObjectStoreError
 from tests.procs import pid_alive, processes_naming
 
 pytestmark = pytest.mark.integration
@@ -29,7 +30,7 @@ config:
   greeting: {type: string, default: hello from s3}
 outputs:
   greeting: ${greeting}
-  where: seaweedfs
+  where: s3proxy
 """
 STATE_KEY = ".pulumi/stacks/s3-smoke/dev.json"
 
@@ -74,24 +75,33 @@ def pulumi(tc: Any, env: dict[str, str], cwd: Path, *args: str) -> subprocess.Co
     return out
 
 
-def test_pulumi_state_in_seaweedfs(tmp_path: Path, toolchain: Any) -> None:
+def _tmp_entries() -> set[str]:
+    return set(os.listdir("/tmp"))
+
+
+def test_pulumi_state_in_s3proxy(tmp_path: Path, toolchain: Any) -> None:
     tc = toolchain
     data = tmp_path / "store"
     project = tmp_path / "s3-smoke"
     project.mkdir()
     (project / "Pulumi.yaml").write_text(PROGRAM)
     seen: list[tuple[ObjectStore, int]] = []
+    tmp_before = _tmp_entries()
 
     store = ObjectStore.start(data, "pulumi-state", toolchain=tc)
     seen.append((store, store.proc.pid))
     try:
-        # the keys are in the server's environment, never in its argv
-        cmdline = Path(f"/proc/{store.proc.pid}/cmdline").read_bytes().decode()
-        assert store.secret_key not in cmdline and store.access_key not in cmdline
-        assert f"AWS_SECRET_ACCESS_KEY={store.secret_key}".encode() in Path(f"/proc/{store.proc.pid}/environ").read_bytes()
-        # eight listeners, all on 127.0.0.1 (0100007F in /proc/net/tcp)
-        listeners = tcp_listeners(store.ports.all())
-        assert sorted(listeners) == sorted(store.ports.all()) and set(listeners.values()) == {"0100007F"}, listeners
+        # the keys are in neither the server's argv nor its environment; the properties file that
+        # carried them is gone once the server answers, and the record (0600) holds none of them
+        proc = Path(f"/proc/{store.proc.pid}")
+        for f in ("cmdline", "environ"):
+            raw = (proc / f).read_bytes()
+            assert store.secret_key.encode() not in raw and store.access_key.encode() not in raw, f
+        assert not (data / PROPERTIES).exists()
+        record = data / RECORD
+        assert stat.S_IMODE(record.stat().st_mode) == 0o600 and store.secret_key not in record.read_text()
+        # one listener, on 127.0.0.1 (0100007F in /proc/net/tcp)
+        assert tcp_listeners([store.port]) == {store.port: "0100007F"}
         assert store.s3_url.startswith("s3://pulumi-state?endpoint=http://127.0.0.1:") and "use_path_style=true" in store.s3_url
         assert store.list_keys() == []
         with pytest.raises(ObjectStoreError, match="HTTP 404"):
@@ -102,7 +112,7 @@ def test_pulumi_state_in_seaweedfs(tmp_path: Path, toolchain: Any) -> None:
         up = pulumi(tc, env, project, "up", "--yes", "--skip-preview", "--stack", "dev")
         assert "from $PATH" not in up.stdout + up.stderr  # the YAML host comes from beside pulumi
         out = json.loads(pulumi(tc, env, project, "stack", "output", "--json", "--stack", "dev").stdout)
-        assert out == {"greeting": "hello from s3", "where": "seaweedfs"}
+        assert out == {"greeting": "hello from s3", "where": "s3proxy"}
 
         assert STATE_KEY in store.list_keys(".pulumi/")
         state = json.loads(store.get(STATE_KEY))
@@ -110,11 +120,11 @@ def test_pulumi_state_in_seaweedfs(tmp_path: Path, toolchain: Any) -> None:
         assert root["type"] == "pulumi:pulumi:Stack" and root["outputs"]["greeting"] == "hello from s3"
         assert not store.list_keys(".pulumi/locks/"), "the update left its lock behind"
 
-        # stop (SIGTERM, SIGKILL once the filer and volume server are down) and start again on the
-        # same data: the state is still there, behind another set of ports
+        # stop (SIGTERM: Jetty's shutdown hook) and start again on the same data: the state is
+        # still there, behind another port, and the existing bucket is kept
         first = store
-        first.stop()
-        assert not first.alive() and not tcp_listeners(first.ports.all())
+        assert first.stop() is False, "S3Proxy ignored SIGTERM and needed SIGKILL"
+        assert not first.alive() and not tcp_listeners([first.port])
         store = ObjectStore.start(data, "pulumi-state", first.access_key, first.secret_key, toolchain=tc)
         seen.append((store, store.proc.pid))
         assert STATE_KEY in store.list_keys(".pulumi/stacks/")
@@ -130,13 +140,15 @@ def test_pulumi_state_in_seaweedfs(tmp_path: Path, toolchain: Any) -> None:
             s.stop()
 
     for s, pid in seen:
-        assert not pid_alive(pid), f"weed server {pid} still runs"
-        assert not tcp_listeners(s.ports.all()), "a listener of the object store is left"
-        for component, port in s.ports.grpc().items():
-            assert not os.path.exists(f"/tmp/seaweedfs-{component}-grpc-{port}.sock")
-    assert not (data / "objectstore.json").exists()
+        assert not pid_alive(pid), f"S3Proxy {pid} still runs"
+        assert not tcp_listeners([s.port]), "a listener of the object store is left"
+    assert not (data / RECORD).exists() and not (data / PROPERTIES).exists()
     assert processes_naming(tmp_path) == {}, "a process working under the test folder is left"
+    # nothing of the JVM's in /tmp (no hsperfdata, java.io.tmpdir is the data dir's tmp/); other
+    # tests running at the same time may add their own entries, so only JVM-shaped names count
+    new = {n for n in _tmp_entries() - tmp_before if n.startswith(("hsperfdata", "jetty", "jclouds", "s3proxy"))}
+    assert not new, new
     # the keys were never written by pulumi or the store outside its data (the login is PULUMI_BACKEND_URL)
-    for f in (tmp_path / "pulumi-home").rglob("*"):
+    for f in [*(tmp_path / "pulumi-home").rglob("*"), *data.rglob("*")]:
         if f.is_file() and not f.is_symlink():
             assert store.secret_key.encode() not in f.read_bytes(), f

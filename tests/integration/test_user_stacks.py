@@ -4,7 +4,7 @@ disaster, and read back from an object store after the state dir is lost.
 
 Real parts: the rebuild CLI, the Pulumi engine with the Python and YAML language hosts and the
 Kubernetes provider, a local cluster (kube-apiserver, etcd, kwok, Flux controllers) and
-SeaweedFS as the S3 backend. The example's shop Deployments use the PriorityClass
+S3Proxy as the S3 backend. The example's shop Deployments use the PriorityClass
 ``shop-standard`` that cluster-classes makes: without the stack they never become healthy, so
 "converged" proves the stack ran before them.
 """

@@ -72,7 +72,8 @@ def test_install_is_a_no_op_when_everything_is_stamped(tmp_path: Path) -> None:
 def test_status_reports_missing_tools(tmp_path: Path) -> None:
     t = tc.Toolchain(root=tmp_path)
     rows = t.status()
-    assert rows and not any(r.present for r in rows)
+    # java is S3Proxy's prerequisite: a property of the machine, not of this (empty) cache
+    assert rows and not any(r.present for r in rows if r.name != "java")
 
 
 def test_missing_go_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,8 +1,8 @@
 """Optional toolchain entries: which tools an install selects, how doctor reports them, and how
 they are linked and built. Pure logic: nothing is built and no network is used.
 
-No entry of versions.toml is optional today (pulumi-language-yaml and seaweedfs became core with
-issue 12; helm-controller, sops and age with issue 13), so the mechanism is tested with the
+No entry of versions.toml is optional today (pulumi-language-yaml and the S3 backend, now s3proxy,
+became core with issue 12; helm-controller, sops and age with issue 13), so the mechanism is tested with the
 ``as_optional`` fixture, which marks the three that were optional last as optional again."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def test_versions_toml_marks_no_tool_optional() -> None:
     # issue 12: user stacks in Pulumi YAML and the S3 backend tests need these on every install;
     # issue 13: the local provider runs helm-controller, and the SOPS adapter and its tests run
     # sops and age-keygen
-    assert {"pulumi-language-yaml", "seaweedfs", "helm-controller", "sops", "age"} <= set(t.core_tools())
+    assert {"pulumi-language-yaml", "s3proxy", "helm-controller", "sops", "age"} <= set(t.core_tools())
     for name in OPTIONAL:
         assert t.versions[name]["version"].startswith("v"), name
         assert t.install_hint(name) == "rebuild toolchain install"
@@ -64,7 +64,10 @@ def test_pins() -> None:
     # the only helm-controller tags the proxy serves are v1.4.3 and v1.4.0
     assert v["helm-controller"]["version"] == "v1.4.3"
     assert v["pulumi-language-yaml"]["version"] == "v1.25.0"
-    assert v["seaweedfs"]["version"] == "v0.0.0-20261109003541-7506e5f91cd6"
+    # a jar from Maven Central, pinned by sha256 (Central's .sha1 of the same file agrees)
+    assert v["s3proxy"]["version"] == "4.1.0"
+    assert v["s3proxy"]["sha256"] == "a4d025969aaf796616ed4b1e2491d87d455ce84bb28cb9db086b2e6aaa68b48d"
+    assert "seaweedfs" not in v
 
 
 def test_plain_selection_is_the_core_only(as_optional: None) -> None:
@@ -132,7 +135,8 @@ def test_status_marks_optional_rows_and_doctor_ignores_them(tmp_path: Path, as_o
     (t.plugin_dir() / "pulumi-resource-kubernetes").write_text("")
     rows = {r.name: r for r in t.status()}
     assert rows["age-keygen"].optional and rows["age-keygen"].tool == "age" and not rows["age-keygen"].present
-    assert rows["weed"].tool == "seaweedfs" and rows["weed"].version.startswith("v0.0.0-")
+    assert rows["s3proxy.jar"].tool == "s3proxy" and rows["s3proxy.jar"].version == "4.1.0"
+    assert rows["java"].tool == "s3proxy"  # a prerequisite row, present or not depending on the machine
     assert not rows["kube-apiserver"].optional and rows["kube-apiserver"].present
     assert t.install_hint("helm-controller") == "rebuild toolchain install --with helm-controller"
     assert t.install_hint("kwok") == "rebuild toolchain install"
@@ -225,10 +229,10 @@ def test_go_module_recipe_writes_the_wrapper_and_builds_each_package(tmp_path: P
     assert built[0][-1] == "filippo.io/age/cmd/age"
 
 
-def test_version_ldflags_of_pulumi_yaml_and_seaweedfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_version_ldflags_of_pulumi_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     t = tc.Toolchain(root=tmp_path)
     flags: dict[str, str] = {}
-    for name, fn in (("pulumi-language-yaml", rc._build_pulumi_yaml), ("seaweedfs", rc._build_seaweedfs)):
+    for name, fn in (("pulumi-language-yaml", rc._build_pulumi_yaml),):
         b = rc.Build(t, name, lambda _m: None)
         b.dir.mkdir(parents=True)
         gomod = tmp_path / f"{name}.mod"
@@ -240,7 +244,6 @@ def test_version_ldflags_of_pulumi_yaml_and_seaweedfs(tmp_path: Path, monkeypatc
         )
         fn(b)
     assert flags["pulumi-language-yaml"] == "-X github.com/pulumi/pulumi-yaml/pkg/version.Version=v1.25.0"
-    assert flags["seaweedfs"] == "-X github.com/seaweedfs/seaweedfs/weed/util/version.COMMIT=7506e5f91cd6"
 
 
 def test_a_tool_may_pin_a_newer_go_toolchain(tmp_path: Path) -> None:
@@ -280,12 +283,12 @@ DEMO = [
 
 def test_demo_profile_is_what_the_demo_uses_and_nothing_more() -> None:
     """`make demo` builds the local cluster, Pulumi (with its Python and YAML hosts) and Flux's three
-    controllers: no Gitea, no Argo CD manifests, no SeaweedFS, no sops/age (issue 14, item 8)."""
+    controllers: no Gitea, no Argo CD manifests, no S3Proxy, no sops/age (issue 14, item 8)."""
     t = tc.Toolchain(root=Path("/nonexistent"))
     assert t.demo_tools() == DEMO
     assert t.select(only=("demo",)) == DEMO
     assert set(DEMO) < set(t.core_tools())
-    assert "gitea" not in DEMO and "argocd-manifests" not in DEMO and "seaweedfs" not in DEMO
+    assert "gitea" not in DEMO and "argocd-manifests" not in DEMO and "s3proxy" not in DEMO
     assert "sops" not in DEMO and "age" not in DEMO  # Flux decrypts in-cluster; nothing in the demo runs them
     # the word combines with names like any other --only entry, in recipe order
     assert t.select(only=("demo,sops",)) == [r.name for r in rc.RECIPES if r.name in {*DEMO, "sops"}]
