@@ -11,6 +11,7 @@ from rebuild.cli import app
 from rebuild.cli.app import EXIT_FAIL, EXIT_OK, Ctx
 
 if TYPE_CHECKING:
+    from rebuild.desired.helm import HelmPlan
     from rebuild.recover.converge import VerifyReport
 
 
@@ -31,6 +32,16 @@ def _changes_text(changes: dict[str, int]) -> str:
     same = changes.get("same", 0)
     parts = [f"{v} to {k}" for k, v in shown.items()] + ([f"{same} unchanged"] if same else [])
     return ", ".join(parts) or "no resources"
+
+
+def _helm_text(helm: HelmPlan) -> list[str]:
+    """Plan lines for the HelmReleases: one per release, then what keeps one from being installed."""
+    if not helm.releases and not helm.problems:
+        return []
+    lines = [f"helm releases: {len(helm.releases)}"]
+    lines += [f"  {r.describe()}" for r in helm.releases]
+    lines += [f"  problem: {p}" for p in helm.problems]
+    return lines
 
 
 @app.main.command("plan")
@@ -56,6 +67,7 @@ def plan_cmd(obj: Ctx, revision: tuple[str, ...]) -> None:
         lines.append(f"objects: {len(res.desired.objects)}")
         for row in res.desired.inventory():
             lines.append(f"  {row['count']:4d}  {row['kind']:<28} {row['namespace']}")
+        lines += _helm_text(res.helm)
         lines.append("apply order:")
         for row in res.order:
             lines.append(f"  {row['rank']:2d} {row['phase']:<20} {row['count']:4d}  {row['reason']}")

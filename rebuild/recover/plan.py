@@ -3,17 +3,20 @@
 The desired state is loaded and checked exactly as `up` loads it, every stack is previewed in
 DAG order (a stack reading another's outputs, like the platform stack reading the cluster's
 kubeconfig, once those exist), with what would be replaced or deleted called out, and the
-objects are listed in the order they would be applied.
+objects are listed in the order they would be applied. Each Flux HelmRelease is shown as the
+release it stands for (chart, version, source, values and helm-controller's digest of them, see
+:mod:`rebuild.desired.helm`): one object in git, a whole release in the cluster.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rebuild.core.errors import RebuildError
 from rebuild.core.stackspec import StackSpec, topo_order
+from rebuild.desired.helm import HelmPlan, plan_releases
 from rebuild.recover.context import Context
 from rebuild.recover.infra import ResolvedStack, outputs_reader, resolve_stacks, stack_config, user_project
 from rebuild.recover.ordering import apply_order, table
@@ -29,6 +32,7 @@ class PlanResult:
     desired: DesiredState
     order: list[dict[str, Any]]
     previews: list[dict[str, Any]]
+    helm: HelmPlan = field(default_factory=HelmPlan)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -37,6 +41,8 @@ class PlanResult:
             "inventory": self.desired.inventory(),
             "order": self.order,
             "stacks": self.previews,
+            "helm_releases": [r.to_dict() for r in self.helm.releases],
+            "helm_problems": [str(p) for p in self.helm.problems],
         }
 
 
@@ -64,7 +70,7 @@ def plan(ctx: Context, revisions: dict[str, str] | None = None, *, pulumi: Pulum
     previews: list[dict[str, Any]] = []
     for spec in topo_order(ctx.config.stacks):
         previews.append(_preview(ctx, spec, desired, resolved, pulumi, outputs_of))
-    return PlanResult(desired, order, previews)
+    return PlanResult(desired, order, previews, plan_releases(desired.objects))
 
 
 def _preview(
