@@ -183,7 +183,10 @@ def plan_releases(objects: Iterable[DesiredObject]) -> HelmPlan:
         if not is_helm_release(obj):
             continue
         got = plan_release(obj)
-        (problems if isinstance(got, Problem) else releases).append(got)  # type: ignore[arg-type]
+        if isinstance(got, Problem):
+            problems.append(got)
+        else:
+            releases.append(got)
     releases.sort(key=lambda r: (r.namespace, r.name))
     return HelmPlan(tuple(releases), tuple(problems))
 
