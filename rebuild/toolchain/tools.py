@@ -14,6 +14,7 @@ runs (a developer's and CI's, or two pytest workers) never build into the same f
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import datetime as _dt
 import fcntl
@@ -246,18 +247,83 @@ def install(tc: Toolchain | None = None, progress: Progress = _default_progress,
     check_prerequisites(tc.root)
     if any(r.name == "s3proxy" for r in todo):
         check_java()  # the jar downloads without it, but nothing could run it
-    built: list[str] = []
     with _install_lock(tc.root, progress):
-        for recipe in todo:
-            if tc.installed(recipe.name):  # another process finished it while we waited
-                continue
-            _run_recipe(tc, recipe, progress)
-            built.append(recipe.name)
+        # Checked again under the lock: another process may have finished some while we waited.
+        built = _run_recipes(tc, [r for r in todo if not tc.installed(r.name)], progress)
         # Checked again under the lock: an install we waited for may have added the plugin.
         if need_plugin and not plugin.exists():
             _install_plugin(tc, progress)
         _bundle_language_host(tc)
     return built
+
+
+# Cold builds, longest first (seconds measured on 2 cores, docs/toolchain.md): two run at once,
+# and starting the long ones first keeps the last minutes from being one build alone.
+_LONGEST_FIRST = (
+    "helm-controller",
+    "gitea",
+    "pulumi-resource-kubernetes",
+    "sops",
+    "kubernetes",
+    "pulumi",
+    "source-controller",
+    "kustomize-controller",
+    "pulumi-language-yaml",
+    "kwok",
+)
+
+
+def build_jobs() -> int:
+    """How many tools build at once: ``REBUILD_BUILD_JOBS``, else 2.
+
+    Two, not one: a cold build spends a large share of its time downloading modules (``go mod
+    tidy``) and linking (one core), so a second build fills the cores the first leaves idle;
+    more than two only adds memory (a big link takes 2-3 GB)."""
+    raw = os.environ.get("REBUILD_BUILD_JOBS", "2")
+    try:
+        jobs = int(raw)
+    except ValueError:
+        raise ConfigError(f"REBUILD_BUILD_JOBS={raw!r} is not a whole number", fix="set it to 1 or more, or unset it") from None
+    if jobs < 1:
+        raise ConfigError(f"REBUILD_BUILD_JOBS={raw!r} must be at least 1", fix="set it to 1 or more, or unset it")
+    return jobs
+
+
+def build_order(recipes: Sequence[Recipe]) -> list[Recipe]:
+    """The recipes longest cold build first (unknown ones last, in RECIPES order)."""
+    rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+    return sorted(recipes, key=lambda r: rank.get(r.name, len(rank)))
+
+
+def _run_recipes(tc: Toolchain, todo: Sequence[Recipe], progress: Progress) -> list[str]:
+    """Build ``todo``, ``build_jobs()`` at a time; returns the names built, in install order.
+
+    A failure stops new builds from starting, lets the running ones finish (their work is kept
+    in the cache) and is raised once they have; the first failure is the one raised."""
+    ordered = build_order(todo)
+    jobs = min(build_jobs(), len(ordered)) or 1
+    if jobs == 1:
+        for recipe in ordered:
+            _run_recipe(tc, recipe, progress)
+        return [r.name for r in ordered]
+    done: list[str] = []
+    errors: list[BaseException] = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="toolchain-build") as pool:
+        pending = {pool.submit(_run_recipe, tc, r, progress): r for r in ordered}
+        for fut in concurrent.futures.as_completed(pending):
+            if fut.cancelled():
+                continue
+            exc = fut.exception()
+            if exc is None:
+                done.append(pending[fut].name)
+                continue
+            if not errors:
+                for other in pending:
+                    other.cancel()  # those not started yet
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+    return [r.name for r in ordered if r.name in done]
 
 
 def _bundle_language_host(tc: Toolchain) -> None:
