@@ -23,7 +23,9 @@ explainable in one line and the same everywhere. The rules follow kstatus (the l
 - Flux (``*.toolkit.fluxcd.io``): Ready=True, Stalled=True is degraded, Reconciling=True is
   progressing; with ``expected_revision`` a Kustomization's ``status.lastAppliedRevision`` or
   a source's ``status.artifact.revision`` (``main@sha1:<sha>``) must end with that SHA.
-  HelmRelease revisions are chart versions, so they are not checked against a git SHA.
+  HelmRelease revisions are chart versions, so they are not checked against a git SHA here:
+  :mod:`rebuild.recover.helmverify` checks a HelmRelease's chart version and values digest
+  against git and the objects its release rendered (Helm's release record).
 - Argo CD Application: sync Synced and health Healthy (and ``status.sync.revision`` equal to
   ``expected_revision`` when given).
 - Anything else with a Ready condition: Ready=True; Stalled=True is degraded.
@@ -33,7 +35,7 @@ Extra rules from rebuild.yaml (``verify.health``) apply on top: every rule whose
 matches must hold (a condition that must be True, or a dotted field that must equal a value).
 
 Not supported: kstatus' "Terminating" state for every kind (only Namespace), Argo CD health
-Lua scripts, Helm release history; ``unknown`` is returned for a value that is not an object.
+Lua scripts; ``unknown`` is returned for a value that is not an object.
 """
 
 from __future__ import annotations
