@@ -21,6 +21,7 @@ from rebuild.core.model import DesiredObject, ObjectRef
 from rebuild.core.progress import Progress
 from rebuild.core.retry import GaveUp, Retryable, RetryEvent, RetryPolicy, retry
 from rebuild.recover.health import Health, assess
+from rebuild.recover.helmverify import RenderedVerdict, check_releases
 from rebuild.recover.verify import ObjectResult, compare, message
 
 
@@ -29,10 +30,12 @@ class ObjectVerdict:
     desired: DesiredObject
     result: ObjectResult
     health: Health
+    # a HelmRelease: the objects its release installed (rebuild.recover.helmverify); their failures are its own
+    rendered: tuple[RenderedVerdict, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return self.result.ok and self.health.healthy
+        return self.result.ok and self.health.healthy and all(r.ok for r in self.rendered)
 
     def problems(self) -> list[str]:
         ref = self.desired.ref
@@ -41,6 +44,7 @@ class ObjectVerdict:
         out = [message(d, ref) for d in self.result.diffs]
         if not self.health.healthy:
             out.append(f"{ref}: {self.health} (declared at {self.desired.source})")
+        out += [r.problem() for r in self.rendered if not r.ok]
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -51,6 +55,8 @@ class ObjectVerdict:
         d["health"] = {"status": self.health.status, "message": self.health.message}
         d["ok"] = self.ok
         d["problems"] = self.problems()
+        if self.rendered:
+            d["rendered"] = [r.to_dict() for r in self.rendered]
         return d
 
 
@@ -74,7 +80,13 @@ class VerifyReport:
             "verified": sum(v.ok for v in self.verdicts),
             "missing": sum(not v.result.present for v in self.verdicts),
             "drifted": sum(bool(v.result.diffs) for v in self.verdicts),
-            "unhealthy": sum(v.result.present and not v.health.healthy for v in self.verdicts),
+            # a HelmRelease whose rendered objects are missing or unhealthy is itself not healthy
+            "unhealthy": sum(
+                v.result.present and not (v.health.healthy and all(r.ok for r in v.rendered)) for v in self.verdicts
+            ),
+            # objects HelmReleases installed: not declared in git, so counted apart from "objects"
+            "rendered": sum(len(v.rendered) for v in self.verdicts),
+            "rendered_verified": sum(r.ok for v in self.verdicts for r in v.rendered),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,6 +147,11 @@ def check(
         else:
             health = assess(obj, expected_revision=(revisions or {}).get(str(o.ref)), rules=spec.health)
         verdicts.append(ObjectVerdict(o, result, health))
+    releases = check_releases(kube, [(o, live.get(o.ref)) for o in desired], rules=spec.health)
+    for v in verdicts:
+        got = releases.get(v.desired.ref)
+        if got is not None:
+            v.health, v.rendered = got.health, got.rendered
     return VerifyReport(verdicts, time.monotonic() - t0, 1)
 
 
