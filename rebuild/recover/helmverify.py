@@ -117,6 +117,8 @@ def release_health(desired: DesiredObject, live: Mapping[str, Any], *, rules: Se
     if not isinstance(plan, HelmReleasePlan):
         return base  # `plan` reports the problem with its file:line; the live status says the rest
     if not base.healthy:
+        if base.status == "progressing":
+            base = _failed_at_current_generation(live) or base
         return Health(base.status, base.message + _hint(desired, plan, live))
     status = _map(live.get("status"))
     snap = latest_snapshot(status)
@@ -152,13 +154,42 @@ def release_health(desired: DesiredObject, live: Mapping[str, Any], *, rules: Se
     return Health("healthy", f"release {snap.get('namespace')}/{snap.get('name')} v{snap.get('version')} deployed, chart {chart}")
 
 
+def _failed_at_current_generation(live: Mapping[str, Any]) -> Health | None:
+    """helm-controller's failure for the current spec, even before ``status.observedGeneration`` moves.
+
+    When it waits for the chart (``SourceNotReady``: a version the repository does not have)
+    helm-controller does not advance ``status.observedGeneration``, so the generic rule says
+    "waiting for the controller to observe generation N"; but fluxcd/pkg's ``conditions.Set``
+    stamps each condition with the generation it judged, and that message is the one a person
+    needs.
+    """
+    generation = _map(live.get("metadata")).get("generation")
+    conds = {str(c.get("type")): c for c in _map(live.get("status")).get("conditions") or [] if isinstance(c, Mapping)}
+    for kind in ("Stalled", "Ready"):
+        c = conds.get(kind)
+        if c is None or c.get("observedGeneration") != generation or not isinstance(generation, int):
+            continue
+        text = ": ".join(str(x) for x in (c.get("reason"), c.get("message")) if x)
+        if kind == "Stalled" and c.get("status") == "True":
+            return Health("degraded", f"stalled: {text}")
+        if kind == "Ready" and c.get("status") == "False":
+            settled = c.get("reason") not in ("Progressing", "DependencyNotReady", "SourceNotReady") or _MISSING_VERSION.search(
+                text
+            )
+            return Health("degraded" if settled else "progressing", f"not ready: {text}")
+    return None
+
+
+_MISSING_VERSION = re.compile(r"with version matching|failed to get chart version")
+
+
 def _hint(desired: DesiredObject, plan: HelmReleasePlan, live: Mapping[str, Any]) -> str:
     """The git line to change for helm-controller's failures that name one."""
     status = _map(live.get("status"))
     text = " ".join(
         f"{c.get('reason', '')} {c.get('message', '')}" for c in status.get("conditions") or [] if isinstance(c, Mapping)
     )
-    if "with version matching" in text or "failed to get chart version" in text:
+    if _MISSING_VERSION.search(text):
         where = desired.source_of(("spec", "chart", "spec", "version"))
         return (
             f"; the chart version {plan.version} is not in {plan.source_kind} {plan.source_namespace}/{plan.source_name}: "

@@ -214,6 +214,19 @@ def test_a_chart_version_the_repository_does_not_have_shows_helm_controllers_mes
     assert "change spec.chart.spec.version at apps/web.yaml:14" in h.message
 
 
+def test_helm_controllers_failure_for_a_spec_it_has_not_finished_observing_is_shown() -> None:
+    # SourceNotReady returns errWaitForChart: status.observedGeneration stays behind, the Ready
+    # condition carries the new generation (fluxcd/pkg conditions.Set).
+    message = "HelmChart 'flux-system/flux-system-web' is not ready: no 'tiny' chart with version matching '9.9.9' found"
+    hr = live(generation=2, observed=1, ready=("False", "SourceNotReady", message))
+    hr["status"]["conditions"][0]["observedGeneration"] = 2
+    h = release_health(desired(version="9.9.9"), hr)
+    assert h.status == "degraded" and h.message.startswith(f"not ready: SourceNotReady: {message}")
+    assert "change spec.chart.spec.version at apps/web.yaml:14" in h.message
+    waiting = live(generation=2, observed=1, ready=("Unknown", "Progressing", "reconciliation in progress"))
+    assert "observe generation 2" in release_health(desired(), waiting).message
+
+
 def test_values_of_the_wrong_type_show_helms_error_and_where_the_values_are() -> None:
     helm_error = (
         'Deployment in version "v1" cannot be handled as a Deployment: json: cannot unmarshal string into Go struct '
