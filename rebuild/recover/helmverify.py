@@ -416,8 +416,16 @@ def check_releases(
         except KubeError:
             return True  # a kind the server does not serve: its objects are missing either way
 
-    kinds = sorted({(o.api_version, o.kind) for rec, _w, _s in stored.values() for o in rec.objects})
-    live_objs = _list_kinds(kube, kinds, workers)
+    # one LIST per kind and namespace the releases rendered into (a cluster-wide LIST of Secrets
+    # would fetch every Secret of the cluster to find a chart's one)
+    lists = sorted(
+        {
+            (o.api_version, o.kind, rendered_ref(o, rec.namespace, namespaced).namespace)
+            for rec, _w, _s in stored.values()
+            for o in rec.objects
+        }
+    )
+    live_objs = _list_kinds(kube, lists, workers)
     for ref, (rec, who, source) in stored.items():
         out[ref] = ReleaseVerdict(
             out[ref].health, rendered_verdicts(rec, live_objs, namespaced, release=who, source=source, rules=rules)
@@ -425,10 +433,11 @@ def check_releases(
     return out
 
 
-def _list_kinds(kube: Kube, kinds: Sequence[tuple[str, str]], workers: int) -> dict[ObjectRef, Mapping[str, Any]]:
-    def one(api_kind: tuple[str, str]) -> list[dict[str, Any]]:
+def _list_kinds(kube: Kube, lists: Sequence[tuple[str, str, str]], workers: int) -> dict[ObjectRef, Mapping[str, Any]]:
+    def one(what: tuple[str, str, str]) -> list[dict[str, Any]]:
+        api_version, kind, namespace = what
         try:
-            return kube.list(*api_kind)
+            return kube.list(api_version, kind, namespace or None)
         except KubeError as exc:
             if exc.status == 404:
                 return []
@@ -436,7 +445,7 @@ def _list_kinds(kube: Kube, kinds: Sequence[tuple[str, str]], workers: int) -> d
 
     found: dict[ObjectRef, Mapping[str, Any]] = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        for items in pool.map(one, kinds):
+        for items in pool.map(one, lists):
             for item in items:
                 found[ObjectRef.of(item)] = _health_view(item)
     return found

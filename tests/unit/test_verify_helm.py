@@ -483,3 +483,72 @@ def test_the_verify_report_fails_the_helmrelease_for_a_rendered_object_and_count
     assert verdict.problems() == [f"Deployment/apps/web-web: missing from the cluster {BY}"]
     out = json.dumps(report.to_dict())
     assert '"rendered": [' in out and "hunter2" not in out and "from-values" not in out
+
+
+# --------------------------------------------------------------------------- one verify pass, the API faked
+
+
+class FakeKube:
+    """The few verbs verify uses, over a dict of live objects; records what was asked."""
+
+    def __init__(self, objects: list[dict[str, Any]]) -> None:
+        self.objects = objects
+        self.lists: list[tuple[str, str, str | None]] = []
+
+    def discovery(self, refresh: bool = False) -> dict[Any, Any]:
+        return {}
+
+    def info(self, api_version: str, kind: str) -> Any:
+        return type("Info", (), {"namespaced": namespaced(api_version, kind)})()
+
+    def list(self, api_version: str, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        self.lists.append((api_version, kind, namespace))
+        return [
+            json.loads(json.dumps(o))
+            for o in self.objects
+            if o["apiVersion"] == api_version
+            and o["kind"] == kind
+            and (namespace is None or o["metadata"].get("namespace") == namespace)
+        ]
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        return next(
+            (
+                json.loads(json.dumps(o))
+                for o in self.objects
+                if (o["apiVersion"], o["kind"], o["metadata"]["name"]) == (api_version, kind, name)
+                and o["metadata"].get("namespace") == namespace
+            ),
+            None,
+        )
+
+
+def test_one_verify_pass_reads_the_release_record_and_lists_only_the_namespaces_rendered_into() -> None:
+    from rebuild.core.config import VerifySpec
+    from rebuild.recover.converge import check
+
+    objects = [live(), release_secret(), *rendered_live(available=0).values()]
+    kube = FakeKube(objects)
+    report = check(kube, [desired()], VerifySpec())  # type: ignore[arg-type]
+    assert not report.converged
+    assert report.failing[0].problems() == [f"Deployment/apps/web-web: progressing: 0/3 replicas available {BY}"]
+    assert ("v1", "Secret", "apps") in kube.lists and ("v1", "Secret", None) not in kube.lists
+    assert ("rbac.authorization.k8s.io/v1", "ClusterRole", None) in kube.lists
+    entry = report.to_dict()["objects"][0]
+    assert [r["ref"] for r in entry["rendered"]][:2] == ["ConfigMap/apps/web-settings", "Secret/apps/web-token"]
+    assert "hunter2" not in json.dumps(report.to_dict())
+
+    kube = FakeKube([live(), release_secret(), *rendered_live().values()])
+    report = check(kube, [desired()], VerifySpec())  # type: ignore[arg-type]
+    assert report.converged, [p for v in report.failing for p in v.problems()]
+    assert report.summary()["rendered_verified"] == 4
+
+
+def test_a_missing_release_record_fails_the_helmrelease_with_the_command_to_restore_it() -> None:
+    from rebuild.core.config import VerifySpec
+    from rebuild.recover.converge import check
+
+    report = check(FakeKube([live()]), [desired()], VerifySpec())  # type: ignore[arg-type]
+    (line,) = report.failing[0].problems()
+    assert "Secret flux-system/sh.helm.release.v1.web.v1" in line and "is missing" in line
+    assert "flux reconcile helmrelease -n flux-system web --force" in line
