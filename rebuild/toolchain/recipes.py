@@ -514,7 +514,7 @@ def download(b: Build, url: str, dest: Path, sha256: str) -> None:
     part.rename(dest)
     b.dir.mkdir(parents=True, exist_ok=True)
     with b.log.open("a", encoding="utf-8") as log:  # the log the install names, as for a build
-        log.write(f"GET {url}\n-> {dest.stat().st_size} bytes, sha256 {sha256} (pinned) -> {dest}\n")
+        log.write(f"GET {url}\n-> {dest.name}: {dest.stat().st_size} bytes, sha256 {sha256} (pinned)\n")
 
 
 def _fetch_s3proxy(b: Build) -> None:

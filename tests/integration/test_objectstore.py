@@ -100,8 +100,9 @@ def test_pulumi_state_in_s3proxy(tmp_path: Path, toolchain: Any) -> None:
         assert not (data / PROPERTIES).exists()
         record = data / RECORD
         assert stat.S_IMODE(record.stat().st_mode) == 0o600 and store.secret_key not in record.read_text()
-        # one listener, on 127.0.0.1 (0100007F in /proc/net/tcp)
-        assert tcp_listeners([store.port]) == {store.port: "0100007F"}
+        # one listener, on 127.0.0.1: 0100007F in /proc/net/tcp, or ::ffff:127.0.0.1 in tcp6 (the
+        # JVM opens dual-stack sockets; bound to the mapped loopback it still takes only 127.0.0.1)
+        assert tcp_listeners([store.port]) in ({store.port: "0100007F"}, {store.port: "0000000000000000FFFF00000100007F"})
         assert store.s3_url.startswith("s3://pulumi-state?endpoint=http://127.0.0.1:") and "use_path_style=true" in store.s3_url
         assert store.list_keys() == []
         with pytest.raises(ObjectStoreError, match="HTTP 404"):
