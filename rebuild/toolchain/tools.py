@@ -80,7 +80,9 @@ def find_java() -> Java:
     if found is None:
         return Java(None, "", "no `java` on PATH (and JAVA_HOME unset or without bin/java)")
     try:
-        out = subprocess.run([str(found), "-version"], capture_output=True, text=True, timeout=30, check=False)
+        # -XX:-UsePerfData: not even `java -version` may write /tmp/hsperfdata_<user>/<pid>
+        argv = [str(found), "-XX:-UsePerfData", "-version"]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return Java(found, "", f"`{found} -version` failed: {exc}")
     m = re.search(r'version "([^"]+)"', out.stderr + out.stdout)
