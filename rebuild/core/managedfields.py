@@ -80,6 +80,12 @@ DEFAULT_CONTROLLERS: tuple[str, ...] = (
     # Flux controllers' own writes to the objects they reconcile (finalizers, status): their
     # client names are gotk-<controller>; what they *apply* from git is kustomize-controller's.
     "gotk-*",
+    # The same controllers run as host processes (the local provider) are named after their
+    # binary: source-controller adds its finalizer to the GitRepository it reconciles.
+    "source-controller",
+    "notification-controller",
+    "image-reflector-controller",
+    "image-automation-controller",
 )
 
 # Nothing is "human" by pattern by default: every manager that is neither a reconciler nor

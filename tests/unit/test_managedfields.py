@@ -196,6 +196,8 @@ def test_owner_description() -> None:
         ("kubelet", "Update", "status", "controller"),
         ("kwok-controller", "Update", "", "controller"),
         ("cert-manager-cainjector", "Update", "", "controller"),
+        ("gotk-source-controller", "Update", "", "controller"),  # Flux in-cluster
+        ("source-controller", "Update", "", "controller"),  # Flux as a host process: its finalizer
         ("kustomize-controller", "Apply", "", "reconciler"),
         ("helm-controller", "Apply", "", "reconciler"),
         ("argocd-controller", "Apply", "", "reconciler"),
