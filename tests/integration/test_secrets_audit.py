@@ -559,10 +559,12 @@ def scan_changed(
     """Every regular file under ``places`` whose ctime or mtime is after ``since``, as raw bytes.
 
     Not entered: the test's own folder (searched file by file above, with its exclusions) and
-    other pytest sessions' folders (other tests running on this machine at the same time: their
-    clusters' etcd data alone is hundreds of MB; no process of this run writes there).
+    other pytest sessions' and pytest-xdist workers' folders (other tests running on this machine
+    at the same time: their clusters' etcd data alone is hundreds of MB; no process of this run
+    writes there).
     """
-    session = tmp.resolve().parent  # /tmp/pytest-of-<user>/pytest-<n>
+    worker = tmp.resolve().parent  # /tmp/pytest-of-<user>/pytest-<n>, or .../pytest-<n>/popen-gw<i> under pytest-xdist
+    session = worker.parent if worker.name.startswith("popen-gw") else worker
     result = ChangedScan()
 
     def skip(path: Path) -> str | None:
@@ -570,6 +572,8 @@ def scan_changed(
             return "the test's own folder (searched above with its own rules)"
         if fnmatch.fnmatchcase(path.as_posix(), "*/pytest-of-*/pytest-*") and path.parent == session.parent and path != session:
             return "another pytest session's folder (tests running concurrently on this machine)"
+        if worker != session and path.parent == session and path != worker:
+            return "another pytest-xdist worker's folder (the suite's other tests, running at the same time)"
         return None
 
     for label, root in places:
