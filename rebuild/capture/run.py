@@ -5,7 +5,9 @@ the live state of every object git declares and of every object in the namespace
 manages (one paginated LIST per kind, concurrently, no client-side rate limit), turns the
 differences into attributed findings (``rebuild.capture.drift``), plans the edits of the very
 files that declare the drifted fields (``rebuild.capture.backport``), and opens or updates exactly
-one pull request on the forge. The same drift opens no second PR; changed drift updates the
+one pull request on the forge. The objects Flux HelmReleases rendered are read from Helm's record
+of each release and compared too; a change to one goes to the HelmRelease's ``values:`` when the
+chart maps the field 1:1 (``rebuild.capture.helm``). The same drift opens no second PR; changed drift updates the
 open PR's branch. Secret values are never written anywhere.
 
 Exit codes (CLI): 0 no drift, 1 drift found (a PR was opened, updated or already open),
@@ -30,8 +32,10 @@ from rebuild.adapters.git import auth_env, scrub
 from rebuild.adapters.kube import Kube, ResourceInfo
 from rebuild.capture.backport import Backport, plan_backport
 from rebuild.capture.drift import DriftReport, find_drift
+from rebuild.capture.helm import RenderedRelease, attribute, read_rendered, target_namespace
 from rebuild.core.errors import ConfigError, GitError, KubeError
 from rebuild.core.model import DesiredObject, Source
+from rebuild.desired.helm import is_helm_release
 from rebuild.recover.context import Context, live_kube
 from rebuild.recover.sources import DesiredState, SourceState, load_desired
 
@@ -353,17 +357,34 @@ def capture(ctx: Context, *, dry_run: bool = False, include_deletions: bool = Fa
     # The backported source's objects name their files as in its own checkout (see _in_repo).
     stripped = {id(o): _in_repo(o, src.spec.name) for o in src.objects}
     objects = [stripped.get(id(o), o) for o in desired.objects]
-    namespaces = list(spec.namespaces) or sorted({o.ref.namespace for o in objects if o.ref.namespace})
+    releases = [o for o in objects if is_helm_release(o)]
+    # A HelmRelease's objects land in its targetNamespace, often one git declares nothing else in.
+    namespaces = list(spec.namespaces) or sorted(
+        {o.ref.namespace for o in objects if o.ref.namespace} | {target_namespace(r) for r in releases}
+    )
     ctx.progress(f"capture: listing live objects in {', '.join(namespaces)}")
     kube, first = early.result()
     try:
         cluster_kinds = {(o.ref.group, o.ref.kind) for o in objects if not o.ref.namespace}
         listing = complete_listing(kube, first, namespaces, cluster_kinds, spec.kinds)
         live = listing.objects
+        helm: list[RenderedRelease] = read_rendered(kube, releases, live) if releases else []
     finally:
         if given is None:
             kube.close()
-    report = find_drift(objects, live, spec=spec, managed_namespaces=namespaces, listed=listing.listed, skipped=listing.skipped)
+    rendered = [o for r in helm for o in r.objects]
+    if helm:
+        ctx.progress(f"capture: {len(rendered)} object(s) rendered by {len(helm)} HelmRelease(s)")
+    report = find_drift(
+        [*rendered, *objects],  # an object git declares itself wins over a chart's copy of it
+        live,
+        spec=spec,
+        managed_namespaces=namespaces,
+        listed=listing.listed,
+        skipped=listing.skipped,
+        helm_problems={r.release.ref: r.problem for r in helm if r.problem},
+    )
+    attribute(report, helm)
     ctx.progress(f"capture: {len(report.findings)} manual change(s), {len(report.noise)} controller/reconciler change(s) ignored")
     sourced = [s.file for o in stripped.values() for s in o.field_sources.values() if s.via in ("env", "file")]
     files = _repo_files(src.checkout.path, sourced)
@@ -377,7 +398,7 @@ def capture(ctx: Context, *, dry_run: bool = False, include_deletions: bool = Fa
     )
     bp = plan_backport(
         report,
-        {o.ref: o for o in stripped.values()},
+        {**{o.ref: o for o in rendered}, **{o.ref: o for o in stripped.values()}},
         files,
         new_objects_dir=spec.new_objects_dir,
         include_deletions=include_deletions,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from rebuild.capture.backport.model import PlannerState, Row, Skip, Where, describe_keys, load_all, who_changed
-from rebuild.capture.drift import Finding, parse_image
+from rebuild.capture.drift import CHANGE_THE_CHART, Finding, parse_image
 from rebuild.capture.yamledit import (
     YamlEditError,
     delete_key,
@@ -43,11 +43,37 @@ class FieldEdits(PlannerState):
         if f.secret_value:
             return  # collected per Secret in secret_rows()
         try:
-            row.where = self._edit_field(f)
+            row.where = self._edit_helm(f) if f.helm is not None else self._edit_field(f)
         except Skip as exc:
             row.reason = str(exc)
         except YamlEditError as exc:
             row.reason = exc.message
+
+    def _edit_helm(self, f: Finding) -> Where:
+        """A field of an object a HelmRelease rendered: the ``spec.values`` leaves the chart renders
+        it from (:mod:`rebuild.capture.helm.values`), edited like any field of the HelmRelease
+        (its own document, or the overlay patch that sets the value); otherwise listed."""
+        origin = f.helm
+        assert origin is not None
+        if not origin.edits:
+            raise Skip(origin.listing())
+        hr = self.desired.get(origin.release)
+        if hr is None:
+            raise Skip(f"{origin.name} is not among the desired objects of this source; {CHANGE_THE_CHART}")
+        before = dict(self.texts)
+        wheres: list[Where] = []
+        for e in origin.edits:
+            leaf = Finding(
+                "changed", hr.ref, hr.api_version, e.field_path, e.git, e.live,
+                f.manager, f.operation, f.subresource, f.time, e.source, f.klass, f.owners,
+            )  # fmt: skip
+            try:
+                wheres.append(self._edit_field(leaf))
+            except (Skip, YamlEditError) as exc:
+                self.texts = before  # all of the values or none
+                why = exc.message if isinstance(exc, YamlEditError) else str(exc)
+                raise Skip(f"{origin.name} ({origin.source}): {e.rendered}: {why}; {CHANGE_THE_CHART}") from exc
+        return wheres[0]
 
     def _edit_field(self, f: Finding) -> Where:
         assert f.path is not None
@@ -284,6 +310,13 @@ class FieldEdits(PlannerState):
         for ref, found in sorted(per.items()):
             keys = sorted({str(f.path[1]) for f in found if f.path and len(f.path) > 1})
             who = sorted({who_changed(f) for f in found})
+            origin = found[0].helm
+            if origin is not None:
+                self.secrets.append(
+                    f"{ref}: the value of {describe_keys(keys)} differs live (changed by {', '.join(who)}); values are not "
+                    f"copied; {origin.listing()}"
+                )
+                continue
             where = found[0].source.file if found[0].source else "git"
             self.secrets.append(
                 f"{ref}: the value of {describe_keys(keys)} differs live (changed by {', '.join(who)}); values are not copied: "

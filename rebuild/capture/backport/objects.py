@@ -132,6 +132,9 @@ class ObjectEdits(PlannerState):
     # ---- deletions
 
     def delete(self, f: Finding) -> None:
+        if f.helm is not None:  # rendered by a HelmRelease: no document of git declares it
+            self.deletions_listed.append((f, f.helm.listing()))
+            return
         d = self.desired.get(f.ref)
         src = d.source if d is not None else f.source
         where = f" ({src})" if src else ""

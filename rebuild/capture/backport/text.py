@@ -53,6 +53,8 @@ def pr_body(p: PlannerState, backport: Backport) -> str:
                 change = f"{_code(g)} → {_code(lv)}"
             if row.where is not None:
                 loc = _code(p.location(row.where))
+                if f.helm is not None and f.helm.mapped:
+                    loc += f" ({', '.join(_code(e.rendered) for e in f.helm.edits)} of {_cell(f.helm.name)})"
             else:
                 loc = (_code(str(f.source)) if f.source else "") + " (not edited, see below)"
             who = _cell(f.changed_by())

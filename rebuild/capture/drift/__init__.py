@@ -33,19 +33,25 @@ from rebuild.capture.drift.defaults import (
     strip_server_defaults,
 )
 from rebuild.capture.drift.findings import (
+    CHANGE_THE_CHART,
+    RENDERED_BY_HELM,
     Coverage,
     DriftReport,
     Excluded,
     Finding,
     FindingKind,
+    HelmOrigin,
     Noise,
     Uncovered,
+    ValueEdit,
     is_secret,
     path_to_json,
 )
 
 __all__ = [
+    "CHANGE_THE_CHART",
     "DEFAULT_EXCLUSIONS",
+    "RENDERED_BY_HELM",
     "SERVER_DEFAULTS",
     "Coverage",
     "DriftReport",
@@ -53,8 +59,10 @@ __all__ = [
     "Exclusion",
     "Finding",
     "FindingKind",
+    "HelmOrigin",
     "Noise",
     "Uncovered",
+    "ValueEdit",
     "classifier_for",
     "default_pull_policy",
     "find_drift",

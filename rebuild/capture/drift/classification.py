@@ -29,8 +29,17 @@ controllers.
 
 DR coverage: of the live objects left after those exclusions, the share that matches a desired
 object, and the list of the others with the reason (created by a person, applied by a reconciler
-from something the rendered sources do not declare, e.g. a HelmRelease's chart: rebuild does not
-expand charts).
+from something the rendered sources do not declare).
+
+Objects a Flux HelmRelease rendered: capture adds them to the desired objects from Helm's own
+record of the release (:mod:`rebuild.capture.helm`; their source is the HelmRelease's file:line,
+``Source.via`` :data:`~rebuild.capture.drift.findings.RENDERED_BY_HELM`), so they are
+compared and attributed like any object git declares and count as rebuildable. A live object
+that helm-controller labelled for a HelmRelease git declares (``helm.toolkit.fluxcd.io/name``
+and ``/namespace``: its post-renderer's origin labels, and the owner labels of the HelmChart it
+applies from ``spec.chart``) but that is not among them (the release record could not be read;
+the HelmChart) counts as rebuildable too and is listed in ``unchecked`` with why it was not
+compared.
 
 Secrets: :func:`rebuild.recover.verify.compare` already replaces every Secret value in a difference by
 ``<redacted sha256:xxxxxxxx>``; a created Secret is stored here with each ``data``/``stringData``
@@ -130,6 +139,7 @@ def find_drift(
     managed_namespaces: Collection[str],
     listed: Collection[tuple[str, str]] | None = None,
     skipped: Mapping[tuple[str, str], str] | None = None,
+    helm_problems: Mapping[ObjectRef, str] | None = None,
 ) -> DriftReport:
     """Compare what git declares with everything capture listed; see the module docstring.
 
@@ -138,6 +148,7 @@ def find_drift(
     Desired objects in other namespaces are ``unchecked`` (their live state was not listed), and
     so are those of a (group, kind) not in ``listed`` (when given; ``skipped`` says why): a
     kind that could not be listed says nothing about whether its objects were deleted.
+    ``helm_problems`` says, per HelmRelease, why the objects it rendered are not among ``desired``.
     """
     classifier = classifier_for(spec)
     kinds = KindFilter.of(spec.kinds)
@@ -172,6 +183,20 @@ def find_drift(
         owner = _owner_refs(obj)
         if owner is not None:
             report.excluded.append(Excluded(ref, "owned by another object (ownerReferences)"))
+            continue
+        release = _rendered_by(obj, by_ref)
+        if release is not None:
+            # git rebuilds it (helm-controller renders it again from the HelmRelease), so it is
+            # covered; but without Helm's record there is nothing to compare it with: say so.
+            live_count += 1
+            rebuildable += 1
+            name = f"HelmRelease {release.ref.namespace}/{release.ref.name}"
+            if ref.kind == "HelmChart" and ref.group == "source.toolkit.fluxcd.io":
+                made = f"made by helm-controller from spec.chart of {name} ({release.source}), applied again on every reconcile"
+            else:
+                problem = (helm_problems or {}).get(release.ref) or "it is not in the manifest of the release's latest revision"
+                made = f"rendered by {name} ({release.source}), not compared: {problem}"
+            report.unchecked.append(Excluded(ref, made))
             continue
         if (_meta(obj).get("labels") or {}).get("app.kubernetes.io/managed-by") == "rebuild":
             report.excluded.append(Excluded(ref, "made by rebuild's platform stack from rebuild.yaml (rebuilt with it)"))
@@ -216,6 +241,24 @@ def find_drift(
     report.unchecked.sort(key=lambda e: _ref_key(e.ref))
     report.coverage = Coverage(live_count, rebuildable, tuple(sorted(uncovered, key=lambda u: _ref_key(u.ref))))
     return report
+
+
+HELM_GROUP = "helm.toolkit.fluxcd.io"
+# helm-controller's post-renderer (internal/postrender/origin_labels.go, v1.4.3) labels every
+# object of a release with the HelmRelease's name and namespace.
+HELM_NAME_LABEL = f"{HELM_GROUP}/name"
+HELM_NAMESPACE_LABEL = f"{HELM_GROUP}/namespace"
+
+
+def _rendered_by(obj: Mapping[str, Any], by_ref: Mapping[ObjectRef, DesiredObject]) -> DesiredObject | None:
+    """The HelmRelease in git whose release rendered ``obj``, by helm-controller's origin labels."""
+    labels = _meta(obj).get("labels")
+    if not isinstance(labels, Mapping):
+        return None
+    name, namespace = labels.get(HELM_NAME_LABEL), labels.get(HELM_NAMESPACE_LABEL)
+    if not isinstance(name, str) or not isinstance(namespace, str) or not name:
+        return None
+    return by_ref.get(ObjectRef(HELM_GROUP, "HelmRelease", namespace, name))
 
 
 def _ref_key(r: ObjectRef) -> tuple[str, str, str, str]:

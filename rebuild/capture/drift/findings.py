@@ -13,6 +13,11 @@ Kinds of finding
     ``deleted``  a desired object that is not in the cluster (no manager: deletions leave no
                  managedFields behind).
 
+A finding on an object a Flux HelmRelease rendered (its desired state is Helm's record of the
+release, not a file) carries a :class:`HelmOrigin`: the HelmRelease to blame, with its file:line,
+and either the ``spec.values`` leaves the chart renders 1:1 into the drifted field (what a
+backport edits) or why there are none (:mod:`rebuild.capture.helm` decides it).
+
 Values arrive here with every Secret value already redacted; the digest holds sha256 of values,
 never the values.
 """
@@ -29,6 +34,9 @@ from rebuild.core.managedfields import ManagerClass, Owner, canonical_json
 from rebuild.core.model import FieldPath, ObjectRef, Source, render_path
 
 FindingKind = Literal["changed", "added", "created", "deleted"]
+# Source.via of an object rendered by a HelmRelease (locator: the HelmRelease's namespace, name).
+RENDERED_BY_HELM = "helm-release"
+CHANGE_THE_CHART = "change the chart or its values"
 KIND_ORDER: dict[str, int] = {"changed": 0, "added": 1, "deleted": 2, "created": 3}
 
 
@@ -56,6 +64,72 @@ def _fingerprint(value: Any) -> str:
 
 
 @dataclass(frozen=True)
+class ValueEdit:
+    """One leaf of a HelmRelease's ``spec.values`` to set so that the chart renders the live value.
+
+    ``path`` is inside ``spec.values`` (``("image", "tag")``); ``source`` is where that leaf is
+    written (the HelmRelease's document, or the overlay patch that sets it)."""
+
+    path: tuple[str | int, ...]
+    git: Any
+    live: Any
+    source: Source
+
+    @property
+    def field_path(self) -> FieldPath:
+        return ("spec", "values", *self.path)
+
+    @property
+    def rendered(self) -> str:
+        return render_path(("values", *self.path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.rendered, "git": self.git, "live": self.live, "source": str(self.source)}
+
+
+@dataclass(frozen=True)
+class HelmOrigin:
+    """The HelmRelease that rendered a drifted object, and how (or whether) its values map the field.
+
+    ``edits`` are the ``spec.values`` leaves the chart renders 1:1 into the field (empty when there
+    is no such leaf); ``reason`` says why not, when empty.
+    """
+
+    release: ObjectRef
+    source: Source  # the HelmRelease's own file:line
+    edits: tuple[ValueEdit, ...] = ()
+    reason: str = ""
+
+    @property
+    def mapped(self) -> bool:
+        return bool(self.edits)
+
+    @property
+    def name(self) -> str:
+        return f"HelmRelease {self.release.namespace}/{self.release.name}"
+
+    def where(self) -> str:
+        """``HelmRelease flux-system/web, apps/web.yaml:3: values.replicas at apps/web.yaml:14``."""
+        if self.mapped:
+            leaves = ", ".join(f"{e.rendered} at {e.source}" for e in self.edits)
+            return f"{self.name}, {self.source}: {leaves}"
+        return f"{self.name}, {self.source}: {CHANGE_THE_CHART}"
+
+    def listing(self) -> str:
+        """Why a backport does not edit it, with the line to look at and what to do."""
+        why = f": {self.reason}" if self.reason else ""
+        return f"rendered by {self.name} ({self.source}){why}; {CHANGE_THE_CHART}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "release": f"{self.release.namespace}/{self.release.name}",
+            "source": str(self.source),
+            "values": [e.to_dict() for e in self.edits],
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
 class Finding:
     """One manual change. ``path`` is None for whole-object findings (created, deleted).
 
@@ -76,6 +150,7 @@ class Finding:
     source: Source | None
     klass: ManagerClass
     owners: tuple[Owner, ...] = ()
+    helm: HelmOrigin | None = None  # the object was rendered by this HelmRelease
 
     @property
     def rendered(self) -> str | None:
@@ -102,17 +177,20 @@ class Finding:
     def message(self) -> str:
         """One line: ``Deployment/shop/cart: field spec.replicas is 5 live, 3 in git (file:line); changed by ...``."""
         where = f" ({self.source})" if self.source else ""
+        in_git = "in git"
+        if self.helm is not None:
+            where, in_git = f" ({self.helm.where()})", "rendered from git"
         if self.kind == "created":
             text = f"{self.ref}: created live, not in git"
         elif self.kind == "deleted":
-            text = f"{self.ref}: declared in git{where}, not in the cluster"
+            text = f"{self.ref}: {'declared in' if self.helm is None else 'rendered from'} git{where}, not in the cluster"
         elif self.kind == "added":
             text = f"{self.ref}: field {self.rendered} is {self.values()[1]} live, not in git{where}"
         elif self.live is None:
-            text = f"{self.ref}: field {self.rendered} is missing live, {self.values()[0]} in git{where}"
+            text = f"{self.ref}: field {self.rendered} is missing live, {self.values()[0]} {in_git}{where}"
         else:
             g, lv = self.values()
-            text = f"{self.ref}: field {self.rendered} is {lv} live, {g} in git{where}"
+            text = f"{self.ref}: field {self.rendered} is {lv} live, {g} {in_git}{where}"
         if self.manager:
             text += f"; {'created' if self.kind == 'created' else 'changed'} by {self.changed_by()}"
             if self.time:
@@ -137,6 +215,12 @@ class Finding:
         ]
 
     def to_dict(self) -> dict[str, Any]:
+        out = self._dict()
+        if self.helm is not None:  # only for objects a HelmRelease rendered
+            out["helm"] = self.helm.to_dict()
+        return out
+
+    def _dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "object": str(self.ref),
@@ -204,7 +288,9 @@ class Noise:
 
 @dataclass(frozen=True)
 class Excluded:
-    """A live object left out of capture (or a desired object whose live state was not listed)."""
+    """A live object left out of capture, or one whose live state was not listed or not compared
+    (``unchecked``: a desired object of a kind or namespace capture did not list, a live object a
+    HelmRelease in git rendered whose release record could not be read)."""
 
     ref: ObjectRef
     reason: str
@@ -258,8 +344,9 @@ class Coverage:
 class DriftReport:
     """Everything capture found. ``findings`` are reported; ``noise`` is kept with reasons.
 
-    JSON shape of :meth:`to_dict` (keys always present; lists sorted by namespace, kind and
-    name of the object, then kind of finding, then path; every value of a Secret redacted)::
+    JSON shape of :meth:`to_dict` (keys always present, but a finding's ``helm``; lists sorted by
+    namespace, kind and name of the object, then kind of finding, then path; every value of a
+    Secret redacted)::
 
         {
           "digest": "3f9a0c12b4de",             # DriftReport.digest(): same drift, same digest
@@ -290,11 +377,18 @@ class DriftReport:
             "owners": [{"manager": "kubectl", "operation": "Update", "subresource": "scale", "time": "..."}],
                                                  # every managedFields entry owning the live value
                                                  # (for created: every entry of the object)
-            "message": "Deployment/shop/cart: field spec.replicas is 5 live, 3 in git (...); changed by ..."
+            "message": "Deployment/shop/cart: field spec.replicas is 5 live, 3 in git (...); changed by ...",
+            "helm": {                            # only on objects a HelmRelease rendered (git and source are
+                                                 # then the rendered value and the HelmRelease's file:line)
+              "release": "flux-system/web", "source": "apps/web.yaml:3",
+              "values": [{"path": "values.replicas", "git": 2, "live": 4, "source": "apps/web.yaml:14"}],
+                                                 # the leaves the chart renders 1:1 into the field; [] when none
+              "reason": ""                       # why not, when values is []
+            }
           }],
           "noise": [{...same keys as a finding..., "reason": "owned only by controllers (kube-controller-manager)"}],
           "excluded": {"<reason>": <count>},     # live objects left out of capture
-          "unchecked": [{"object": "...", "reason": "..."}]   # desired objects whose live state was not listed
+          "unchecked": [{"object": "...", "reason": "..."}]   # objects whose live state was not listed or compared
         }
     """
 
