@@ -104,6 +104,19 @@ def read_release(kube: Kube, storage_namespace: str, release: str, revision: int
 
 def decode_secret(secret: Mapping[str, Any]) -> StoredRelease:
     """A release Secret as the API returns it (``data.release`` base64 over Helm's encoding)."""
+    rel, who = release_document(secret)
+    try:
+        return stored_release(rel, who)
+    finally:
+        rel.clear()  # the values and rendered Secrets go no further than this frame
+
+
+def release_document(secret: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """The release a Helm release Secret holds, as Helm's JSON (values and manifest included:
+    callers keep what they need and clear it), with the Secret's name for messages.
+
+    Raises :class:`ReleaseDecodeError`, whose message never quotes the content.
+    """
     meta = _map(secret.get("metadata"))
     who = f"Secret {meta.get('namespace', '')}/{meta.get('name', '')}"
     if secret.get("type") not in (SECRET_TYPE, None):
@@ -116,11 +129,20 @@ def decode_secret(secret: Mapping[str, Any]) -> StoredRelease:
         helm_encoded = base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):
         raise ReleaseDecodeError(f"{who}: data.release is not base64") from None
-    return decode_release(helm_encoded, who)
+    return decode_document(helm_encoded, who), who
 
 
 def decode_release(helm_encoded: bytes, who: str = "release") -> StoredRelease:
     """Helm's ``decodeRelease``: base64, then gzip when the magic bytes say so, then JSON."""
+    rel = decode_document(helm_encoded, who)
+    try:
+        return stored_release(rel, who)
+    finally:
+        rel.clear()
+
+
+def decode_document(helm_encoded: bytes, who: str = "release") -> dict[str, Any]:
+    """Helm's encoding (base64, gzip when the magic bytes say so, JSON) to the release's JSON."""
     try:
         blob = base64.b64decode(helm_encoded, validate=True)
         if blob[:3] == _GZIP_MAGIC:
@@ -131,6 +153,11 @@ def decode_release(helm_encoded: bytes, who: str = "release") -> StoredRelease:
         raise ReleaseDecodeError(f"{who}: data.release is not a Helm release (base64 of gzip of JSON)") from None
     if not isinstance(rel, dict):
         raise ReleaseDecodeError(f"{who}: data.release is not a Helm release object")
+    return rel
+
+
+def stored_release(rel: Mapping[str, Any], who: str = "release") -> StoredRelease:
+    """What verify keeps of a release: its identity, chart, status and the objects' identities."""
     chart = _map(rel.get("chart"))
     chart_meta = _map(chart.get("metadata"))
     info = _map(rel.get("info"))

@@ -215,7 +215,7 @@ def test_the_release_record_becomes_desired_objects_of_the_helm_release() -> Non
     [
         ({"type": "Opaque", "data": {"release": "eA=="}}, "has type Opaque"),
         ({"type": "helm.sh/release.v1", "data": {}}, "has no data.release"),
-        ({"type": "helm.sh/release.v1", "data": {"release": "not base64!"}}, "is not a Helm release"),
+        ({"type": "helm.sh/release.v1", "data": {"release": "not base64!"}}, "data.release is not base64"),
     ],
 )
 def test_a_secret_that_is_not_a_release_record_is_an_error_that_quotes_nothing(secret: dict[str, Any], why: str) -> None:

@@ -23,21 +23,16 @@ Pure: values in, values out.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import gzip
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
-from rebuild.adapters.helmstore import SECRET_TYPE, ReleaseDecodeError
+from rebuild.adapters.helmstore import ReleaseDecodeError, release_document
 from rebuild.capture.drift import RENDERED_BY_HELM
 from rebuild.core.model import DesiredObject, ObjectRef, Source
 
-_GZIP_MAGIC = b"\x1f\x8b\x08"
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -77,24 +72,7 @@ def decode_manifest(secret: Mapping[str, Any]) -> ReleaseRecord:
     Raises :class:`ReleaseDecodeError` (whose message never quotes the content) when it is not a
     Helm release record.
     """
-    meta = secret.get("metadata")
-    meta = meta if isinstance(meta, Mapping) else {}
-    who = f"Secret {meta.get('namespace', '')}/{meta.get('name', '')}"
-    if secret.get("type") not in (SECRET_TYPE, None):
-        raise ReleaseDecodeError(f"{who} has type {secret.get('type')}, not {SECRET_TYPE}")
-    data = secret.get("data")
-    raw = data.get("release") if isinstance(data, Mapping) else None
-    if not isinstance(raw, str):
-        raise ReleaseDecodeError(f"{who} has no data.release")
-    try:
-        blob = base64.b64decode(base64.b64decode(raw, validate=True), validate=True)
-        if blob[:3] == _GZIP_MAGIC:
-            blob = gzip.decompress(blob)
-        rel = json.loads(blob)
-    except (binascii.Error, ValueError, OSError, EOFError):
-        raise ReleaseDecodeError(f"{who}: data.release is not a Helm release (base64 of gzip of JSON)") from None
-    if not isinstance(rel, dict):
-        raise ReleaseDecodeError(f"{who}: data.release is not a Helm release object")
+    rel, _ = release_document(secret)
     manifest, revision = rel.get("manifest"), rel.get("version")
     record = ReleaseRecord(
         name=str(rel.get("name") or ""),
