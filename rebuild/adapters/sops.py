@@ -46,6 +46,8 @@ TIMEOUT = 60.0  # seconds; a local age decrypt takes milliseconds, nothing here 
 # sops's exit status when no master key could decrypt the data key (cmd/sops/codes: CouldNotRetrieveKey).
 EXIT_NO_KEY = 128
 EXIT_MAC_MISMATCH = 51
+# A value that does not decrypt (its ENC[...] text edited by hand, or not ENC[...] text at all).
+EXIT_DECRYPTING_TREE = 25
 # A HOME and XDG_CONFIG_HOME that do not exist: sops's fallback key locations are then absent.
 NO_HOME = "/nonexistent"
 
@@ -270,11 +272,14 @@ def sops_env(age_key_file: Path | None = None) -> dict[str, str]:
     return env
 
 
-def decrypt_argv(sops: Path, path_in_repo: str) -> list[str]:
-    """``sops --decrypt`` of stdin to stdout; argv holds no key and no plaintext."""
+def decrypt_argv(sops: Path, path_in_repo: str, *, ignore_mac: bool = False) -> list[str]:
+    """``sops --decrypt`` of stdin to stdout; argv holds no key and no plaintext.
+
+    ``ignore_mac``: ``--ignore-mac``, sops's integrity check of the whole document skipped (what
+    Flux's kustomize-controller does, see :func:`decrypt`)."""
     kind = _store(path_in_repo)
     return [
-        str(sops), "--config", "/dev/null", "--decrypt",
+        str(sops), "--config", "/dev/null", "--decrypt", *(["--ignore-mac"] if ignore_mac else []),
         "--input-type", kind, "--output-type", "yaml",
         f"--filename-override={path_in_repo}", "/dev/stdin",
     ]  # fmt: skip
@@ -318,7 +323,15 @@ def last_line(stderr: bytes) -> str:
     return _QUOTES_VALUE.sub("a value is not in sops' ENC[...] format (edited by hand?)", line)
 
 
-def decrypt(path_in_repo: str, encrypted: bytes, age_key_file: Path, *, toolchain: ToolPaths, source: str = "") -> bytes:
+def decrypt(
+    path_in_repo: str,
+    encrypted: bytes,
+    age_key_file: Path,
+    *,
+    toolchain: ToolPaths,
+    source: str = "",
+    ignore_mac: bool = False,
+) -> bytes:
     """The plaintext YAML of a SOPS-encrypted file, decrypted with ``age_key_file`` only.
 
     ``encrypted`` is the file's text (as git holds it); the result lives in memory only (sops
@@ -326,6 +339,12 @@ def decrypt(path_in_repo: str, encrypted: bytes, age_key_file: Path, *, toolchai
     (``apps/secret.yaml:1``; default ``path_in_repo``). A key file that cannot be read, or whose
     key is not a recipient, raises ConfigError naming both files at once (no retries); any other
     sops failure raises ConfigError with sops's last line.
+
+    ``ignore_mac``: skip sops's MAC, the digest of every value of the file, clear ones too.
+    Flux's kustomize-controller never checks it (its decryptor's ``checkSopsMac`` is off: "arbitrary
+    data gets injected into most resources"), so a label added to an encrypted file without sops
+    is applied by Flux; verify decrypts the same way. A value whose own ciphertext was edited still
+    fails (AES-GCM authenticates each value).
     """
     name = source or path_in_repo
     key = Path(age_key_file).absolute()  # sops runs in / (no working folder of ours)
@@ -336,13 +355,13 @@ def decrypt(path_in_repo: str, encrypted: bytes, age_key_file: Path, *, toolchai
             fix="check reconciler.sops_age_key_file in rebuild.yaml (a file made by age-keygen)",
         )
     sops = toolchain.binary("sops")
-    proc = _run(decrypt_argv(sops, path_in_repo), encrypted, sops_env(key), f"decrypting {name}")
+    proc = _run(decrypt_argv(sops, path_in_repo, ignore_mac=ignore_mac), encrypted, sops_env(key), f"decrypting {name}")
     if proc.returncode == 0:
         return proc.stdout
     if proc.returncode == EXIT_NO_KEY:
         raise wrong_key_error(name, key, file_recipients(encrypted), _public_keys(key, toolchain))
     fix = f"run `SOPS_AGE_KEY_FILE={key} sops --decrypt {path_in_repo}` to see sops's whole message"
-    if proc.returncode == EXIT_MAC_MISMATCH:
+    if proc.returncode in (EXIT_MAC_MISMATCH, EXIT_DECRYPTING_TREE):
         fix = f"{path_in_repo} was changed without sops: re-create the value with `sops edit {path_in_repo}`"
     raise ConfigError(f"cannot decrypt {name}: sops: {last_line(proc.stderr)}", fix=fix)
 

@@ -85,14 +85,18 @@ class VerifyResult:
 
 def verify(ctx: Context, revisions: dict[str, str], *, timeout: float | None) -> VerifyResult:
     """Is the cluster of rebuild.yaml exactly what git declares, and healthy (waiting up to ``timeout``)?"""
+    from rebuild.recover import encrypted
     from rebuild.recover.context import live_kube
     from rebuild.recover.converge import wait_converged
     from rebuild.recover.sources import load_desired
 
     desired = load_desired(ctx, revisions)
+    # SOPS-encrypted documents decrypted in memory for the comparison only; a missing or wrong
+    # key stops here (exit 2, naming the file:line and the key file) before the cluster is asked
+    plain = encrypted.decrypted(ctx.config, ctx.toolchain, desired)
     kube = live_kube(ctx)
     try:
-        report = wait_converged(kube, desired.objects, ctx.config.verify, timeout=timeout, progress=ctx.progress)
+        report = wait_converged(kube, desired.objects, ctx.config.verify, timeout=timeout, progress=ctx.progress, decrypted=plain)
     finally:
         kube.close()
     return VerifyResult(list(desired.sources), report)

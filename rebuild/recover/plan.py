@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from rebuild.core.errors import RebuildError
 from rebuild.core.stackspec import StackSpec, topo_order
 from rebuild.desired.helm import HelmPlan, plan_releases
+from rebuild.recover import encrypted
 from rebuild.recover.context import Context
 from rebuild.recover.infra import ResolvedStack, outputs_reader, resolve_stacks, stack_config, user_project
 from rebuild.recover.ordering import apply_order, table
@@ -53,6 +54,7 @@ def plan(ctx: Context, revisions: dict[str, str] | None = None, *, pulumi: Pulum
     that reads another's outputs is previewed once those exist; until then its entry says so.
     """
     desired = load_desired(ctx, revisions)
+    encrypted.check(ctx.config, ctx.toolchain, desired)  # a key `up` could not decrypt with: exit 2 here too
     resolved = resolve_stacks(ctx, desired)
     order = table(apply_order(desired.objects))
     pulumi = pulumi if pulumi is not None else ctx.pulumi

@@ -2,8 +2,9 @@
 
 Each phase is idempotent, so a rerun after a failure simply continues:
 
-    desired       fetch every source at its revision, render, validate, resolve the user's stacks
-                  (nothing touched yet)
+    desired       fetch every source at its revision, render, validate, decrypt every SOPS file
+                  with the configured age key (in memory), resolve the user's stacks (nothing
+                  touched yet)
     cluster       pulumi up stacks/cluster   (creates or restarts the cluster)
     stack:<name>  pulumi up of each of the user's own projects, in DAG order, independent ones at once
     platform      pulumi up stacks/platform  (namespaces, reconciler CRDs/config, git credentials, SOPS key)
@@ -11,10 +12,12 @@ Each phase is idempotent, so a rerun after a failure simply continues:
     verify      every desired object present, as declared, and healthy
 
 Broken desired state stops the run in the first phase with every problem and its
-file:line (exit 2), before any cluster is created or changed. The orchestration lives here;
-each phase's work lives in its own module (``sources``, ``stacks``, ``reconciler``,
-``converge``). The clients (Pulumi, Kube) can be passed in; by default they are built from
-the context's state dir, the way the CLI runs it.
+file:line (exit 2), before any cluster is created or changed; so does a SOPS-encrypted
+document that the configured age key cannot decrypt, or no key configured for one
+(``encrypted``). The orchestration lives here; each phase's work lives in its own module
+(``sources``, ``encrypted``, ``stacks``, ``reconciler``, ``converge``). The clients (Pulumi,
+Kube) can be passed in; by default they are built from the context's state dir, the way the
+CLI runs it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from rebuild.adapters.kube import Kube
 from rebuild.core.errors import Interrupted
 from rebuild.core.model import Phases
 from rebuild.core.stackspec import StackSpec
+from rebuild.recover import encrypted
 from rebuild.recover.context import Context, kubeconfig_path
 from rebuild.recover.converge import VerifyReport, wait_converged
 from rebuild.recover.infra import (
@@ -139,6 +143,9 @@ def _up(
     pulumi = pulumi if pulumi is not None else ctx.pulumi
     with phases.phase("desired"):
         result.desired = desired = load_desired(ctx, revisions)
+        secrets = encrypted.check(ctx.config, ctx.toolchain, desired)
+        if secrets:
+            ctx.progress(f"desired: {secrets} SOPS-encrypted document(s) decrypt with {ctx.config.reconciler.sops_age_key_file}")
         resolved = resolve_stacks(ctx, desired)
         prepare_stacks(ctx, pulumi, resolved)
     runner = _StackRunner(ctx, desired, resolved, pulumi, given)
@@ -149,7 +156,11 @@ def _up(
     try:
         with phases.phase("verify") as ph:
             ctx.progress(f"verify: {len(desired.objects)} objects")
-            report = wait_converged(kube, desired.objects, ctx.config.verify, timeout=verify_timeout, progress=ctx.progress)
+            plain = encrypted.decrypted(ctx.config, ctx.toolchain, desired)  # in memory, for the comparison only
+            report = wait_converged(
+                kube, desired.objects, ctx.config.verify, timeout=verify_timeout, progress=ctx.progress, decrypted=plain
+            )
+            del plain
             result.report = report
             s = report.summary()
             ph.detail = f"{s['verified']}/{s['objects']} verified"
