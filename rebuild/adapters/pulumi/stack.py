@@ -39,6 +39,7 @@ from rebuild.adapters.pulumi.project import (
     venv_python,
     workspace_project_doc,
 )
+from rebuild.adapters.pulumi.tmpdir import private_tmp
 from rebuild.core.errors import ConfigError, StackError, StackLockedError, ToolchainError
 from rebuild.core.progress import Progress
 from rebuild.core.state import state_root
@@ -135,6 +136,8 @@ class Pulumi:
         env.pop("PULUMI_CONFIG_PASSPHRASE", None)
         env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
         env.update(self._backend.env(self.root))
+        # pulumi-kubernetes leaves a copy of its kubeconfig in TMPDIR at every configure (tmpdir.py)
+        env["TMPDIR"] = str(private_tmp(self.root))
         if prepared is not None and prepared.entry:
             # After a disaster the cluster a user stack's Kubernetes resources were recorded in is
             # gone, and the refresh reaches it with the provider config in the state (the old
