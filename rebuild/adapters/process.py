@@ -81,9 +81,22 @@ def _reap(pid: int) -> None:
 SECRET_ENV = re.compile(r"TOKEN|PASSW(OR)?D|SECRET|PASSPHRASE|CREDENTIAL|API_?KEY|PRIVATE_?KEY|AUTH", re.I)
 
 
+# Set beside TMPDIR when rebuild points Pulumi at a private TMPDIR (adapters/pulumi/tmpdir.py):
+# the TMPDIR the user had ("" for none). A daemon started from inside Pulumi (the local cluster
+# and Flux, through the cluster stack's provider) gets that one back: the private folder is
+# removed when rebuild exits, and the daemons outlive it (source-controller clones into TMPDIR).
+OUTER_TMPDIR = "REBUILD_OUTER_TMPDIR"
+
+
 def inherited_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """This process's environment without credential-like variables, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not SECRET_ENV.search(k)}
+    if OUTER_TMPDIR in env:
+        outer = env.pop(OUTER_TMPDIR)
+        if outer:
+            env["TMPDIR"] = outer
+        else:
+            env.pop("TMPDIR", None)
     env.update(extra or {})
     return env
 

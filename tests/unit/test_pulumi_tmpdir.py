@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from rebuild.adapters.process import OUTER_TMPDIR, inherited_env
 from rebuild.adapters.pulumi.stack import Pulumi
-from rebuild.adapters.pulumi.tmpdir import private_tmp, remove_stale
+from rebuild.adapters.pulumi.tmpdir import private_tmp, pulumi_tmp_env, remove_stale
 
 
 def dead_pid() -> int:
@@ -48,3 +51,21 @@ def test_pulumi_runs_with_it(tmp_path: Path) -> None:
     env = Pulumi(root=tmp_path).env()
     assert env["TMPDIR"] == str(tmp_path / "tmp" / f"pulumi-{os.getpid()}")
     assert Path(env["TMPDIR"]).is_dir()
+
+
+def test_daemons_started_inside_pulumi_get_the_users_tmpdir_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local cluster and Flux outlive rebuild and its private folder (source-controller clones into TMPDIR)."""
+    monkeypatch.setenv("TMPDIR", "/var/tmp/mine")
+    monkeypatch.delenv(OUTER_TMPDIR, raising=False)
+    env = Pulumi(root=tmp_path).env()
+    assert env["TMPDIR"].startswith(str(tmp_path)) and env[OUTER_TMPDIR] == "/var/tmp/mine"
+    # what a Pulumi plugin sees, and what a daemon it spawns gets
+    monkeypatch.setenv("TMPDIR", env["TMPDIR"])
+    monkeypatch.setenv(OUTER_TMPDIR, env[OUTER_TMPDIR])
+    daemon = inherited_env()
+    assert daemon["TMPDIR"] == "/var/tmp/mine" and OUTER_TMPDIR not in daemon
+    # rebuild run inside such a plugin keeps pointing Pulumi at the user's TMPDIR as the outer one
+    assert pulumi_tmp_env(tmp_path)[OUTER_TMPDIR] == "/var/tmp/mine"
+    # no TMPDIR of the user's: the daemon gets none (the system default)
+    monkeypatch.setenv(OUTER_TMPDIR, "")
+    assert "TMPDIR" not in inherited_env()

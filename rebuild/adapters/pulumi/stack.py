@@ -39,7 +39,7 @@ from rebuild.adapters.pulumi.project import (
     venv_python,
     workspace_project_doc,
 )
-from rebuild.adapters.pulumi.tmpdir import private_tmp
+from rebuild.adapters.pulumi.tmpdir import pulumi_tmp_env
 from rebuild.core.errors import ConfigError, StackError, StackLockedError, ToolchainError
 from rebuild.core.progress import Progress
 from rebuild.core.state import state_root
@@ -137,7 +137,7 @@ class Pulumi:
         env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
         env.update(self._backend.env(self.root))
         # pulumi-kubernetes leaves a copy of its kubeconfig in TMPDIR at every configure (tmpdir.py)
-        env["TMPDIR"] = str(private_tmp(self.root))
+        env.update(pulumi_tmp_env(self.root))
         if prepared is not None and prepared.entry:
             # After a disaster the cluster a user stack's Kubernetes resources were recorded in is
             # gone, and the refresh reaches it with the provider config in the state (the old

@@ -18,9 +18,18 @@ import shutil
 import threading
 from pathlib import Path
 
+from rebuild.adapters.process import OUTER_TMPDIR
+
 PREFIX = "pulumi-"
 _lock = threading.Lock()
 _mine: set[Path] = set()
+
+
+def pulumi_tmp_env(root: Path) -> dict[str, str]:
+    """``TMPDIR`` for Pulumi, and the user's own beside it for the daemons Pulumi's plugins start
+    (:data:`rebuild.adapters.process.OUTER_TMPDIR`); inside such a plugin the outer one is kept."""
+    outer = os.environ.get(OUTER_TMPDIR, os.environ.get("TMPDIR", ""))
+    return {"TMPDIR": str(private_tmp(root)), OUTER_TMPDIR: outer}
 
 
 def private_tmp(root: Path) -> Path:
