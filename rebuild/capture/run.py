@@ -8,7 +8,10 @@ files that declare the drifted fields (``rebuild.capture.backport``), and opens 
 one pull request on the forge. The objects Flux HelmReleases rendered are read from Helm's record
 of each release and compared too; a change to one goes to the HelmRelease's ``values:`` when the
 chart maps the field 1:1 (``rebuild.capture.helm``). The same drift opens no second PR; changed drift updates the
-open PR's branch. Secret values are never written anywhere.
+open PR's branch. Secret values are never written in clear: SOPS-encrypted documents are compared
+by their values decrypted in memory (``rebuild.recover.encrypted``), and a value changed live in
+such a file goes to the PR encrypted for the repository's ``.sops.yaml`` age recipients
+(``rebuild.capture.backport.sops``), or is listed.
 
 Exit codes (CLI): 0 no drift, 1 drift found (a PR was opened, updated or already open),
 2 error.
@@ -21,7 +24,7 @@ import dataclasses
 import os
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,12 +33,13 @@ import git
 
 from rebuild.adapters.git import auth_env, scrub
 from rebuild.adapters.kube import Kube, ResourceInfo
-from rebuild.capture.backport import Backport, plan_backport
+from rebuild.capture.backport import Backport, SopsSecrets, plan_backport
 from rebuild.capture.drift import DriftReport, find_drift
 from rebuild.capture.helm import RenderedRelease, attribute, read_rendered, target_namespace
 from rebuild.core.errors import ConfigError, GitError, KubeError
-from rebuild.core.model import DesiredObject, Source
+from rebuild.core.model import DesiredObject, ObjectRef, Source
 from rebuild.desired.helm import is_helm_release
+from rebuild.recover import encrypted
 from rebuild.recover.context import Context, live_kube
 from rebuild.recover.sources import DesiredState, SourceState, load_desired
 
@@ -282,6 +286,23 @@ def _in_repo(obj: DesiredObject, label: str) -> DesiredObject:
     )
 
 
+def compared_objects(objects: Sequence[DesiredObject], plain: Mapping[ObjectRef, DesiredObject]) -> list[DesiredObject]:
+    """The objects drift is computed against: a SOPS-encrypted one replaced by its decrypted
+    view's body (:func:`rebuild.recover.encrypted.decrypted`), its files and sources kept."""
+    return [dataclasses.replace(o, body=plain[o.ref].body) if o.ref in plain else o for o in objects]
+
+
+def secret_values(report: DriftReport, live: Sequence[dict[str, Any]]) -> dict[ObjectRef, Mapping[str, Any]]:
+    """The live Secrets whose values drifted, for the backport to encrypt (kept in memory only)."""
+    wanted = {f.ref for f in report.findings if f.secret_value}
+    out: dict[ObjectRef, Mapping[str, Any]] = {}
+    for obj in live:
+        ref = ObjectRef.of(obj)
+        if ref in wanted:
+            out.setdefault(ref, obj)
+    return out
+
+
 def _source_for(desired: DesiredState, name: str) -> SourceState:
     if not name:
         return desired.sources[0]
@@ -375,8 +396,13 @@ def capture(ctx: Context, *, dry_run: bool = False, include_deletions: bool = Fa
     rendered = [o for r in helm for o in r.objects]
     if helm:
         ctx.progress(f"capture: {len(rendered)} object(s) rendered by {len(helm)} HelmRelease(s)")
+    # SOPS-encrypted documents are compared by their decrypted values (in memory, as verify does):
+    # against the ENC[...] text every value of an encrypted Secret would look changed.
+    plain = encrypted.decrypted(ctx.config, ctx.toolchain, desired)
+    if plain:
+        ctx.progress(f"capture: {len(plain)} SOPS-encrypted document(s) decrypted in memory for the comparison")
     report = find_drift(
-        [*rendered, *objects],  # an object git declares itself wins over a chart's copy of it
+        [*rendered, *compared_objects(objects, plain)],  # an object git declares itself wins over a chart's copy of it
         live,
         spec=spec,
         managed_namespaces=namespaces,
@@ -396,6 +422,12 @@ def capture(ctx: Context, *, dry_run: bool = False, include_deletions: bool = Fa
         ),
         None,
     )
+    # Secret values changed live in SOPS-encrypted files go to the PR encrypted (in memory only).
+    writer = (
+        SopsSecrets(src.checkout.path, encrypted.key_file(ctx.config), ctx.toolchain, secret_values(report, live))
+        if plain
+        else None
+    )
     bp = plan_backport(
         report,
         {**{o.ref: o for o in rendered}, **{o.ref: o for o in stripped.values()}},
@@ -404,6 +436,7 @@ def capture(ctx: Context, *, dry_run: bool = False, include_deletions: bool = Fa
         include_deletions=include_deletions,
         root_kustomization=root_kust,
         generated_root=None if root_kust else src.spec.path,
+        sops_secrets=writer,
     )
     result = CaptureResult(report, bp, src.spec.name, diff=bp.diff(files), listed_objects=len(live))
     if not report.has_drift:

@@ -32,9 +32,12 @@ Where each finding goes
               dropped from every kustomization in ``files`` that lists it. An object an overlay
               patches is not removed (kustomize would fail on the orphaned patch): listed. Without
               ``include_deletions`` every deletion is listed.
-    Secrets   values are never written (not to files, the title, body or commit message): the PR
-              names the Secret and the keys whose values differ, who changed them, and asks for the
-              new value encrypted with SOPS. A created Secret is listed the same way. Other fields of
+    Secrets   values are never written in clear (not to files, the title, body or commit message):
+              the PR names the Secret and the keys whose values differ, who changed them, and asks
+              for the new value encrypted with SOPS. A Secret declared in a SOPS-encrypted file
+              whose ``.sops.yaml`` rule has age recipients only gets its live values written
+              *encrypted* instead: the file decrypted, changed and encrypted again in memory
+              (:mod:`.sops`, given as ``sops_secrets``). A created Secret is listed. Other fields of
               a Secret (labels) are edited like any object's, unless the document is SOPS-encrypted
               (any edit would break its MAC), which is listed.
 
@@ -48,9 +51,11 @@ request's title, body and commit message), :mod:`.model` (the result and the sha
 from rebuild.capture.backport.model import Backport
 from rebuild.capture.backport.objects import clean_manifest
 from rebuild.capture.backport.plan import plan_backport
+from rebuild.capture.backport.sops import SopsSecrets
 
 __all__ = [
     "Backport",
+    "SopsSecrets",
     "clean_manifest",
     "plan_backport",
 ]

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from rebuild.adapters.sops import is_sops_document
 from rebuild.capture.backport.model import PlannerState, Row, Skip, Where, describe_keys, load_all, who_changed
+from rebuild.capture.backport.sops import NotWritable, SecretChange, SopsSecrets
 from rebuild.capture.drift import CHANGE_THE_CHART, Finding, parse_image
 from rebuild.capture.yamledit import (
     YamlEditError,
@@ -36,6 +38,10 @@ def _strip_default_protocol(path: FieldPath) -> FieldPath:
 
 class FieldEdits(PlannerState):
     """The planner's field edits: one :class:`Row` per changed or added finding."""
+
+    # Writes Secret values into SOPS-encrypted files (the one part that runs sops; given by the
+    # caller, None in a plan without it: such values are then listed, as without a rule).
+    sops: SopsSecrets | None = None
 
     def edit(self, f: Finding) -> None:
         row = Row(f)
@@ -113,7 +119,7 @@ class FieldEdits(PlannerState):
             raise Skip(f"{file} is not a file of the repository")
         doc, prefix = d.declared.doc, d.declared.prefix
         data = _doc_at(load_all(text), doc)
-        if isinstance(data, dict) and "sops" in data:
+        if is_sops_document(data):
             raise Skip(f"{file} is encrypted with SOPS: edit it with `sops {file}`")
         path = self._path_in_file(text, doc, f, prefix)
         if f.kind == "changed" and f.live is None:
@@ -307,7 +313,10 @@ class FieldEdits(PlannerState):
             if row.finding.secret_value:
                 per.setdefault(row.finding.ref, []).append(row.finding)
                 row.reason = "Secret value: not copied (see Secrets)"
+        unwritten = self._sops_secrets(per)
         for ref, found in sorted(per.items()):
+            if ref not in unwritten:
+                continue  # written encrypted by _sops_secrets
             keys = sorted({str(f.path[1]) for f in found if f.path and len(f.path) > 1})
             who = sorted({who_changed(f) for f in found})
             origin = found[0].helm
@@ -318,10 +327,78 @@ class FieldEdits(PlannerState):
                 )
                 continue
             where = found[0].source.file if found[0].source else "git"
+            why = f" ({unwritten[ref]})" if unwritten[ref] else ""
             self.secrets.append(
                 f"{ref}: the value of {describe_keys(keys)} differs live (changed by {', '.join(who)}); values are not copied: "
-                f"encrypt the live value with SOPS and update {where}"
+                f"encrypt the live value with SOPS and update {where}{why}"
             )
+
+    def _sops_secrets(self, per: dict[ObjectRef, list[Finding]]) -> dict[ObjectRef, str]:
+        """Write the live values of Secrets declared in SOPS-encrypted files, encrypted for the
+        file's ``.sops.yaml`` rule (:mod:`.sops`: one decrypt and one encrypt per file, in memory).
+
+        Returns the Secrets left to list, with why they were not written ("" for a Secret that
+        is not SOPS-encrypted, whose listing is unchanged)."""
+        unwritten: dict[ObjectRef, str] = {}
+        per_file: dict[str, list[tuple[ObjectRef, list[Finding]]]] = {}
+        for ref, found in sorted(per.items()):
+            d = self.desired.get(ref)
+            if found[0].helm is not None or d is None or not is_sops_document(d.body):
+                unwritten[ref] = ""
+                continue
+            if d.declared is None or d.declared.file not in self.texts:
+                unwritten[ref] = "not written encrypted: it comes from no file of the repository"
+                continue
+            if self.sops is None:
+                unwritten[ref] = "not written encrypted: no SOPS writer was given"
+                continue
+            per_file.setdefault(d.declared.file, []).append((ref, found))
+        writer = self.sops
+        for file, secrets in per_file.items():
+            assert writer is not None
+            changes: list[SecretChange] = []
+            for ref, found in secrets:
+                d = self.desired[ref]
+                assert d.declared is not None
+                for f in found:
+                    if f.path is not None:
+                        changes.append(SecretChange(ref, d.declared.doc, d.declared.prefix, f.path, added=f.kind == "added"))
+            try:
+                text, rule = writer.rewrite(file, self.texts[file], changes)
+            except NotWritable as exc:
+                for ref, _ in secrets:
+                    unwritten[ref] = f"not written encrypted: {exc}"
+                continue
+            self.texts[file] = text
+            recipients = ", ".join(rule.age)
+            for ref, found in secrets:
+                d = self.desired[ref]
+                assert d.declared is not None
+                keys = sorted({str(f.path[1]) for f in found if f.path and len(f.path) > 1})
+                who = sorted({who_changed(f) for f in found})
+                for row in self.rows:
+                    f = row.finding
+                    if f.ref == ref and f.secret_value and f.path is not None:
+                        row.reason = None
+                        row.where = Where(file, self._sops_path(text, d.declared.doc, d.declared.prefix, f), None, d.declared.doc)
+                self.sops_written.append(
+                    f"{ref}: the live value of {describe_keys(keys)} (changed by {', '.join(who)}) is written to {file} "
+                    f"encrypted with sops for the {rule.source} rule ({recipients}); the plaintext stayed in memory"
+                )
+        return unwritten
+
+    @staticmethod
+    def _sops_path(text: str, doc: int, prefix: tuple[str | int, ...], f: Finding) -> FieldPath:
+        """Where the key now is in the re-encrypted file (a key added live may sit in data or stringData)."""
+        assert f.path is not None
+        path: FieldPath = (*prefix, *f.path)
+        if f.kind == "added" or locate(text, doc, path) is None:
+            for field in ("data", "stringData"):
+                other: FieldPath = (*prefix, field, *f.path[1:])
+                if locate(text, doc, other) is not None:
+                    return other
+            return (*prefix, *f.path[:1])
+        return path
 
 
 def _patch_document(text: str, kind: str, names: list[str], namespace: str) -> int | None:

@@ -122,6 +122,8 @@ class PlannerState:
         self.root_kustomization = root_kustomization
         self.rows: list[Row] = []
         self.secrets: list[str] = []
+        # Secrets whose live values were written encrypted with sops (one line each, no value).
+        self.sops_written: list[str] = []
         self.created: list[tuple[Finding, str]] = []
         self.created_listed: list[tuple[Finding, str]] = []
         self.deleted: list[tuple[Finding, str]] = []

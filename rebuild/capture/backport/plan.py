@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from rebuild.capture.backport.fields import FieldEdits
 from rebuild.capture.backport.model import Backport
 from rebuild.capture.backport.objects import ObjectEdits
+from rebuild.capture.backport.sops import SopsSecrets
 from rebuild.capture.backport.text import commit_message, pr_body, pr_title
 from rebuild.capture.drift import DriftReport
 from rebuild.core.model import DesiredObject, ObjectRef
@@ -30,16 +31,20 @@ def plan_backport(
     include_deletions: bool,
     root_kustomization: str | None = None,
     generated_root: str | None = None,
+    sops_secrets: SopsSecrets | None = None,
 ) -> Backport:
     """Plan the edits and the PR for the reported (human) findings of ``report``.
 
     ``files`` maps repo-relative paths to their current text (every file the desired objects'
     sources name, every kustomization, and ``<new_objects_dir>/kustomization.yaml`` if it exists);
     ``root_kustomization`` is the kustomization the cluster path builds, used to include a newly
-    created ``new_objects_dir``. Never raises for a finding it cannot write: that is listed.
+    created ``new_objects_dir``. ``sops_secrets`` writes the live values of Secrets declared in
+    SOPS-encrypted files, encrypted (the only step that runs a program; without it they are
+    listed). Never raises for a finding it cannot write: that is listed.
     """
     p = _Planner(report, desired, files, new_objects_dir, include_deletions, root_kustomization)
     p.generated_root = generated_root
+    p.sops = sops_secrets
     for f in report.findings:
         if f.kind in ("changed", "added"):
             p.edit(f)

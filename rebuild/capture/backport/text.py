@@ -72,8 +72,18 @@ def pr_body(p: PlannerState, backport: Backport) -> str:
         out += [f"- {f.ref}: deleted live; removed from `{where}`" for f, where in p.deleted]
         out += [f"- {f.ref}: {why}" for f, why in p.deletions_listed]
         out.append("")
+    if p.sops_written:
+        out += [
+            "### Secrets written encrypted with SOPS",
+            "",
+            "The live values were decrypted, set and encrypted again in memory, for the recipients of the",
+            "repository's `.sops.yaml` rule: only ciphertext is in this PR. Check them with `sops --decrypt <file>`.",
+            "",
+        ]
+        out += [f"- {s}" for s in p.sops_written]
+        out.append("")
     if p.secrets:
-        out += ["### Secrets", "", "Secret values are never written to git, this PR or its logs.", ""]
+        out += ["### Secrets", "", "Secret values are never written to git in clear, nor to this PR or its logs.", ""]
         out += [f"- {s}" for s in p.secrets]
         out.append("")
     not_edited = [r for r in p.rows if r.reason is not None and not r.finding.secret_value]
@@ -110,6 +120,10 @@ def commit_message(p: PlannerState, title: str) -> str:
             continue
         g, lv = f.values()
         lines.append(f"- {f.ref} {f.rendered}: {g} -> {lv} ({_by(f)}; {p.location(row.where)})")
+    for row in p.rows:
+        f = row.finding
+        if f.secret_value and row.where is not None:
+            lines.append(f"- {f.ref} {f.rendered}: new value encrypted with sops ({_by(f)}; {p.location(row.where)})")
     for f, path in p.created:
         lines.append(f"- {f.ref}: new file {path} (created {_by(f)})")
     for f, where in p.deleted:
