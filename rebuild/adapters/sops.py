@@ -33,7 +33,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -321,6 +321,21 @@ def last_line(stderr: bytes) -> str:
     lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
     line = lines[-1] if lines else "no error message"
     return _QUOTES_VALUE.sub("a value is not in sops' ENC[...] format (edited by hand?)", line)
+
+
+class Decrypt(Protocol):
+    """:func:`decrypt`'s signature, for the callers that take it as a parameter (a fake in unit tests)."""
+
+    def __call__(
+        self,
+        path_in_repo: str,
+        encrypted: bytes,
+        age_key_file: Path,
+        *,
+        toolchain: ToolPaths,
+        source: str = "",
+        ignore_mac: bool = False,
+    ) -> bytes: ...
 
 
 def decrypt(

@@ -36,7 +36,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from rebuild.adapters import sops
 from rebuild.core.config import Config
@@ -50,21 +50,6 @@ from rebuild.toolchain.registry import ToolPaths
 ENCRYPTED_VALUE = re.compile(r"\AENC\[[A-Z0-9_]+,data:.*\]\Z", re.S)
 WORKERS = 8  # sops runs at once after the first file (each a few ms of CPU)
 KEY_SETTING = "reconciler.sops_age_key_file"
-
-
-class Decrypt(Protocol):
-    """:func:`rebuild.adapters.sops.decrypt`'s signature (a fake in unit tests)."""
-
-    def __call__(
-        self,
-        path_in_repo: str,
-        encrypted: bytes,
-        age_key_file: Path,
-        *,
-        toolchain: ToolPaths,
-        source: str = "",
-        ignore_mac: bool = False,
-    ) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -106,7 +91,7 @@ def setting_at(config: Config) -> str:
     return f"{config.path}:{line}" if line else str(config.path)
 
 
-def check(config: Config, toolchain: ToolPaths, desired: DesiredState, *, decrypt: Decrypt = sops.decrypt) -> int:
+def check(config: Config, toolchain: ToolPaths, desired: DesiredState, *, decrypt: sops.Decrypt = sops.decrypt) -> int:
     """Before anything is applied: every encrypted file decrypts with the configured key.
 
     Raises ConfigError (exit 2) naming the first document that cannot be decrypted (file:line)
@@ -118,7 +103,7 @@ def check(config: Config, toolchain: ToolPaths, desired: DesiredState, *, decryp
 
 
 def decrypted(
-    config: Config, toolchain: ToolPaths, desired: DesiredState, *, decrypt: Decrypt = sops.decrypt
+    config: Config, toolchain: ToolPaths, desired: DesiredState, *, decrypt: sops.Decrypt = sops.decrypt
 ) -> dict[ObjectRef, DesiredObject]:
     """The objects verify compares in place of the encrypted ones, keyed by their ref.
 
@@ -170,7 +155,7 @@ def decrypted(
     return {d.obj.ref: view(d.obj, _document(plain[(d.root, d.path)], d)) for d in docs}
 
 
-def _decrypt_file(d: EncryptedDoc, key: Path, toolchain: ToolPaths, decrypt: Decrypt) -> list[Any]:
+def _decrypt_file(d: EncryptedDoc, key: Path, toolchain: ToolPaths, decrypt: sops.Decrypt) -> list[Any]:
     """The decrypted documents of a file, as data (never a message quoting them)."""
     source = str(d.obj.source)
     try:

@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 
 from rebuild.adapters.process import OUTER_TMPDIR
+from rebuild.adapters.pulumi.filestate import pid_alive
 
 PREFIX = "pulumi-"
 _lock = threading.Lock()
@@ -54,17 +55,8 @@ def remove_stale(base: Path) -> list[Path]:
     removed = []
     for folder in base.glob(f"{PREFIX}*"):
         pid = folder.name.removeprefix(PREFIX)
-        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
 
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -49,21 +49,6 @@ class NotWritable(Exception):
     """Why a Secret's new value cannot be written encrypted (the text is shown in the PR; never a value)."""
 
 
-class Decrypt(Protocol):
-    """:func:`rebuild.adapters.sops.decrypt` (a fake in unit tests)."""
-
-    def __call__(
-        self,
-        path_in_repo: str,
-        encrypted: bytes,
-        age_key_file: Path,
-        *,
-        toolchain: ToolPaths,
-        source: str = "",
-        ignore_mac: bool = False,
-    ) -> bytes: ...
-
-
 class Encrypt(Protocol):
     """:func:`rebuild.adapters.sops.encrypt` (a fake in unit tests)."""
 
@@ -186,7 +171,7 @@ class SopsSecrets:
     key: Path | None
     toolchain: ToolPaths
     live: Mapping[ObjectRef, Mapping[str, Any]]
-    decrypt: Decrypt = sops.decrypt
+    decrypt: sops.Decrypt = sops.decrypt
     encrypt: Encrypt = sops.encrypt
     _rules: dict[str, sops.Rule | None] = field(default_factory=dict)
 
