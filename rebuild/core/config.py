@@ -73,6 +73,15 @@ class SourceSpec:
     # Flux's targetNamespace: every namespaced object of the source lands here. Without it,
     # objects that name no namespace land in `default`, as kubectl would put them.
     namespace: str = ""
+    # A folder of chart folders in this source (``charts/<name>/Chart.yaml``) that rebuild packages
+    # at the fetched commit and serves over HTTP on 127.0.0.1 as the Flux HelmRepository
+    # ``flux-system/<name>-charts`` (a drill then needs no chart repository on the internet).
+    charts: str = ""
+
+    @property
+    def charts_repository(self) -> str:
+        """The name of the HelmRepository rebuild creates for ``charts`` (empty without it)."""
+        return f"{self.name}-charts" if self.charts else ""
 
     def is_local(self) -> bool:
         return not re.match(r"^(https?|ssh|git)://|^[\w.-]+@[\w.-]+:", self.url)
@@ -339,7 +348,7 @@ def _sources(c: _Checker, top: dict[str, Any]) -> tuple[SourceSpec, ...]:
         return ()
     out: list[SourceSpec] = []
     names: set[str] = set()
-    allowed = {"name": "", "url": "", "branch": "", "path": "", "revision": "", "credentials": "", "namespace": ""}
+    allowed = {"name": "", "url": "", "branch": "", "path": "", "revision": "", "credentials": "", "namespace": "", "charts": ""}
     for i, item in enumerate(raw):
         p: tuple[str | int, ...] = ("sources", i)
         m = c.mapping(item, p, allowed)
@@ -373,7 +382,10 @@ def _sources(c: _Checker, top: dict[str, Any]) -> tuple[SourceSpec, ...]:
         namespace = c.string(m, "namespace", p)
         if namespace and not re.match(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", namespace):
             c.problem((*p, "namespace"), f"{namespace!r} is not a valid namespace name", "use lowercase letters, digits and '-'")
-        out.append(SourceSpec(name, url, branch, spath, revision, creds, namespace))
+        charts = c.string(m, "charts", p)
+        if charts and (charts.startswith("/") or ".." in Path(charts).parts):
+            c.problem((*p, "charts"), f"{charts!r} must be a relative path inside the repository", "e.g. charts")
+        out.append(SourceSpec(name, url, branch, spath, revision, creds, namespace, charts))
     return tuple(out)
 
 
