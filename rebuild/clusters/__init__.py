@@ -44,9 +44,11 @@ class GitServerRelease:
 
     stopped: bool  # it was running and is stopped now
     used_by: list[str] = field(default_factory=list)  # clusters still running, so it was kept
+    # sources whose chart repository (sources[].charts) was running and is stopped now
+    charts_stopped: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
-        return {"stopped": self.stopped, "used_by": self.used_by}
+        return {"stopped": self.stopped, "used_by": self.used_by, "charts_stopped": self.charts_stopped}
 
 
 def release_gitserver(root: Path | None = None) -> GitServerRelease:
@@ -57,16 +59,19 @@ def release_gitserver(root: Path | None = None) -> GitServerRelease:
     this machine (the local provider's Flux controllers). So a cluster "uses" the server
     while any process rebuild recorded for it under ``<state>/clusters/<name>/`` is still
     running. Stopping it is safe for rebuild itself: every command that needs it
-    (``up``, ``verify``, ``capture``, ``plan``) starts it again, on the same port.
+    (``up``, ``verify``, ``capture``, ``plan``) starts it again, on the same port. The chart
+    repositories served from sources' ``charts`` folders follow the same rule (``plan`` and ``up``
+    start them again).
     """
-    from rebuild.adapters import gitserver
+    from rebuild.adapters import gitserver, helmrepo
     from rebuild.clusters.base import live_processes
 
     layout = StateLayout(root or state_root())
     users = sorted(d.name for d in layout.clusters.glob("*") if d.is_dir() and live_processes(d))
     if users:
         return GitServerRelease(False, users)
-    return GitServerRelease(gitserver.stop_server(layout.gitserver))
+    charts = sorted(d.name for d in layout.chart_repos.glob("*") if d.is_dir() and helmrepo.stop_repo(d))
+    return GitServerRelease(gitserver.stop_server(layout.gitserver), charts_stopped=charts)
 
 
 __all__ = ["PROVIDERS", "Cluster", "ClusterStatus", "GitServerRelease", "get_cluster", "release_gitserver"]

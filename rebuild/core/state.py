@@ -32,6 +32,7 @@ class StateLayout:
       ``clusters/<name>/``          a cluster's record, PKI, logs, kubeconfigs (clusters/*)
       ``clusters/<name>/flux/``     the local provider's Flux controllers (reconcilers/flux_local)
       ``gitserver/``                the git server publishing local-folder sources
+      ``charts/<source>/``          the chart repository served from a source's ``charts`` folder
       ``git/<source>.git``          bare mirrors of the sources; ``checkouts/<source>/<sha>/`` one commit each
       ``pulumi/``                   the Pulumi file backend; ``stacks/<project>/`` the programs' private copies
       ``cache/render/``             rendered sources by commit (desired/cache)
@@ -85,6 +86,14 @@ class StateLayout:
 
     def checkout(self, source: str, sha: str) -> Path:
         return self.root / "checkouts" / source / sha
+
+    @property
+    def chart_repos(self) -> Path:
+        return self.root / "charts"
+
+    def chart_repo(self, source: str) -> Path:
+        """The chart repository served from a source's ``charts`` folder (adapters/helmrepo state)."""
+        return self.chart_repos / source
 
     def capture_work(self, source: str) -> Path:
         return self.root / "capture" / source

@@ -43,6 +43,9 @@ class FluxSource:
     # kustomize selectors of objects git declares that rebuild provides itself (its Flux install,
     # the bootstrap pair): left out of what this Kustomization applies.
     drop: tuple[tuple[tuple[str, str], ...], ...] = ()
+    # The chart repository rebuild serves from the source's `charts` folder (empty: none).
+    charts_repository: str = ""
+    charts_url: str = ""
 
     @property
     def repository(self) -> str:
@@ -65,6 +68,25 @@ def git_repository(src: FluxSource) -> dict[str, Any]:
         "kind": "GitRepository",
         "metadata": {"name": src.repository, "namespace": src.namespace, "labels": {"app.kubernetes.io/managed-by": "rebuild"}},
         "spec": spec,
+    }
+
+
+def helm_repository(src: FluxSource) -> dict[str, Any]:
+    """The HelmRepository of the charts rebuild serves from the source's ``charts`` folder.
+
+    HelmReleases in git name it (``sourceRef: {kind: HelmRepository, name: <source>-charts,
+    namespace: flux-system}``); its URL is the port of this machine's chart server, which is why
+    rebuild makes it rather than git (as it makes the GitRepository of a local folder).
+    """
+    return {
+        "apiVersion": SOURCE_API,
+        "kind": "HelmRepository",
+        "metadata": {
+            "name": src.charts_repository,
+            "namespace": src.namespace,
+            "labels": {"app.kubernetes.io/managed-by": "rebuild"},
+        },
+        "spec": {"interval": src.interval, "url": src.charts_url, "timeout": "60s"},
     }
 
 

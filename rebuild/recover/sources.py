@@ -143,6 +143,29 @@ def source_url(ctx: Context, spec: SourceSpec) -> str:
     return server.repo_url(spec.name)
 
 
+def serve_charts(ctx: Context, state: SourceState) -> str:
+    """Serve the source's ``charts`` folder, at the fetched commit, as a Helm repository on 127.0.0.1.
+
+    One detached server per source and state dir (adapters/helmrepo), rebuilt from the checkout
+    on every call and kept on its port, so the HelmRepository rebuild made keeps its URL; ``cluster
+    down`` stops it with the git server. Returns its URL.
+    """
+    from rebuild.adapters import helmrepo
+
+    spec = state.spec
+    folder = state.checkout.path / spec.charts
+    index = next(i for i, s in enumerate(ctx.config.sources) if s.name == spec.name)
+    if not folder.is_dir() or not helmrepo.find_charts(folder):
+        raise ConfigError(
+            f"source {spec.name}: charts folder {spec.charts!r} has no chart (no */Chart.yaml) at {state.checkout.sha[:12]}",
+            fix=f"commit chart folders under {spec.charts}/ or fix sources.{index}.charts in {ctx.config.path}",
+        )
+    served = helmrepo.ensure_repo(ctx.layout.chart_repo(spec.name), folder, created=state.checkout.committed_at)
+    repo = f"{flux.NAMESPACE}/{spec.charts_repository}"
+    ctx.progress(f"charts: {spec.charts}/ of {spec.name} served as HelmRepository {repo} at {served.url}")
+    return served.url
+
+
 def load_desired(
     ctx: Context, revisions: dict[str, str] | None = None, known: dict[tuple[str, str], KindInfo] | None = None
 ) -> DesiredState:

@@ -12,7 +12,7 @@ from typing import Any
 
 from rebuild.reconcilers import flux_install
 from rebuild.recover.context import Context
-from rebuild.recover.sources import DesiredState
+from rebuild.recover.sources import DesiredState, serve_charts
 
 
 def cluster_config(ctx: Context) -> dict[str, Any]:
@@ -44,6 +44,8 @@ def platform_config(ctx: Context, desired: DesiredState) -> dict[str, Any]:
                 "drop": s.tree.drop if s.tree else [],
             }
         )
+        if s.spec.charts:
+            sources[-1] |= {"chartsRepository": s.spec.charts_repository, "chartsUrl": serve_charts(ctx, s)}
         if resolved:
             creds[s.spec.name] = {
                 "username": auto.ConfigValue(resolved[0], secret=True),

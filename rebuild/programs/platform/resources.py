@@ -159,6 +159,8 @@ def flux_bootstrap(cfg: pulumi.Config, provider: k8s.Provider) -> dict[str, Any]
             target_namespace=str(s.get("targetNamespace") or ""),
             default_namespace_kinds=tuple(str(k) for k in s.get("defaultNamespaceKinds") or []),
             drop=tuple(tuple(sorted((str(a), str(b)) for a, b in d.items())) for d in s.get("drop") or []),
+            charts_repository=str(s.get("chartsRepository") or ""),
+            charts_url=str(s.get("chartsUrl") or ""),
         )
         if s.get("objectName"):
             src = dataclasses.replace(src, name=str(s["objectName"]))
@@ -175,6 +177,8 @@ def flux_bootstrap(cfg: pulumi.Config, provider: k8s.Provider) -> dict[str, Any]
             _custom(flux.git_repository(src), provider, src_deps),
             _custom(flux.kustomization(src), provider, src_deps),
         ]
+        if src.charts_url:
+            made[src.name].append(_custom(flux.helm_repository(src), provider, deps))
     return made
 
 
