@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import helm_releases
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = ".venv/bin/python"
 
@@ -41,6 +43,7 @@ STEPS: list[tuple[str, list[str], list[str]]] = [
     ("cluster_start", ["--runs", "5"], ["--runs", "1"]),
     ("rebuild_scale", ["--objects", "200", "1000"], ["--objects", "100"]),
     ("stacks", ["--configmaps", "15", "--rounds", "3"], ["--configmaps", "3", "--rounds", "1"]),
+    ("helm_releases", ["--releases", "20", "--rounds", "2"], ["--releases", "4", "--charts", "2", "--rounds", "1"]),
 ]
 
 
@@ -300,6 +303,7 @@ def main() -> None:
             "rebuild_scale": block_rebuild_scale,
             "capture_scale": block_capture_scale,
             "stacks": block_stacks,
+            "helm_releases": helm_releases.block,
         }
         for module, results in by_module.items():
             if results:
