@@ -21,9 +21,11 @@ rules live in one place:
   from its working directory); the rule comes from :func:`creation_rule`, which reads the repo's
   ``.sops.yaml`` with sops's own semantics, and is passed as explicit flags.
 
-Only YAML (and JSON, which sops's YAML store reads) is handled; dotenv, INI and binary SOPS files
-are not. Only age recipients are supported for writing: a rule that also (or only) names PGP,
-KMS or Vault keys is refused rather than silently dropping those recipients.
+Whole documents are read as YAML (and JSON, which sops's YAML store reads); a
+secretGenerator's files are decrypted in their own format (dotenv, INI, binary, as
+kustomize-controller does); only YAML documents are written. Only age recipients are supported
+for writing: a rule that also (or only) names PGP, KMS or Vault keys is refused rather than
+silently dropping those recipients.
 """
 
 from __future__ import annotations
@@ -272,15 +274,18 @@ def sops_env(age_key_file: Path | None = None) -> dict[str, str]:
     return env
 
 
-def decrypt_argv(sops: Path, path_in_repo: str, *, ignore_mac: bool = False) -> list[str]:
+def decrypt_argv(sops: Path, path_in_repo: str, *, ignore_mac: bool = False, store: str = "") -> list[str]:
     """``sops --decrypt`` of stdin to stdout; argv holds no key and no plaintext.
 
     ``ignore_mac``: ``--ignore-mac``, sops's integrity check of the whole document skipped (what
-    Flux's kustomize-controller does, see :func:`decrypt`)."""
-    kind = _store(path_in_repo)
+    Flux's kustomize-controller does, see :func:`decrypt`). ``store``: read and write that sops
+    format (``dotenv``, ``binary``, ``ini``, ``json``, ``yaml``: a secretGenerator's file, decrypted
+    in its own format as kustomize-controller does); "" reads YAML/JSON by the file's name and
+    writes YAML."""
+    kind, out = (store, store) if store else (_store(path_in_repo), "yaml")
     return [
         str(sops), "--config", "/dev/null", "--decrypt", *(["--ignore-mac"] if ignore_mac else []),
-        "--input-type", kind, "--output-type", "yaml",
+        "--input-type", kind, "--output-type", out,
         f"--filename-override={path_in_repo}", "/dev/stdin",
     ]  # fmt: skip
 
@@ -335,6 +340,7 @@ class Decrypt(Protocol):
         toolchain: ToolPaths,
         source: str = "",
         ignore_mac: bool = False,
+        store: str = "",
     ) -> bytes: ...
 
 
@@ -346,6 +352,7 @@ def decrypt(
     toolchain: ToolPaths,
     source: str = "",
     ignore_mac: bool = False,
+    store: str = "",
 ) -> bytes:
     """The plaintext YAML of a SOPS-encrypted file, decrypted with ``age_key_file`` only.
 
@@ -360,6 +367,9 @@ def decrypt(
     data gets injected into most resources"), so a label added to an encrypted file without sops
     is applied by Flux; verify decrypts the same way. A value whose own ciphertext was edited still
     fails (AES-GCM authenticates each value).
+
+    ``store``: the file's sops format when it is not YAML/JSON by its name (see :func:`decrypt_argv`);
+    the plaintext then comes back in that format (a dotenv file as ``KEY=value`` lines).
     """
     name = source or path_in_repo
     key = Path(age_key_file).absolute()  # sops runs in / (no working folder of ours)
@@ -370,7 +380,9 @@ def decrypt(
             fix="check reconciler.sops_age_key_file in rebuild.yaml (a file made by age-keygen)",
         )
     sops = toolchain.binary("sops")
-    proc = _run(decrypt_argv(sops, path_in_repo, ignore_mac=ignore_mac), encrypted, sops_env(key), f"decrypting {name}")
+    proc = _run(
+        decrypt_argv(sops, path_in_repo, ignore_mac=ignore_mac, store=store), encrypted, sops_env(key), f"decrypting {name}"
+    )
     if proc.returncode == 0:
         return proc.stdout
     if proc.returncode == EXIT_NO_KEY:

@@ -288,8 +288,9 @@ def _in_repo(obj: DesiredObject, label: str) -> DesiredObject:
 
 def compared_objects(objects: Sequence[DesiredObject], plain: Mapping[ObjectRef, DesiredObject]) -> list[DesiredObject]:
     """The objects drift is computed against: a SOPS-encrypted one replaced by its decrypted
-    view's body (:func:`rebuild.recover.encrypted.decrypted`), its files and sources kept."""
-    return [dataclasses.replace(o, body=plain[o.ref].body) if o.ref in plain else o for o in objects]
+    view's body (:func:`rebuild.recover.encrypted.decrypted`), its files and sources kept, and its
+    name (a Secret generated from encrypted files is named by the hash of the decrypted values)."""
+    return [dataclasses.replace(o, ref=plain[o.ref].ref, body=plain[o.ref].body) if o.ref in plain else o for o in objects]
 
 
 def secret_values(report: DriftReport, live: Sequence[dict[str, Any]]) -> dict[ObjectRef, Mapping[str, Any]]:
@@ -430,7 +431,12 @@ def capture(ctx: Context, *, dry_run: bool = False, include_deletions: bool = Fa
     )
     bp = plan_backport(
         report,
-        {**{o.ref: o for o in rendered}, **{o.ref: o for o in stripped.values()}},
+        {
+            **{o.ref: o for o in rendered},
+            **{o.ref: o for o in stripped.values()},
+            # a generated Secret under the name the cluster has (the hash of its decrypted values)
+            **{plain[o.ref].ref: o for o in stripped.values() if o.ref in plain and plain[o.ref].ref != o.ref},
+        },
         files,
         new_objects_dir=spec.new_objects_dir,
         include_deletions=include_deletions,

@@ -25,12 +25,16 @@ from rebuild.core.stackspec import StackSpec, topo_order
 from rebuild.core.state import StateLayout
 from rebuild.drills.notify import NotifyError
 from rebuild.recover.context import Context
+from rebuild.recover.encrypted import UndecryptableError
 from rebuild.recover.infra import resolve_stacks, user_project
 from rebuild.recover.sources import DesiredState, DesiredStateError
 from rebuild.recover.up import UpResult, up
 
 if TYPE_CHECKING:
     from rebuild.adapters.pulumi import Pulumi
+
+
+NOTHING_CREATED = "nothing was created: the drill stopped before its cluster phase"
 
 
 @dataclasses.dataclass
@@ -97,13 +101,21 @@ def run_drill(
             fix="run drills with cluster.provider local (or kind where a container engine exists) in a copy of "
             "rebuild.yaml (--config); use `rebuild up` and `rebuild verify` against the existing cluster",
         )
+    name = name or f"drill-{uuid.uuid4().hex[:6]}"
     uncaptured: int | None = None
     if live:
         from rebuild.capture.run import capture
 
         ctx.progress(f"rpo: looking for uncaptured manual changes in the live cluster {ctx.config.cluster.name}")
-        uncaptured = len(capture(ctx, dry_run=True).report.findings)
-    name = name or f"drill-{uuid.uuid4().hex[:6]}"
+        try:
+            uncaptured = len(capture(ctx, dry_run=True).report.findings)
+        except UndecryptableError as err:
+            # the drill would stop on the same file: it fails now, before a cluster exists
+            result = DrillResult(name, utc_stamp(), Phases())
+            undecryptable(result, err)
+            result.phases.skip("teardown", NOTHING_CREATED)
+            result.finished_at = utc_stamp()
+            return result
     cluster = dataclasses.replace(ctx.config.cluster, name=name, provider=ctx.config.cluster.provider)
     # Every stack of the drill lives in a backend of its own: the user's stacks keep their names
     # (so their StackReferences resolve to the drill's copies) and production state is never read
@@ -113,6 +125,7 @@ def run_drill(
     )
     result = DrillResult(name, utc_stamp(), Phases(), uncaptured_changes=uncaptured)
     server_was_running = gitserver.server_running(ctx.layout.gitserver)
+    stopped_first = False  # an undecryptable file stopped `up` in its desired phase: nothing exists yet
     try:
         result.up = UpResult(result.phases)  # filled as up goes: kept when it fails
         up(dctx, revisions, verify_timeout=verify_timeout, into=result.up)
@@ -127,11 +140,20 @@ def run_drill(
     except DesiredStateError as err:
         result.error = err.message
         result.failures = [Failure("", f"{p.file}:{p.line}", p.message) for p in err.problems]
+    except UndecryptableError as err:
+        undecryptable(result, err)
+        stopped_first = [p.name for p in result.phases.items] == ["desired"]
     except RebuildError as err:
         result.error = str(err)
     finally:
         if keep:
             result.phases.skip("teardown", "--keep: cluster left running")
+        elif stopped_first:
+            # `up` decrypts every SOPS file before its cluster phase: no cluster, stack or object
+            # exists, and destroying stacks that were never created would only cost time
+            result.phases.skip("teardown", NOTHING_CREATED)
+            if not server_was_running:
+                gitserver.stop_server(ctx.layout.gitserver)  # started to serve a local folder source
         else:
             try:
                 with result.phases.phase("teardown"):
@@ -142,6 +164,17 @@ def run_drill(
                 result.error = (result.error + "\n" if result.error else "") + f"teardown: {err}"
         result.finished_at = utc_stamp()
     return result
+
+
+def undecryptable(result: DrillResult, err: UndecryptableError) -> None:
+    """A SOPS file of the desired state that the configured key cannot decrypt: the drill failed
+    (exit 1, in its history and reports like any failed drill), with the object, its file:line,
+    the key file and the fix as its failure; what `up` would have stopped at (exit 2)."""
+    result.passed = False
+    result.error = str(err)
+    result.failures = [Failure(err.ref, err.source, f"{err.message} (fix: {err.fix})" if err.fix else err.message)]
+    if not result.phases.items:  # stopped before `up` ran (drill --live): say where
+        result.phases.skip("desired", f"{err.source}: cannot be decrypted")
 
 
 def teardown(ctx: Context, *, stop_gitserver: bool, desired: DesiredState | None = None) -> None:

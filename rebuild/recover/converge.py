@@ -140,12 +140,14 @@ def check(
     """
     t0 = time.monotonic()
     kube.discovery(refresh=True)  # CRDs may have appeared since the last pass
-    live = fetch_live(kube, desired)
-    ignore: Sequence[IgnoreRule] = spec.ignore
     plain = decrypted or {}
+    # a decrypted copy may carry another name (a Secret generated from SOPS-encrypted files:
+    # kustomize's hash suffix of the decrypted values, as in the cluster): look that name up
+    live = fetch_live(kube, [plain.get(o.ref, o) for o in desired])
+    ignore: Sequence[IgnoreRule] = spec.ignore
     verdicts = []
     for o in desired:
-        obj = live.get(o.ref)
+        obj = live.get(plain[o.ref].ref if o.ref in plain else o.ref)
         result = compare(plain.get(o.ref, o), obj, ignore=ignore)
         if obj is None:
             health = Health("unknown", "not found")

@@ -123,6 +123,7 @@ class FakeSops:
         toolchain: ToolPaths,
         source: str = "",
         ignore_mac: bool = False,
+        store: str = "",
     ) -> bytes:
         self.calls.append({"path": path_in_repo, "key": age_key_file, "source": source, "ignore_mac": ignore_mac})
         assert sops.is_sops_document(next(iter(yaml.safe_load_all(encrypted))))
@@ -286,7 +287,10 @@ def test_of_several_failing_files_the_first_in_the_repository_is_reported(tmp_pa
         fake = FakeSops(plain, fail={OTHER_FILE: bad, LAST_FILE: also_bad})
         with pytest.raises(ConfigError) as err:
             encrypted.decrypted(config(tmp_path), TOOLS, desired_state(tmp_path / "repo"), decrypt=fake)
-        assert err.value is bad
+        # the first file's error, as an UndecryptableError naming its object (a drill's failure)
+        assert isinstance(err.value, encrypted.UndecryptableError)
+        assert (err.value.message, err.value.fix) == (bad.message, bad.fix)
+        assert (err.value.ref, err.value.source) == ("Secret/shop/web-secret", f"{OTHER_FILE}:1")
         # the first file alone, then the others (one not started yet when the error came is cancelled)
         assert fake.calls[0]["path"] == SECRETS_FILE and OTHER_FILE in [c["path"] for c in fake.calls[1:]]
         ok = encrypted.decrypted(config(tmp_path), TOOLS, desired_state(tmp_path / "repo"), decrypt=FakeSops(plain))
