@@ -85,7 +85,7 @@ class VerifyResult:
 
 def verify(ctx: Context, revisions: dict[str, str], *, timeout: float | None) -> VerifyResult:
     """Is the cluster of rebuild.yaml exactly what git declares, and healthy (waiting up to ``timeout``)?"""
-    from rebuild.recover import encrypted
+    from rebuild.recover import encrypted, helmpreflight
     from rebuild.recover.context import live_kube
     from rebuild.recover.converge import wait_converged
     from rebuild.recover.sources import load_desired
@@ -94,9 +94,18 @@ def verify(ctx: Context, revisions: dict[str, str], *, timeout: float | None) ->
     # SOPS-encrypted documents decrypted in memory for the comparison only; a missing or wrong
     # key stops here (exit 2, naming the file:line and the key file) before the cluster is asked
     plain = encrypted.decrypted(ctx.config, ctx.toolchain, desired)
+    charts_in_git = helmpreflight.check(desired, ctx.progress)  # a chart version or values Helm refuses: exit 2 here too
     kube = live_kube(ctx)
     try:
-        report = wait_converged(kube, desired.objects, ctx.config.verify, timeout=timeout, progress=ctx.progress, decrypted=plain)
+        report = wait_converged(
+            kube,
+            desired.objects,
+            ctx.config.verify,
+            timeout=timeout,
+            progress=ctx.progress,
+            decrypted=plain,
+            charts_in_git=charts_in_git,
+        )
     finally:
         kube.close()
     return VerifyResult(list(desired.sources), report)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +21,9 @@ from rebuild.core.errors import ClusterError, ConfigError, KubeError
 from rebuild.core.model import DesiredObject, ObjectRef
 from rebuild.core.progress import Progress
 from rebuild.core.retry import GaveUp, Retryable, RetryEvent, RetryPolicy, retry
+from rebuild.desired.helm import HelmReleasePlan, is_helm_release, plan_release
 from rebuild.recover.health import Health, assess
-from rebuild.recover.helmverify import RenderedVerdict, check_releases
+from rebuild.recover.helmverify import RenderedVerdict, check_releases, release_fix, settled_failure
 from rebuild.recover.verify import ObjectResult, compare, message
 
 
@@ -33,6 +34,9 @@ class ObjectVerdict:
     health: Health
     # a HelmRelease: the objects its release installed (rebuild.recover.helmverify); their failures are its own
     rendered: tuple[RenderedVerdict, ...] = ()
+    # a HelmRelease helm-controller gave up on for the current spec (helmverify.settled_failure):
+    # waiting cannot heal it, so wait_converged stops at once; (what it said, the fix)
+    settled: tuple[str, str] | None = None
 
     @property
     def ok(self) -> bool:
@@ -131,12 +135,15 @@ def check(
     *,
     revisions: dict[str, str] | None = None,
     decrypted: Mapping[ObjectRef, DesiredObject] | None = None,
+    charts_in_git: Collection[ObjectRef] = (),
 ) -> VerifyReport:
     """One pass: compare every desired object with the cluster and assess its health.
 
     ``revisions`` maps a Flux object (``Kind/namespace/name``) to the commit it must be Ready at.
     ``decrypted``: what to compare in place of a SOPS-encrypted object, its values decrypted in
     memory (:func:`rebuild.recover.encrypted.decrypted`); the verdicts keep the desired object.
+    ``charts_in_git``: HelmReleases whose chart version the preflight found in git
+    (:func:`rebuild.recover.helmpreflight.check`).
     """
     t0 = time.monotonic()
     kube.discovery(refresh=True)  # CRDs may have appeared since the last pass
@@ -153,7 +160,10 @@ def check(
             health = Health("unknown", "not found")
         else:
             health = assess(obj, expected_revision=(revisions or {}).get(str(o.ref)), rules=spec.health)
-        verdicts.append(ObjectVerdict(o, result, health))
+        verdict = ObjectVerdict(o, result, health)
+        if obj is not None and is_helm_release(o):
+            verdict.settled = _settled(o, obj, o.ref in charts_in_git)
+        verdicts.append(verdict)
     releases = check_releases(kube, [(o, live.get(o.ref)) for o in desired], rules=spec.health)
     for v in verdicts:
         got = releases.get(v.desired.ref)
@@ -193,6 +203,34 @@ def _refuse_unknown_fields(kube: Kube, report: VerifyReport, probed: set[ObjectR
                 ) from exc
 
 
+def _settled(desired: DesiredObject, live: Mapping[str, Any], chart_in_git: bool) -> tuple[str, str] | None:
+    said = settled_failure(desired, live, chart_in_git=chart_in_git)
+    if said is None:
+        return None
+    plan = plan_release(desired)
+    fix = release_fix(desired, plan, live) if isinstance(plan, HelmReleasePlan) else ""
+    return said, fix or f"fix the HelmRelease at {desired.source} (chart, version or values) and rerun"
+
+
+def _refuse_settled_releases(report: VerifyReport) -> None:
+    """A HelmRelease helm-controller will not retry for this spec: waiting out the verify timeout
+    would only delay the same answer, so stop now with its file:line and the fix (exit 2)."""
+    given_up = [v for v in report.verdicts if v.settled is not None]
+    if not given_up:
+        return
+    lines = []
+    for v in given_up:
+        assert v.settled is not None
+        ref = v.desired.ref
+        lines.append(f"{v.desired.source}: HelmRelease {ref.namespace}/{ref.name}: helm-controller gave up: {v.settled[0]}")
+    more = "".join(f"\n  also: {line}" for line in lines[1:])
+    first = given_up[0].settled
+    assert first is not None
+    raise ConfigError(
+        f"{lines[0]}; waiting would not change it, so verify stopped after {report.seconds:.1f}s{more}", fix=first[1]
+    )
+
+
 def wait_converged(
     kube: Kube,
     desired: Sequence[DesiredObject],
@@ -203,10 +241,13 @@ def wait_converged(
     progress: Progress | None = None,
     revisions: dict[str, str] | None = None,
     decrypted: Mapping[ObjectRef, DesiredObject] | None = None,
+    charts_in_git: Collection[ObjectRef] = (),
 ) -> VerifyReport:
     """Check until converged or the timeout (default: verify.timeout); returns the last report.
 
-    ``decrypted``: as in :func:`check`."""
+    ``decrypted``, ``charts_in_git``: as in :func:`check`. A HelmRelease helm-controller gave up
+    on (:func:`rebuild.recover.helmverify.settled_failure`) ends the wait at once with a
+    ConfigError naming its file:line and the fix."""
     limit = spec.timeout if timeout is None else timeout
     t0 = time.monotonic()
     last_note = [""]
@@ -215,7 +256,9 @@ def wait_converged(
 
     def attempt(n: int) -> VerifyReport:
         try:
-            report = check(kube, desired, spec, revisions=revisions, decrypted=decrypted)
+            report = check(kube, desired, spec, revisions=revisions, decrypted=decrypted, charts_in_git=charts_in_git)
+            report.seconds = time.monotonic() - t0
+            _refuse_settled_releases(report)
             if n > 1:
                 _refuse_unknown_fields(kube, report, probed)
         except ClusterError as exc:

@@ -185,6 +185,12 @@ _MISSING_VERSION = re.compile(r"with version matching|failed to get chart versio
 
 def _hint(desired: DesiredObject, plan: HelmReleasePlan, live: Mapping[str, Any]) -> str:
     """The git line to change for helm-controller's failures that name one."""
+    fix = release_fix(desired, plan, live)
+    return f"; {fix}" if fix else ""
+
+
+def release_fix(desired: DesiredObject, plan: HelmReleasePlan, live: Mapping[str, Any]) -> str:
+    """What to change in git for helm-controller's failure, with the line ("" when it names none)."""
     status = _map(live.get("status"))
     text = " ".join(
         f"{c.get('reason', '')} {c.get('message', '')}" for c in status.get("conditions") or [] if isinstance(c, Mapping)
@@ -192,16 +198,84 @@ def _hint(desired: DesiredObject, plan: HelmReleasePlan, live: Mapping[str, Any]
     if _MISSING_VERSION.search(text):
         where = desired.source_of(("spec", "chart", "spec", "version"))
         return (
-            f"; the chart version {plan.version} is not in {plan.source_kind} {plan.source_namespace}/{plan.source_name}: "
+            f"the chart version {plan.version} is not in {plan.source_kind} {plan.source_namespace}/{plan.source_name}: "
             f"change spec.chart.spec.version at {where}"
         )
     if any(r in text for r in ("InstallFailed", "UpgradeFailed", "RetriesExceeded")):
         where = plan.values_source or desired.source
         return (
-            f"; fix the values the message names (spec.values at {where}) or the chart, then run "
+            f"fix the values the message names (spec.values at {where}) or the chart, then run "
             f"`flux reconcile helmrelease -n {plan.namespace} {plan.name} --force`"
         )
     return ""
+
+
+_RELEASE_FAILED = {"InstallFailed": "install", "UpgradeFailed": "upgrade"}
+# Failures of a Helm action that another attempt can get past without a change in git: the
+# cluster was not ready for the release yet (a CRD or namespace another object brings, the API
+# server busy, a wait that timed out, a lock another action holds).
+_TRANSIENT = re.compile(
+    r"no matches for kind|ensure CRDs are installed first|resource mapping not found|namespaces? \S+ not found"
+    r"|connection refused|i/o timeout|context deadline exceeded|timed out waiting|TLS handshake timeout"
+    r"|the server is currently unable|etcdserver|another operation \(install/upgrade/rollback\) is in progress",
+    re.I,
+)
+
+
+def settled_failure(desired: DesiredObject, live: Mapping[str, Any], *, chart_in_git: bool = False) -> str | None:
+    """helm-controller's failure of the current spec that waiting will not heal; None when there is none.
+
+    All judged at ``metadata.generation`` (fluxcd/pkg stamps each condition with the generation
+    it judged). Settled:
+
+    - Stalled=True: helm-controller's own "I stopped" (RetriesExceeded once the remediation
+      retries are spent, MissingRollbackTarget).
+    - Ready=False InstallFailed / UpgradeFailed, unless helm-controller will try again with a
+      chance: a failed action that stored a release counts in ``status.installFailures`` /
+      ``upgradeFailures`` and is remediated and retried while that count is within
+      ``spec.<install|upgrade>.remediation.retries`` (default 0, -1 forever; its
+      ``RetriesExhausted``); one that stored nothing (the chart did not render: a values type
+      its templates reject, a schema the values break) is retried with the same chart and
+      values, so it fails the same way, unless the message says the cluster was not ready yet
+      (``_TRANSIENT``: a CRD or namespace still coming, a timeout, a lock).
+    - Ready=False with a chart version the repository does not have ("no chart version
+      matching"), unless ``chart_in_git``: the preflight found that version in the charts rebuild
+      serves, so the HelmRepository's index predates the served one and heals at its next fetch.
+
+    Not settled: SourceNotReady while the chart is fetched, Progressing, DependencyNotReady,
+    conditions of an older generation.
+    """
+    generation = _map(live.get("metadata")).get("generation")
+    if not isinstance(generation, int):
+        return None
+    status = _map(live.get("status"))
+    conds = {str(c.get("type")): c for c in status.get("conditions") or [] if isinstance(c, Mapping)}
+    current = {k: c for k, c in conds.items() if c.get("observedGeneration") == generation}
+
+    def text(c: Mapping[str, Any]) -> str:
+        return ": ".join(str(x) for x in (c.get("reason"), c.get("message")) if x)
+
+    stalled, ready = current.get("Stalled"), current.get("Ready")
+    failed = ready is not None and ready.get("status") == "False"
+    if stalled is not None and stalled.get("status") == "True":
+        return f"stalled: {text(stalled)}" + (f"; not ready: {text(ready)}" if ready is not None and failed else "")
+    if ready is None or not failed:
+        return None
+    said = text(ready)
+    action = _RELEASE_FAILED.get(str(ready.get("reason") or ""))
+    if action is not None:
+        retries = _map(_map(_map(live.get("spec")).get(action)).get("remediation")).get("retries", 0)
+        failures = status.get(f"{action}Failures", 0)
+        retries = retries if isinstance(retries, int) else 0
+        failures = failures if isinstance(failures, int) else 0
+        if failures > 0 and (retries < 0 or failures <= retries):
+            return None  # a stored release failed: helm-controller remediates and tries again
+        if failures == 0 and _TRANSIENT.search(said):
+            return None
+        return f"not ready: {said}"
+    if str(ready.get("reason")) == "RetriesExceeded" or (not chart_in_git and _MISSING_VERSION.search(said)):
+        return f"not ready: {said}"
+    return None
 
 
 # --------------------------------------------------------------------------- chart versions (Masterminds/semver)
@@ -287,6 +361,12 @@ def _comparator(op: str, text: str) -> tuple[_Check, bool] | None:
         first = next((i for i in range(fixed) if base[i] != 0), fixed - 1)
         check = rng(low, bump(first))
     return check, bool(pre)
+
+
+def version_key(version: str) -> _Key | None:
+    """A sort key of a concrete version (semver order, a prerelease before its release); None if not one."""
+    have = _concrete(version)
+    return _key(have) if have is not None else None
 
 
 def version_satisfies(declared: str, installed: str) -> bool | None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from rebuild.core.errors import RebuildError
 from rebuild.core.stackspec import StackSpec, topo_order
 from rebuild.desired.helm import HelmPlan, plan_releases
-from rebuild.recover import encrypted
+from rebuild.recover import encrypted, helmpreflight
 from rebuild.recover.context import Context
 from rebuild.recover.infra import ResolvedStack, outputs_reader, resolve_stacks, stack_config, user_project
 from rebuild.recover.ordering import apply_order, table
@@ -55,6 +55,7 @@ def plan(ctx: Context, revisions: dict[str, str] | None = None, *, pulumi: Pulum
     """
     desired = load_desired(ctx, revisions)
     encrypted.check(ctx.config, ctx.toolchain, desired)  # a key `up` could not decrypt with: exit 2 here too
+    helmpreflight.check(desired, ctx.progress)  # a chart version or values `up` could not install: the same
     resolved = resolve_stacks(ctx, desired)
     order = table(apply_order(desired.objects))
     pulumi = pulumi if pulumi is not None else ctx.pulumi

@@ -31,7 +31,7 @@ from rebuild.adapters.kube import Kube
 from rebuild.core.errors import Interrupted
 from rebuild.core.model import Phases
 from rebuild.core.stackspec import StackSpec
-from rebuild.recover import encrypted
+from rebuild.recover import encrypted, helmpreflight
 from rebuild.recover.context import Context, kubeconfig_path
 from rebuild.recover.converge import VerifyReport, wait_converged
 from rebuild.recover.infra import (
@@ -146,6 +146,7 @@ def _up(
         secrets = encrypted.check(ctx.config, ctx.toolchain, desired)
         if secrets:
             ctx.progress(f"desired: {secrets} SOPS-encrypted document(s) decrypt with {ctx.config.reconciler.sops_age_key_file}")
+        charts_in_git = helmpreflight.check(desired, ctx.progress)  # a chart version or values Helm would refuse
         resolved = resolve_stacks(ctx, desired)
         prepare_stacks(ctx, pulumi, resolved)
     runner = _StackRunner(ctx, desired, resolved, pulumi, given)
@@ -158,7 +159,13 @@ def _up(
             ctx.progress(f"verify: {len(desired.objects)} objects")
             plain = encrypted.decrypted(ctx.config, ctx.toolchain, desired)  # in memory, for the comparison only
             report = wait_converged(
-                kube, desired.objects, ctx.config.verify, timeout=verify_timeout, progress=ctx.progress, decrypted=plain
+                kube,
+                desired.objects,
+                ctx.config.verify,
+                timeout=verify_timeout,
+                progress=ctx.progress,
+                decrypted=plain,
+                charts_in_git=charts_in_git,
             )
             del plain
             result.report = report
