@@ -62,7 +62,7 @@ def runbook_stages(config: Path | None, progress: Progress) -> dict[str, Stage]:
 
     def phase_stage(name: str) -> Stage:
         def stage(p: dict[str, Any]) -> dict[str, Any]:
-            from rebuild.recover import encrypted
+            from rebuild.recover import encrypted, helmpreflight
             from rebuild.recover.sources import load_desired
             from rebuild.recover.up import run_phase
 
@@ -70,6 +70,7 @@ def runbook_stages(config: Path | None, progress: Progress) -> dict[str, Stage]:
             t0 = time.monotonic()
             desired = load_desired(ctx, revisions(p, ctx))
             encrypted.check(ctx.config, ctx.toolchain, desired)  # as `up`: a wrong key stops before anything is applied
+            helmpreflight.check(desired, ctx.progress)  # as `up`: a chart version or values Helm refuses, too
             changes = run_phase(ctx, name, desired)
             return {
                 "ok": True,

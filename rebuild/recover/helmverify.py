@@ -217,7 +217,8 @@ _RELEASE_FAILED = {"InstallFailed": "install", "UpgradeFailed": "upgrade"}
 _TRANSIENT = re.compile(
     r"no matches for kind|ensure CRDs are installed first|resource mapping not found|namespaces? \S+ not found"
     r"|connection refused|i/o timeout|context deadline exceeded|timed out waiting|TLS handshake timeout"
-    r"|the server is currently unable|etcdserver|another operation \(install/upgrade/rollback\) is in progress",
+    r"|the server is currently unable|etcdserver|cluster unreachable|the object has been modified|too many requests"
+    r"|another operation \(install/upgrade/rollback\) is in progress",
     re.I,
 )
 

@@ -368,6 +368,7 @@ NO_VERSION = (
             False,
             None,
         ),
+        (hr_live(("False", "InstallFailed", 'create: failed to create: namespaces "payments" not found')), False, None),
     ],
 )
 def test_settled_failure_only_when_helm_controller_will_not_heal_it(
