@@ -124,7 +124,9 @@ class HelmPreflightError(ConfigError):
 
 def preflight(objects: Iterable[DesiredObject], catalogs: Sequence[Catalog]) -> Preflight:
     """Check every HelmRelease whose chart a catalog holds (see the module docstring)."""
+    objects = list(objects)
     by_source = {(c.kind, c.namespace, c.name): c for c in catalogs}
+    declared = {(o.ref.kind, o.ref.namespace or "default", o.ref.name) for o in objects}
     checked: set[ObjectRef] = set()
     refusals: list[Refusal] = []
     for obj in objects:
@@ -133,10 +135,27 @@ def preflight(objects: Iterable[DesiredObject], catalogs: Sequence[Catalog]) -> 
         plan = plan_release(obj)
         if not isinstance(plan, HelmReleasePlan) or plan.shape != "chart":
             continue  # `plan` lists what keeps it from being planned; a chartRef's chart is elsewhere
-        catalog = by_source.get((plan.source_kind, plan.source_namespace, plan.source_name))
-        if catalog is None:
-            continue  # a chart repository rebuild does not serve: the runtime backstop's
         who = f"HelmRelease {plan.namespace}/{plan.name}"
+        key = (plan.source_kind, plan.source_namespace, plan.source_name)
+        catalog = by_source.get(key)
+        if catalog is None:
+            # rebuild's HelmRepository named, in another namespace than the one rebuild makes it in
+            # (sourceRef.namespace left out: Flux looks in the HelmRelease's own), and git has no
+            # such object either: helm-controller would wait for a source that never comes
+            elsewhere = next((c for c in catalogs if c.kind == "HelmRepository" and c.name == plan.source_name), None)
+            if elsewhere is not None and key not in declared:
+                at = obj.source_of(("spec", "chart", "spec", "sourceRef"))
+                refusals.append(
+                    Refusal(
+                        at,
+                        who,
+                        f"its chart source HelmRepository {plan.source_namespace}/{plan.source_name} does not exist: "
+                        f"rebuild makes {plan.source_name} in namespace {elsewhere.namespace}",
+                        f"set spec.chart.spec.sourceRef.namespace: {elsewhere.namespace} at {at}",
+                    )
+                )
+                checked.add(obj.ref)
+            continue  # otherwise a chart repository rebuild does not serve: the runtime backstop's
         found = _chart(obj, plan, catalog, who)
         checked.add(obj.ref)
         if isinstance(found, Refusal):

@@ -171,6 +171,17 @@ def test_a_chart_from_a_repository_rebuild_does_not_serve_is_left_to_the_backsto
     assert got.refusals == () and got.checked == frozenset()
 
 
+def test_the_served_repository_named_without_its_namespace_is_refused_at_the_source_ref(two_versions: Path) -> None:
+    objects = repo(two_versions)
+    del objects[0].body["spec"]["chart"]["spec"]["sourceRef"]["namespace"]  # Flux then looks in `default`
+    (refusal,) = preflight(objects, served(two_versions)).refusals
+    assert str(refusal.where) == "apps/base/status/helmrelease.yaml:12"  # the sourceRef line
+    assert refusal.message == (
+        "its chart source HelmRepository default/demo-charts does not exist: rebuild makes demo-charts in namespace flux-system"
+    )
+    assert refusal.fix == "set spec.chart.spec.sourceRef.namespace: flux-system at apps/base/status/helmrelease.yaml:12"
+
+
 def test_a_chart_folder_of_the_git_source_must_hold_a_chart_yaml_and_its_version_is_ignored(tmp_path: Path) -> None:
     chart(tmp_path, "deploy/charts/web", "web", "1.2.3")
     git = Catalog(
