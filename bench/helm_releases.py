@@ -43,6 +43,7 @@ no process naming the temp folder left.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import hashlib
 import json
 import os
@@ -60,6 +61,7 @@ import yaml
 from bench.common import CliRun, Target, cli_env, emit, load, run_cli
 from bench.stacks import processes_naming
 from rebuild.adapters import gitserver
+from rebuild.adapters.kube import Kube
 from rebuild.clusters.local import LocalCluster
 from rebuild.core.state import StateLayout
 from rebuild.reconcilers.flux_local import SPEED_ARGS
@@ -323,6 +325,7 @@ def one_round(r: int, repo: Path, base: Path, binary: Path, rels: list[dict[str,
         floor = run_floor(binary, kubeconfig, floor_spec(repo, rels, "floor"), concurrency, base / f"floor-{r}", "floor")
         wide = run_floor(binary, kubeconfig, floor_spec(repo, rels, "wide"), len(rels), base / f"floor-{r}", "wide")
         print(f"bench.helm_releases: round {r}: rebuild {' '.join(COMMAND)}", file=sys.stderr, flush=True)
+        spawned = time.time()  # wall clock: the Flux objects' condition times are wall-clock too
         res: CliRun = run_cli(COMMAND, env=cli_env(state), cwd=repo, timeout=1800, ok=(0, 1, 2))
         data = res.data
         if not isinstance(data, dict) or not data.get("converged"):
@@ -335,6 +338,10 @@ def one_round(r: int, repo: Path, base: Path, binary: Path, rels: list[dict[str,
         flux_record = StateLayout(state).flux_dir(CLUSTER) / "flux.json"
         controllers_start = json.loads(flux_record.read_text()).get("started_seconds") if flux_record.exists() else None
         summary = data["verify"]["summary"]
+        try:
+            when: dict[str, Any] = timeline(kubeconfig, spawned, res, phases)
+        except Exception as exc:  # the breakdown is an extra: never lose the round's numbers to it
+            when = {"error": f"{type(exc).__name__}: {exc}"}
         print(
             f"bench.helm_releases: round {r}: reconciler {phases['reconciler']:.2f}s + verify {phases['verify']:.2f}s = "
             f"{measured:.2f}s, floor {floor['seconds']:.2f}s: {measured / floor['seconds']:.2f}x",
@@ -351,6 +358,7 @@ def one_round(r: int, repo: Path, base: Path, binary: Path, rels: list[dict[str,
             "ratio": round(measured / floor["seconds"], 2),
             "ratio_all_at_once": round(measured / wide["seconds"], 2),
             "cli_wall_seconds": round(res.seconds, 2),
+            "timeline": when,
             "rto_seconds": round(data["rto_seconds"], 2),
             "verified": f"{summary['verified']}/{summary['objects']} objects, "
             f"{summary.get('rendered_verified', 0)}/{summary.get('rendered', 0)} rendered",
@@ -358,6 +366,41 @@ def one_round(r: int, repo: Path, base: Path, binary: Path, rels: list[dict[str,
         }
     finally:
         teardown(repo, state, cluster)
+
+
+def _ready_at(obj: dict[str, Any]) -> float | None:
+    """When the object's Ready condition last became True (wall clock, whole seconds), or None."""
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready" and c.get("status") == "True" and c.get("lastTransitionTime"):
+            stamp = dt.datetime.strptime(str(c["lastTransitionTime"]), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+            return stamp.timestamp()
+    return None
+
+
+def timeline(kubeconfig: Path, spawned: float, res: CliRun, phases: dict[str, float]) -> dict[str, float | None]:
+    """Where the reconciler + verify span went, in seconds since `rebuild up` was spawned.
+
+    From the live objects, read before the teardown: when the HelmCharts (source-controller's
+    chart builds from the GitRepository artifact) and the HelmReleases (helm-controller's Helm
+    install and wait) became Ready. Their ``lastTransitionTime`` has whole seconds only, so each
+    of these is +-1 s. The phase boundaries come from the command's stderr and JSON."""
+    kube = Kube.from_kubeconfig(kubeconfig)
+    try:
+        charts = [_ready_at(o) for o in kube.list("source.toolkit.fluxcd.io/v1", "HelmChart")]
+        hrs = [_ready_at(o) for o in kube.list(HELM_API, "HelmRelease")]
+    finally:
+        kube.close()
+    verify_start = res.marks([r"verify: \d+ objects"]).get(r"verify: \d+ objects")
+    out: dict[str, float | None] = {
+        "reconciler_start": None if verify_start is None else round(verify_start - phases["reconciler"], 2),
+        "verify_start": verify_start,
+        "verify_end": None if verify_start is None else round(verify_start + phases["verify"], 2),
+    }
+    for name, stamps in (("helmchart", charts), ("helmrelease", hrs)):
+        got = [t - spawned for t in stamps if t is not None]
+        out[f"first_{name}_ready"] = round(min(got), 1) if got else None
+        out[f"last_{name}_ready"] = round(max(got), 1) if got else None
+    return out
 
 
 def teardown(repo: Path, state: Path, cluster: LocalCluster) -> None:
@@ -433,6 +476,7 @@ def text(results: list[dict[str, Any]]) -> str:
                 f"verified {x['verified']}; load {x['load_average']['before'][0]:.1f} / {x['load_average']['after'][0]:.1f}"
             )
             lines.append("    up phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in x["phases"].items()))
+            lines.append("    timeline (s since spawn): " + json.dumps(x.get("timeline", {})))
         lines.append(f"  median ratio {r['ratio']:.2f}x")
         for t in r["targets"]:
             lines.append("  " + Target(t["name"], t["value"], t["op"], t["limit"]).line())
@@ -470,6 +514,28 @@ def block(results: list[dict[str, Any]]) -> str:
         f"| **median** | **{r['floor_seconds']:.2f} s** | {r['floor_all_at_once_seconds']:.2f} s "
         f"| **{r['reconciler_and_verify_seconds']:.2f} s** | | **{r['ratio']:.2f}x** ({r['ratio_all_at_once']:.2f}x) | | | |"
     )
+    if any("verify_start" in x.get("timeline", {}) for x in r["runs"]):
+        lines += [
+            "",
+            "Where `up`'s span went, in seconds since `rebuild up` was spawned (Ready times from the HelmCharts' and "
+            "HelmReleases' Ready conditions, whole seconds, so +-1 s; phase boundaries from the command's stderr and JSON):",
+            "",
+            "| round | reconciler phase starts | verify phase starts | HelmCharts Ready (first - last) "
+            "| HelmReleases Ready (first - last) | verify phase ends |",
+            "|---|---|---|---|---|---|",
+        ]
+        for x in r["runs"]:
+            t = x.get("timeline", {})
+
+            def f(key: str, t: dict[str, Any] = t) -> str:
+                v = t.get(key)
+                return "-" if v is None else f"{v:.1f}"
+
+            lines.append(
+                f"| {x['round']} | {f('reconciler_start')} | {f('verify_start')} "
+                f"| {f('first_helmchart_ready')} - {f('last_helmchart_ready')} "
+                f"| {f('first_helmrelease_ready')} - {f('last_helmrelease_ready')} | {f('verify_end')} |"
+            )
     lines += ["", *targets_lines(results)]
     return "\n".join(lines)
 
