@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The top-level objects examples/gitops-repo declares (`kubectl kustomize clusters/demo`): 54 plain
+# manifests, 2 HelmReleases (whose rendered objects verify reports under them) and 2 SOPS Secrets.
+EXAMPLE_OBJECTS = 60
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import yaml
 
 from rebuild.adapters import gitserver, process
 from rebuild.clusters.local import LocalCluster
-from tests.conftest import REPO, assert_example_phases
+from tests.conftest import EXAMPLE_OBJECTS, REPO, assert_example_phases
 from tests.procs import pending_operations, pid_alive, processes_naming, pulumi_processes, stack_locks
 
 pytestmark = pytest.mark.integration
@@ -51,7 +51,7 @@ def test_ten_drills_pass_with_reports_and_history(tmp_path: Path, toolchain: Any
     reports = {k: Path(v) for k, v in last["reports"].items()}
     assert set(reports) == {"json", "markdown", "junit", "html"} and all(p.exists() for p in reports.values())
     assert_example_phases([p["name"] for p in last["phases"]], then=("teardown",))
-    assert last["objects"]["verified"] == 56 and last["rto_seconds"] > 0
+    assert last["objects"]["verified"] == EXAMPLE_OBJECTS and last["rto_seconds"] > 0
     suite = ET.parse(reports["junit"]).getroot()
     suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
     assert suite is not None and int(suite.get("failures", "0")) == 0 and int(suite.get("tests", "0")) >= 6
@@ -177,7 +177,7 @@ def test_runbook_killed_during_platform_step_resumes_without_redoing(tmp_path: P
         report = next(state.glob("runbooks/runs/*/report/result.json"))
         result = json.loads(report.read_text())
         assert result["passed"] is True
-        assert result["objects"]["verified"] == result["objects"]["objects"] == 56  # every object verified
+        assert result["objects"]["verified"] == result["objects"]["objects"] == EXAMPLE_OBJECTS  # every object verified
         print(f"pending operations left by the killed update: {pending_before}")
     finally:
         if proc.poll() is None:

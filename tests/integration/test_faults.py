@@ -35,14 +35,14 @@ from rebuild.adapters import gitserver, process
 from rebuild.adapters.kube import Kube
 from rebuild.clusters.local import LocalCluster
 from rebuild.reconcilers import flux_local
-from tests.conftest import REPO
+from tests.conftest import EXAMPLE_OBJECTS, REPO
 from tests.kubectl import kubectl, suspend_flux
 from tests.procs import pending_operations, processes_naming, pulumi_processes, stack_locks
 
 pytestmark = pytest.mark.integration
 
 EXAMPLE = REPO / "examples" / "gitops-repo"
-OBJECTS = 56  # what the example declares
+OBJECTS = EXAMPLE_OBJECTS
 
 
 def cli_env(state: Path, extra: dict[str, str] | None = None) -> dict[str, str]:

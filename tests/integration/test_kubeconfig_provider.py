@@ -37,7 +37,7 @@ from rebuild.adapters import gitserver
 from rebuild.adapters.kube import Kube
 from rebuild.clusters.local import LocalCluster
 from rebuild.reconcilers.flux_local import FluxLocal
-from tests.conftest import REPO, assert_example_phases
+from tests.conftest import EXAMPLE_OBJECTS, REPO, assert_example_phases
 
 pytestmark = pytest.mark.integration
 
@@ -125,7 +125,7 @@ def test_up_verify_capture_on_an_existing_cluster_and_drill_refuses_it(
         res = json.loads(up.stdout)
         assert res["converged"] is True
         assert_example_phases([p["name"] for p in res["phases"]])
-        assert res["verify"]["summary"]["verified"] == res["verify"]["summary"]["objects"] == 56
+        assert res["verify"]["summary"]["verified"] == res["verify"]["summary"]["objects"] == EXAMPLE_OBJECTS
         # rebuild made no cluster: its state dir holds only the flattened kubeconfigs for "prod"
         assert sorted(p.name for p in (state / "clusters").iterdir()) == ["prod"]
         assert not (state / "clusters" / "prod" / "cluster.json").exists()
@@ -139,7 +139,7 @@ def test_up_verify_capture_on_an_existing_cluster_and_drill_refuses_it(
 
         v = rebuild("--config", str(config), "verify", "--timeout", "0")
         assert v.returncode == 0, v.stdout + v.stderr
-        assert "56/56 objects verified" in v.stdout
+        assert f"{EXAMPLE_OBJECTS}/{EXAMPLE_OBJECTS} objects verified" in v.stdout
 
         # drift made with kubectl through the same context
         kubectl("-n", "flux-system", "patch", "kustomization", "demo", "--type", "merge", "-p", '{"spec":{"suspend":true}}')
@@ -148,7 +148,7 @@ def test_up_verify_capture_on_an_existing_cluster_and_drill_refuses_it(
         assert v2.returncode == 1, v2.stdout + v2.stderr
         assert (
             "Deployment/shop/cart: field spec.replicas is 5 live, 3 in git "
-            "(apps/overlays/demo/kustomization.yaml:23); changed by kubectl"
+            "(apps/overlays/demo/kustomization.yaml:25); changed by kubectl"
         ) in v2.stdout
 
         cap = rebuild("--config", str(config), "capture", "--dry-run", "-o", "json")

@@ -20,7 +20,7 @@ import pytest
 from rebuild.adapters import gitserver, process
 from rebuild.adapters.kube import Kube
 from rebuild.clusters.local import LocalCluster
-from tests.conftest import REPO, assert_example_phases
+from tests.conftest import EXAMPLE_OBJECTS, REPO, assert_example_phases
 from tests.kubectl import kubectl, sed_editor, suspend_flux
 
 pytestmark = pytest.mark.integration
@@ -30,9 +30,7 @@ EXAMPLE = REPO / "examples" / "gitops-repo"
 
 def rebuild(args: list[str], state: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, REBUILD_STATE_DIR=str(state))
-    return subprocess.run(
-        [sys.executable, "-m", "rebuild.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
-    )
+    return subprocess.run([sys.executable, "-m", "rebuild.cli", *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def test_up_converges_then_drift_is_reported_and_reverted(example: tuple[Path, Path]) -> None:
@@ -44,7 +42,8 @@ def test_up_converges_then_drift_is_reported_and_reverted(example: tuple[Path, P
     assert_example_phases([p["name"] for p in res["phases"]])
     assert all(p["status"] == "ok" and p["seconds"] > 0 for p in res["phases"])
     objects = res["verify"]["objects"]
-    assert len(objects) == 56 and all(o["ok"] and o["present"] and o["health"]["status"] == "healthy" for o in objects)
+    assert len(objects) == EXAMPLE_OBJECTS
+    assert all(o["ok"] and o["present"] and o["health"]["status"] == "healthy" for o in objects)
     assert res["sources"][0]["revision"] and res["sources"][0]["url"].startswith("http://127.0.0.1:")
 
     again = rebuild(["-o", "json", "--config", str(config), "up"], state)
@@ -59,7 +58,7 @@ def test_up_converges_then_drift_is_reported_and_reverted(example: tuple[Path, P
     assert v.returncode == 1, v.stdout + v.stderr
     assert (
         "Deployment/shop/cart: field spec.replicas is 5 live, 3 in git "
-        "(apps/overlays/demo/kustomization.yaml:23); changed by kubectl (Update, scale)"
+        "(apps/overlays/demo/kustomization.yaml:25); changed by kubectl (Update, scale)"
     ) in v.stdout
     vj = json.loads(rebuild(["-o", "json", "--config", str(config), "verify", "--timeout", "0"], state).stdout)
     cart = next(o for o in vj["objects"] if o["ref"] == "Deployment/shop/cart")
@@ -86,7 +85,7 @@ def test_up_converges_then_drift_is_reported_and_reverted(example: tuple[Path, P
     )
     ok = rebuild(["--config", str(config), "verify", "--timeout", "90"], state)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "56/56 objects verified" in ok.stdout
+    assert f"{EXAMPLE_OBJECTS}/{EXAMPLE_OBJECTS} objects verified" in ok.stdout
 
 
 def test_broken_revision_is_refused_before_touching_a_cluster(example: tuple[Path, Path]) -> None:
@@ -162,7 +161,8 @@ def test_apiserver_killed_during_up_then_second_up_completes(example: tuple[Path
     rerun = json.loads(r.stdout)
     assert rerun["converged"] is True
     objects = rerun["verify"]["objects"]
-    assert len(objects) == 56 and all(o["ok"] and o["present"] and o["health"]["status"] == "healthy" for o in objects)
+    assert len(objects) == EXAMPLE_OBJECTS
+    assert all(o["ok"] and o["present"] and o["health"]["status"] == "healthy" for o in objects)
     # Nothing duplicated: one object per desired identity, one of each Flux controller, one Pulumi resource per URN.
     kube = Kube.from_kubeconfig(cluster.kubeconfig())
     names = [d["metadata"]["name"] for d in kube.list("apps/v1", "Deployment", "shop")]
@@ -203,7 +203,7 @@ def test_two_sources_each_bootstrapped_as_its_own_reconciler_source(tmp_path: Pa
         res = json.loads(r.stdout)
         assert res["converged"] is True
         assert sorted(s["name"] for s in res["sources"]) == ["apps", "platform"]
-        assert len(res["verify"]["objects"]) == 56
+        assert len(res["verify"]["objects"]) == EXAMPLE_OBJECTS
         # every object's source names the repo it came from
         sources = {o["ref"]: o["source"] for o in res["verify"]["objects"]}
         assert sources["Namespace/shop"].startswith("platform:infrastructure/")

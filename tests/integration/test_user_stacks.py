@@ -27,7 +27,7 @@ import yaml
 from rebuild.adapters import gitserver
 from rebuild.adapters.objectstore import ObjectStore
 from rebuild.clusters.local import LocalCluster
-from tests.conftest import REPO, assert_example_phases
+from tests.conftest import EXAMPLE_OBJECTS, REPO, assert_example_phases
 from tests.kubectl import kubectl
 from tests.procs import processes_naming, pulumi_processes
 
@@ -48,7 +48,7 @@ def up_json(config: Path, state: Path, env: dict[str, str] | None = None) -> dic
     r = cli(["-o", "json", "--config", str(config), "up"], state, env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     res: dict[str, Any] = json.loads(r.stdout)
-    assert res["converged"] is True and res["verify"]["summary"]["verified"] == 56, res["verify"]["summary"]
+    assert res["converged"] is True and res["verify"]["summary"]["verified"] == EXAMPLE_OBJECTS, res["verify"]["summary"]
     return res
 
 

@@ -19,13 +19,13 @@ import yaml
 
 from rebuild.adapters import gitserver
 from rebuild.clusters.local import LocalCluster
-from tests.conftest import REPO, assert_example_phases
+from tests.conftest import EXAMPLE_OBJECTS, REPO, assert_example_phases
 from tests.procs import processes_naming
 
 pytestmark = pytest.mark.integration
 
 EXAMPLE = REPO / "examples" / "gitops-repo"
-OBJECTS = 56  # what the example declares
+OBJECTS = EXAMPLE_OBJECTS
 # Package data the installed rebuild reads at run time (pyproject's [tool.setuptools.package-data]).
 DATA = (
     "rebuild/versions.toml",

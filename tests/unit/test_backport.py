@@ -263,7 +263,7 @@ def test_body_names_the_managers_and_the_coverage() -> None:
     row = next(x for x in b.body.splitlines() if "spec.replicas" in x)
     assert row == (
         "| Deployment/shop/cart | `spec.replicas` | `3` → `5` | kubectl (Update, scale) | 2026-11-26T10:42:00Z "
-        "| `apps/overlays/demo/kustomization.yaml:23` |"
+        "| `apps/overlays/demo/kustomization.yaml:25` |"
     )
     block = next(x for x in b.body.splitlines() if "pricing-rules" in x)
     assert '`line 4: when: "cart.total >= 50"` → `line 4: when: "cart.total >= 40"`' in block
@@ -273,7 +273,7 @@ def test_body_names_the_managers_and_the_coverage() -> None:
     assert b.commit_message.splitlines()[0] == b.title
     assert (
         "- Deployment/shop/cart spec.replicas: 3 -> 5 "
-        "(by kubectl at 2026-11-26T10:42:00Z; apps/overlays/demo/kustomization.yaml:23)" in b.commit_message
+        "(by kubectl at 2026-11-26T10:42:00Z; apps/overlays/demo/kustomization.yaml:25)" in b.commit_message
     )
 
 

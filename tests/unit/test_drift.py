@@ -452,10 +452,10 @@ def test_findings_carry_manager_operation_subresource_time_and_source() -> None:
         "scale",
         "2026-11-26T10:42:00Z",
     )
-    assert str(scale.source) == "apps/overlays/demo/kustomization.yaml:23"  # the replicas: entry, not the base
+    assert str(scale.source) == "apps/overlays/demo/kustomization.yaml:25"  # the replicas: entry, not the base
     assert scale.api_version == "apps/v1" and scale.path == ("spec", "replicas")
     assert scale.message() == (
-        "Deployment/shop/cart: field spec.replicas is 5 live, 3 in git (apps/overlays/demo/kustomization.yaml:23); "
+        "Deployment/shop/cart: field spec.replicas is 5 live, 3 in git (apps/overlays/demo/kustomization.yaml:25); "
         "changed by kubectl (Update, scale) at 2026-11-26T10:42:00Z"
     )
 
