@@ -12,7 +12,9 @@ comments). helm-controller installs them. Then `rebuild capture --dry-run` (the 
   overlay's patch for the tag it sets), the label is listed with the HelmRelease's file:line
   and "change the chart or its values";
 - the diff applied to git and reconciled by helm-controller (a new release revision): the
-  changes hold in the cluster and capture finds only the label left.
+  changes hold in the cluster and capture finds only the label left;
+- the merged git rebuilt into a brand-new cluster (its own Flux; Helm installs revision 1 from
+  git alone): the replicas, image tag and greeting changed by hand are there, the label is not.
 Nothing is left running afterwards.
 """
 
@@ -94,6 +96,33 @@ def revision(kube: Kube, name: str) -> int:
     hr = kube.get(HELM_API, "HelmRelease", name, NS) or {}
     snap = latest_snapshot(hr.get("status") or {})
     return int(snap["version"]) if snap and snap.get("status") == "deployed" else 0
+
+
+def rebuilt_in_fresh_cluster(cluster_factory: Any, toolchain: Any, repo: Path, flux_dir: Path) -> None:
+    """Apply ``repo`` to a new cluster with its own Flux; the backported values hold there."""
+    fresh: LocalCluster = cluster_factory("chelm-fresh")
+    fresh.create()
+    kube = Kube.from_kubeconfig(fresh.kubeconfig())
+    flux = FluxLocal(flux_dir, fresh.kubeconfig(), toolchain=toolchain)
+    try:
+        flux.start()
+        t0 = time.monotonic()
+        apply_repo(kube, repo)
+        for name in ("web", "shop"):
+            wait_for(lambda n=name: revision(kube, n) == 1 and release_ready(kube, n), timeout=180, what=f"{name} installed")
+        print(f"fresh cluster: both releases installed from the merged git in {time.monotonic() - t0:.2f}s")
+        web = kube.get("apps/v1", "Deployment", "web-web", "apps") or {}
+        shop = kube.get("apps/v1", "Deployment", "shop-web", "shop") or {}
+        settings = kube.get("v1", "ConfigMap", "web-settings", "apps") or {}
+        assert web["spec"]["replicas"] == 4
+        assert shop["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.27.3"
+        assert settings["data"]["greeting"] == "hello from a hotfix"
+        # the label was never backported (the chart does not render it), so it is not there
+        assert "team" not in (web["metadata"].get("labels") or {})
+    finally:
+        flux.stop()
+        kube.close()
+        fresh.delete()
 
 
 def test_capture_of_objects_helm_releases_rendered(cluster_factory: Any, state_dir: Path, tmp_path: Path, toolchain: Any) -> None:
@@ -230,6 +259,10 @@ def test_capture_of_objects_helm_releases_rendered(cluster_factory: Any, state_d
         left = [(f["object"], f["path"]) for f in res["report"]["findings"]]
         assert rc == 1 and left == [LABEL], [f["message"] for f in res["report"]["findings"]]
         assert res["files"] == []
+
+        # -- rebuilt: the merged git into a brand-new cluster (a disaster after the merge); Helm
+        # installs revision 1 from git's values alone, and the hand-made changes are there.
+        rebuilt_in_fresh_cluster(cluster_factory, toolchain, repo, tmp_path / "flux-fresh")
     finally:
         flux.stop()
         helmrepo.stop_repo(repo_state)
