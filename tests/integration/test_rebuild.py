@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from rebuild.adapters import gitserver, process
 from rebuild.adapters.kube import Kube
@@ -33,7 +34,47 @@ def rebuild(args: list[str], state: Path, timeout: float = 600) -> subprocess.Co
     return subprocess.run([sys.executable, "-m", "rebuild.cli", *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
-def test_up_converges_then_drift_is_reported_and_reverted(example: tuple[Path, Path]) -> None:
+# What the example's HelmReleases render (charts/status-page from the served chart repository with
+# the demo overlay's values patch, charts/queue-worker from git) and its SOPS-encrypted Secrets.
+HELM_RENDERED = {
+    "HelmRelease shop/status-page": {
+        "ConfigMap/shop/status-page-content",
+        "Service/shop/status-page",
+        "Deployment/shop/status-page",
+    },
+    "HelmRelease payments/queue-worker": {"ConfigMap/payments/queue-worker-settings", "Deployment/payments/queue-worker"},
+}
+SOPS_SECRETS = {
+    ("payments", "queue-broker"): "apps/base/queue-worker/broker-credentials.sops.yaml",
+    ("observability", "grafana-admin"): "apps/base/grafana/admin-credentials.sops.yaml",
+}
+
+
+def assert_helm_and_sops_rebuilt(config: Path, state: Path, res: dict[str, Any], toolchain: Any) -> None:
+    """Issue 13: both HelmReleases Ready and every object they rendered verified; the SOPS Secrets
+    Flux decrypted equal the plaintext `sops -d` gives with the example's key."""
+    objects = {f"{o['kind']} {o['namespace']}/{o['name']}": o for o in res["verify"]["objects"]}
+    for release, rendered in HELM_RENDERED.items():
+        hr = objects[release]
+        assert hr["ok"] and hr["health"]["status"] == "healthy" and "deployed" in hr["health"]["message"], hr
+        assert {r["ref"] for r in hr["rendered"]} == rendered and all(r["ok"] and r["present"] for r in hr["rendered"]), hr
+    summary = res["verify"]["summary"]
+    assert summary["rendered"] == summary["rendered_verified"] == sum(len(r) for r in HELM_RENDERED.values())
+    kubeconfig = state / "clusters" / "demo" / "kubeconfig"
+    shop = json.loads(kubectl(kubeconfig, "-n", "shop", "get", "deployment/status-page", "-o", "json"))
+    assert shop["spec"]["replicas"] == 2  # the demo overlay's values patch, not the HelmRelease's 1
+    env = dict(os.environ, SOPS_AGE_KEY_FILE=str(config.parent / "demo-sops.agekey"))
+    sops = str(toolchain.binary("sops"))
+    for (ns, name), file in SOPS_SECRETS.items():
+        plain = yaml.safe_load(
+            subprocess.run([sops, "-d", str(config.parent / file)], env=env, capture_output=True, text=True, check=True).stdout
+        )["stringData"]
+        live = json.loads(kubectl(kubeconfig, "-n", ns, "get", f"secret/{name}", "-o", "json"))["data"]
+        assert {k: base64.b64decode(v).decode() for k, v in live.items()} == plain, f"Secret {ns}/{name}"
+        assert not any(v.startswith("ENC[") for v in plain.values())
+
+
+def test_up_converges_then_drift_is_reported_and_reverted(example: tuple[Path, Path], toolchain: Any) -> None:
     config, state = example
     r = rebuild(["-o", "json", "--config", str(config), "up"], state)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -45,6 +86,7 @@ def test_up_converges_then_drift_is_reported_and_reverted(example: tuple[Path, P
     assert len(objects) == EXAMPLE_OBJECTS
     assert all(o["ok"] and o["present"] and o["health"]["status"] == "healthy" for o in objects)
     assert res["sources"][0]["revision"] and res["sources"][0]["url"].startswith("http://127.0.0.1:")
+    assert_helm_and_sops_rebuilt(config, state, res, toolchain)
 
     again = rebuild(["-o", "json", "--config", str(config), "up"], state)
     assert again.returncode == 0, again.stderr[-2000:]
