@@ -37,7 +37,8 @@ default, anything else replaces it) and
   stop valid rebuilds. A mapping against a non-mapping is different: Helm cannot merge them (it
   only warns "cannot overwrite table with non table" and keeps the user's value), and the
   templates that read a field of it (``.Values.image.tag``) fail the install.
-- with ``spec.valuesFrom`` values are not checked: part of them is in the cluster, not in git.
+- with ``spec.valuesFrom`` values are not checked: part of them is in the cluster, not in git;
+  nor with ``spec.chart.spec.valuesFiles`` (other defaults than values.yaml: not read here).
 
 No value is quoted in a message (a HelmRelease's values may hold a password): only its path,
 its JSON type, and the schema's rule.
@@ -161,7 +162,7 @@ def preflight(objects: Iterable[DesiredObject], catalogs: Sequence[Catalog]) -> 
         if isinstance(found, Refusal):
             refusals.append(found)
             continue
-        if found is not None and not plan.values_from:
+        if found is not None and not plan.values_from and not _values_files(obj):
             refusals.extend(_values(obj, found, who))
     return Preflight(frozenset(checked), tuple(refusals))
 
@@ -254,6 +255,15 @@ def _values(obj: DesiredObject, chart: ChartFolder, who: str) -> list[Refusal]:
             )
         )
     return out
+
+
+def _values_files(obj: DesiredObject) -> bool:
+    """``spec.chart.spec.valuesFiles``: source-controller replaces the chart's defaults with those
+    files merged; the preflight reads values.yaml alone, so it does not judge such a release."""
+    spec = obj.body.get("spec")
+    chart = spec.get("chart") if isinstance(spec, Mapping) else None
+    cspec = chart.get("spec") if isinstance(chart, Mapping) else None
+    return isinstance(cspec, Mapping) and bool(cspec.get("valuesFiles"))
 
 
 def _shape_mismatches(

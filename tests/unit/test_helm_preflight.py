@@ -246,13 +246,16 @@ def test_without_a_schema_only_a_mapping_against_a_non_mapping_is_refused(tmp_pa
     assert b.message.startswith("spec.values.mode is a mapping, but chart status-page 0.1.0 (charts/status-page) has a string")
 
 
-def test_values_from_the_cluster_are_not_checked(tmp_path: Path) -> None:
+def test_values_from_the_cluster_or_other_values_files_are_not_checked(tmp_path: Path) -> None:
     chart(tmp_path, "charts/status-page", "status-page", "0.1.0", schema=SCHEMA)
     objects = repo(tmp_path, patch="replicas: many")
     for o in objects:
         o.body["spec"]["valuesFrom"] = [{"kind": "ConfigMap", "name": "status-values"}]
     got = preflight(objects, served(tmp_path))
     assert got.refusals == () and len(got.checked) == 1
+    objects = repo(tmp_path, patch="replicas: many")
+    objects[0].body["spec"]["chart"]["spec"]["valuesFiles"] = ["values.yaml", "values-prod.yaml"]
+    assert preflight(objects, served(tmp_path)).refusals == ()  # other defaults than values.yaml alone
 
 
 def test_a_schema_ref_is_never_fetched_and_a_broken_schema_is_refused(tmp_path: Path) -> None:
