@@ -54,8 +54,10 @@ FluxState = Literal["running", "degraded", "stopped", "absent"]
 # API server's priority and fairness decide. The same flags go to in-cluster installs.
 # helm-controller installs 4 releases at a time and re-checks a release waiting on a
 # ``dependsOn`` every 30 s by default: a restore of a platform of charts wants more of both.
+# source-controller builds 2 artifacts at a time by default, and a restore asks it for one
+# HelmChart per HelmRelease at once (bench/helm_releases: 20 charts queued two by two).
 SPEED_ARGS: dict[str, tuple[str, ...]] = {
-    "source-controller": ("--kube-api-qps=500", "--kube-api-burst=1000"),
+    "source-controller": ("--kube-api-qps=500", "--kube-api-burst=1000", "--concurrent=8"),
     "kustomize-controller": ("--kube-api-qps=500", "--kube-api-burst=1000", "--concurrent-ssa=16"),
     "helm-controller": ("--kube-api-qps=500", "--kube-api-burst=1000", "--concurrent=8", "--requeue-dependency=5s"),
 }
