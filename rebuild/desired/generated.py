@@ -19,6 +19,8 @@ The facts, from the sources they come from:
   holds the format's marker (``sops_mac=ENC[`` for dotenv, ``mac: ENC[`` for YAML...);
 - how kustomize reads a dotenv file (api/kv ``keyValuesFromLine``): leading whitespace trimmed,
   blank lines and ``#`` comments skipped, split at the first ``=``, the value kept as written;
+- how a generator writes a value: base64 cut into lines of 70 characters when longer (api/kv
+  ``encodeBase64``), which is what the hash sees (the API server drops the newlines);
 - the hash suffix (api/hasher ``encodeSecret``): the first 10 hex digits of the sha256 of the JSON
   (Go's encoding: keys sorted, no spaces, ``<>&`` escaped) of ``kind``, ``type``, ``name``,
   ``data`` and (when a mapping) ``stringData``, with ``0 1 3 a e`` turned into ``g h k m t``.
@@ -115,12 +117,23 @@ def hashed_with(body: Mapping[str, Any]) -> str | None:
     return None
 
 
+def kustomize_b64(value: bytes) -> str:
+    """base64 as kustomize's generators write it (api/kv ``encodeBase64``): a text of 70
+    characters or more is cut into lines of 70, each ending in a newline. The hash suffix is
+    computed over this text; the API server stores it without the newlines."""
+    text = base64.b64encode(value).decode()
+    if len(text) < 70:
+        return text
+    return "".join(text[i : i + 70] + "\n" for i in range(0, len(text), 70))
+
+
 def rebuilt_data(
     data: Mapping[str, str],
     envs: Sequence[tuple[bytes, bytes]],
     files: Sequence[tuple[str, bytes]],
 ) -> dict[str, str]:
-    """A generated Secret's ``data`` as kustomize builds it from the decrypted files.
+    """A generated Secret's ``data`` as kustomize builds it from the decrypted files (values
+    encoded by :func:`kustomize_b64`, so :func:`secret_hash` of it is kustomize's).
 
     ``envs``: (encrypted text, decrypted text) of each SOPS dotenv file: the keys kustomize read
     from the encrypted file (its values and sops's ``sops_*`` metadata keys) are replaced by the
@@ -131,9 +144,9 @@ def rebuilt_data(
         for key, _ in dotenv_pairs(encrypted):
             out.pop(key, None)
         for key, value in dotenv_pairs(plain):
-            out[key] = base64.b64encode(value.encode()).decode()
+            out[key] = kustomize_b64(value.encode())
     for key, content in files:
-        out[key] = base64.b64encode(content).decode()
+        out[key] = kustomize_b64(content)
     return out
 
 

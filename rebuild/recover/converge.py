@@ -11,7 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import time
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rebuild.adapters.kube import Kube
@@ -160,7 +160,9 @@ def check(
             health = Health("unknown", "not found")
         else:
             health = assess(obj, expected_revision=(revisions or {}).get(str(o.ref)), rules=spec.health)
-        verdict = ObjectVerdict(o, result, health)
+        # the desired object (its body as git holds it), under the name the cluster has
+        named = replace(o, ref=plain[o.ref].ref) if o.ref in plain and plain[o.ref].ref != o.ref else o
+        verdict = ObjectVerdict(named, result, health)
         if obj is not None and is_helm_release(o):
             verdict.settled = _settled(o, obj, o.ref in charts_in_git)
         verdicts.append(verdict)

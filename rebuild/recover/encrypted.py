@@ -393,16 +393,19 @@ def _generated_views(
         envs = [(text, plain(path, text, "dotenv")) for path, text in gen.envs]
         files = [(k, plain(path, text, store)) for k, path, store, text in gen.files]
         data = o.body.get("data")
-        body = {**o.body, "data": generated.rebuilt_data(data if isinstance(data, Mapping) else {}, envs, files)}
+        built = {**o.body, "data": generated.rebuilt_data(data if isinstance(data, Mapping) else {}, envs, files)}
         del envs, files
+        # compared as the API server keeps it: base64 without kustomize's line breaks
+        body = {**built, "data": {k: str(v).replace("\n", "") for k, v in built["data"].items()}}
         name = o.ref.name
         hashed = generated.hashed_with(o.body)
         if hashed is not None:
             m = generated.HASH_SUFFIX.search(name)
             assert m is not None  # hashed_with found it
-            name = f"{name[: m.start()]}-{generated.secret_hash(body, hashed)}"
+            name = f"{name[: m.start()]}-{generated.secret_hash(built, hashed)}"
             body["metadata"] = {**body["metadata"], "name": name}
             renames.append((o.ref.namespace, o.ref.name, name))
+        del built
         out[gen.obj.ref] = dataclasses.replace(o, ref=dataclasses.replace(o.ref, name=name), body=body)
     for namespace, old, new in renames:
         for obj in desired.objects:

@@ -151,6 +151,18 @@ def assert_no_plaintext(text: str, values: list[str], what: str) -> None:
             assert n not in raw, f"{what} holds a plaintext value (or its base64)"
 
 
+def assert_no_plaintext_left(tmp_path: Path, outputs: list[str], plaintexts: list[str]) -> None:
+    """No plaintext (raw or base64) in any CLI output, nor in any file of the run (render cache,
+    logs, records, Pulumi state, git server) but the cluster's datastore: the API server keeps
+    every Secret there (no encryption at rest)."""
+    for i, text in enumerate(outputs):
+        assert_no_plaintext(text, plaintexts, f"output {i} of the CLI")
+    scanned = files_holding(tmp_path, plaintexts, skip="state/clusters/*/etcd/*")
+    assert scanned[1] == [], scanned[1]
+    assert scanned[0] > 20, scanned
+    print(f"plaintexts in none of {scanned[0]} files of the run (etcd's data aside)")
+
+
 def assert_fails_fast(r: subprocess.CompletedProcess[str], took: float, *expected: str) -> list[str]:
     """Exit 2 in well under 30 s; the error line holds every ``expected`` text, a fix line follows."""
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
@@ -275,14 +287,7 @@ def test_sops_secrets_verified_decrypted_in_memory_and_a_bad_key_stops_before_an
         ) in r.stdout, r.stdout
         print(f"after kubectl patch: {r.stdout.strip().splitlines()[-1].strip()}")
 
-        for i, text in enumerate(outputs):
-            assert_no_plaintext(text, plaintexts, f"output {i} of the CLI")
-        # nor in any file of the run (render cache, logs, records, Pulumi state, git server), but
-        # the cluster's datastore: the API server keeps every Secret there (no encryption at rest)
-        scanned = files_holding(tmp_path, plaintexts, skip="state/clusters/*/etcd/*")
-        assert scanned[1] == [], scanned[1]
-        assert scanned[0] > 20, scanned
-        print(f"plaintexts in none of {scanned[0]} files of the run (etcd's data aside)")
+        assert_no_plaintext_left(tmp_path, outputs, plaintexts)
     finally:
         LocalCluster(name, root=state).delete(purge=True)
         gitserver.stop_server(state / "gitserver")

@@ -73,6 +73,22 @@ def test_the_rendered_name_tells_which_name_kustomize_hashed() -> None:
     assert generated.hashed_with(named) == "app"  # the other reading, should a kustomize hash the name
 
 
+def test_values_are_encoded_and_hashed_as_kustomize_writes_them() -> None:
+    # `kubectl kustomize` (kustomize v5.5.0) of a generator over these plaintext files named the
+    # Secret app-m6t657bhkt (and kustomize-controller, decrypting the same files encrypted, too)
+    cert = b"-----BEGIN CERTIFICATE-----\nabc\n-----END CERTIFICATE-----\n"
+    assert generated.kustomize_b64(cert) == (
+        "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCmFiYwotLS0tLUVORCBDRVJUSUZJQ0FURS\n0tLS0tCg==\n"
+    )
+    assert generated.kustomize_b64(b"prod") == "cHJvZA=="  # under 70 characters: one line, no newline
+    assert generated.kustomize_b64(b"x" * 51) == base64.b64encode(b"x" * 51).decode()  # 68 characters: one line
+    seventy_two = base64.b64encode(b"x" * 52).decode()
+    assert generated.kustomize_b64(b"x" * 52) == f"{seventy_two[:70]}\n{seventy_two[70:]}\n"
+    plain = {"DB_PASSWORD": b"pw-x", "API_TOKEN": b"tok-y", "MODE": b"prod", "tls.crt": cert}
+    data = {k: generated.kustomize_b64(v) for k, v in plain.items()}
+    assert generated.secret_hash({"type": "Opaque", "data": data}) == "m6t657bhkt"
+
+
 def test_dotenv_is_read_as_kustomize_reads_it() -> None:
     text = b"\xef\xbb\xbfA=1\n  # a comment\n\n  B = x=y \r\nC=\nD=with\\nescaped newline\n"
     assert generated.dotenv_pairs(text) == [("A", "1"), ("B ", " x=y "), ("C", ""), ("D", "with\\nescaped newline")]
@@ -91,7 +107,9 @@ def test_rebuilt_data_drops_the_encrypted_keys_and_sops_metadata() -> None:
     rendered = {k: b64(v) for k, v in generated.dotenv_pairs(ENCRYPTED_ENV.encode())} | {"LITERAL": b64("kept")}
     assert "sops_mac" in rendered
     data = generated.rebuilt_data(rendered, [(ENCRYPTED_ENV.encode(), PLAIN_ENV.encode())], [("tls.crt", PLAIN_CERT)])
-    assert data == {"DB_PASSWORD": b64(PASSWORD), "DB_USER": b64("shop"), "LITERAL": b64("kept"), "tls.crt": b64(PLAIN_CERT)}
+    kust = generated.kustomize_b64(PLAIN_CERT)
+    assert kust.count("\n") == 2  # 84 base64 characters: two lines
+    assert data == {"DB_PASSWORD": b64(PASSWORD), "DB_USER": b64("shop"), "LITERAL": b64("kept"), "tls.crt": kust}
 
 
 def test_renamed_replaces_references_but_not_the_objects_own_metadata() -> None:
@@ -164,7 +182,8 @@ def test_a_generated_secret_is_compared_decrypted_under_the_name_kustomize_contr
     views = encrypted.decrypted(config(tmp_path), TOOLS, state, decrypt=fake)
     assert sorted(fake.calls) == [(ENV_FILE, f"{ENV_FILE}:1", "dotenv"), (CERT_FILE, f"{CERT_FILE}:1", "binary")]
     expected_data = {"DB_PASSWORD": b64(PASSWORD), "DB_USER": b64("shop"), "MODE": b64("prod"), "tls.crt": b64(PLAIN_CERT)}
-    name = f"app-{generated.secret_hash({'type': 'Opaque', 'data': expected_data})}"
+    as_built = {**expected_data, "tls.crt": generated.kustomize_b64(PLAIN_CERT)}  # what kustomize hashes
+    name = f"app-{generated.secret_hash({'type': 'Opaque', 'data': as_built})}"
     view = views[secret.ref]
     assert view.ref == ObjectRef("", "Secret", "shop", name) and view.body["metadata"]["name"] == name
     assert view.body["data"] == expected_data
