@@ -1029,3 +1029,153 @@ def test_no_secret_leaks_in_argv_files_git_or_the_pr_and_every_listener_is_loopb
     leaks = sum(len(problems.get(k, [])) for k in ("argv", "files", "git", "pull request"))
     print(f"  secrets found: {leaks}; modes not 0600: {len(modes)}; non-loopback listeners: {len(problems['listeners'])}")
     assert not found, json.dumps(found, indent=2)
+
+
+# --------------------------------------------------------------------------- a SOPS capture run
+
+
+def scan_git_objects(repo: Path, label: str, secrets: list[TestSecret], out: GitScan) -> int:
+    """Every object of a repository, reachable or not (``git cat-file --batch-all-objects``): a
+    blob written and then dropped from every ref is still there until git collects it. Returns
+    how many objects were read."""
+    listed = git_out("cat-file", "--batch-all-objects", "--batch-check", cwd=repo).splitlines()
+    r = subprocess.run(["git", "cat-file", "--batch-all-objects", "--batch"], cwd=repo, capture_output=True, check=True)
+    for s in secrets:
+        if any(n in r.stdout for n in s.needles()):
+            out.leaks.append(f"{s.name} in an object of {label} (git cat-file --batch-all-objects)")
+    return len(listed)
+
+
+def test_a_sops_secret_changed_live_and_captured_leaks_its_new_value_nowhere(tmp_path: Path, toolchain: Any) -> None:
+    """The capture of a SOPS-encrypted Secret whose value a person changed with ``kubectl patch``
+    (issue 13): capture decrypts the file, sets the live value, re-encrypts it through sops pipes
+    for the ``.sops.yaml`` recipients (tests/integration/test_capture_sops.py) and opens a pull
+    request on a real Gitea. The new value, and the values git holds encrypted, must then be in
+    no argv of any process (strace, every CLI run), no file under this test's folder (state dir,
+    logs, render cache, records; Gitea's own folder aside, its repository read through git) nor
+    one written during the run under PULUMI_HOME, the Go and pip caches or /tmp, no CLI output,
+    diff, pull request title, body or comment, and no object of any git repository of the run:
+    the forge's (a mirror clone), rebuild's mirror and capture's clone (``git log -p --all`` and
+    ``git cat-file --batch-all-objects``, unreachable objects included)."""
+    from rebuild.toolchain.tools import Toolchain
+    from tests.integration.test_capture_sops import DB_FILE, b64, write_repo
+    from tests.integration.test_sops_cli import age_keygen
+
+    strace = require_strace()  # before anything starts: without a tracer the argv claim could only pass vacuously
+    since = time.time() - 1.0
+    tools: Toolchain = toolchain
+    seed, state, audit = tmp_path / "seed", tmp_path / "state", tmp_path / "audit"
+    (tmp_path / "keys").mkdir()
+    audit.mkdir()
+    public = age_keygen(tools, tmp_path / "keys" / "age.agekey")
+    values = {"password": random_value("pw"), "token": random_value("tok"), "key": random_value("key")}
+    write_repo(seed, tools, public, values)  # encrypted by the real sops; the plaintexts stay in memory
+    new_password = random_value("rotated")
+    secrets = [
+        TestSecret("SOPS Secret db: the password set live (kubectl patch)", new_password),
+        *(TestSecret(f"SOPS-encrypted {k} (clear only in memory)", v) for k, v in values.items()),
+    ]
+    forge = Gitea(tmp_path / "gitea", toolchain=toolchain)
+    name = "auditsops"
+    tracer: Tracer | None = None
+    watch = ProcWatch(secrets)
+    problems: dict[str, list[str]] = {}
+    try:
+        forge.start()
+        forge.create_repo("gitops", auto_init=False)
+        url = forge.clone_url(forge.admin_user, "gitops")
+        git("init", "-q", "-b", "main", cwd=seed)
+        git("add", ".", cwd=seed)
+        git("-c", "user.name=seed", "-c", "user.email=seed@localhost", "commit", "-qm", "seed", cwd=seed)
+        git("push", "-q", url, "main", cwd=seed, env=forge.git_env())
+        config = tmp_path / "rebuild.yaml"
+        source: dict[str, Any] = {"name": "apps", "url": url, "branch": "main", "path": "apps"}
+        source["credentials"] = {"username_env": "GIT_USER", "password_env": "GIT_PASSWORD"}
+        forge_cfg = {"kind": "gitea", "url": forge.url, "repo": f"{forge.admin_user}/gitops", "token_env": "FORGE_TOKEN"}
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "sources": [source],
+                    "cluster": {"provider": "local", "name": name, "nodes": 1},
+                    "reconciler": {"kind": "flux", "interval": "1m", "sops_age_key_file": "keys/age.agekey"},
+                    "verify": {"timeout": "4m"},
+                    "capture": {"forge": forge_cfg},
+                },
+                sort_keys=False,
+            )
+        )
+        password = (forge.root / "secrets" / "admin-password").read_text().strip()
+        env = dict(os.environ, REBUILD_STATE_DIR=str(state), GIT_USER=forge.admin_user, GIT_PASSWORD=password)
+        env["FORGE_TOKEN"] = forge.token
+        env.pop("CI", None)
+        tracer = Tracer(audit, env, strace=strace)
+        watch.start()
+
+        up = tracer.run("up", ["-o", "json", "--config", str(config), "up"])
+        assert up.rc == 0, up.stderr[-3000:]
+        kubeconfig = state / "clusters" / name / "kubeconfig"
+        suspend_flux(kubeconfig, "apps")
+        # the new value reaches kubectl on stdin, never in its argv
+        patch = ["-n", "shop", "patch", "secret", "db", "--type=merge", "--patch-file=/dev/stdin"]
+        kubectl(kubeconfig, *patch, stdin=json.dumps({"data": {"password": b64(new_password)}}))
+        capture = tracer.run("capture", ["-o", "json", "--config", str(config), "capture"])
+        assert capture.rc == 1, capture.stderr[-3000:]
+        res = json.loads(capture.stdout)
+        # the run did what it is audited for: the new value went to the pull request (encrypted for the
+        # rule: the branch's diff is checked below, on the forge's repository)
+        assert res["action"] == "created" and res["files"] == [DB_FILE], res
+        for r in (up, capture):
+            for s in secrets:
+                if any(n.decode() in r.stdout + r.stderr for n in s.needles()):
+                    problems.setdefault("CLI output, diff", []).append(f"{s.name} in the output of `rebuild {r.name}`")
+
+        (pr,) = forge.list_pull_requests(forge.admin_user, "gitops", "all")
+        assert "encrypted with sops for the .sops.yaml:2 rule" in pr["body"], pr["body"]
+        comments = forge.api("GET", f"/repos/{forge.admin_user}/gitops/issues/{pr['number']}/comments") or []
+        texts = {"PR title": pr["title"], "PR body": pr["body"], **{f"PR comment {c['id']}": c["body"] for c in comments}}
+        for where, text in texts.items():
+            for s in secrets:
+                if any(n in text.encode() for n in s.needles()):
+                    problems.setdefault("pull request", []).append(f"{s.name} in the {where}")
+
+        files = Findings()
+        scan_tree(tmp_path, tmp_path, secrets, files)
+        problems["files"] = files.leaks
+        mirror = audit / "git" / "gitops.git"
+        mirror.parent.mkdir()
+        git("clone", "-q", "--mirror", url, str(mirror), cwd=audit, env=forge.git_env())
+        gscan, objects = GitScan(), 0
+        for repo in git_repos_under(tmp_path):
+            label = str(repo.relative_to(tmp_path))
+            scan_git_repo(repo, label, secrets, gscan)
+            objects += scan_git_objects(repo, label, secrets, gscan)
+        problems["git"] = gscan.leaks
+        # the forge's (with the PR's branch), the seed, rebuild's mirror, capture's clone
+        assert gscan.repos >= 4 and objects > 0, (gscan, objects)
+        branch = git("log", "-p", "--all", "--format=%H", cwd=mirror)
+        assert f"+++ b/{DB_FILE}" in branch and "ENC[AES256_GCM," in branch
+    finally:
+        LocalCluster(name, root=state).delete(purge=True)
+        gitserver.stop_server(state / "gitserver")
+        forge.stop()
+        if tracer is not None:
+            tracer.finish()
+        watch.stop()
+    assert tracer is not None
+    execs = read_execs([t for _, _, t in tracer.sessions], secrets)
+    problems["argv"] = execs.leaks + watch.leaks
+    problems["argv truncated by strace"] = execs.truncated
+    # the tracer saw the processes that held the values: sops (decrypt and re-encrypt), the control plane
+    for prog in ("sops", "kube-apiserver", "kustomize-controller", "git"):
+        assert execs.programs.get(prog), f"strace never saw {prog} start: {sorted(execs.programs)}"
+    changed = scan_changed(outside_places(), since, secrets, tmp_path, files)
+    assert "/tmp" in changed.roots and "PULUMI_HOME" in changed.roots, changed
+    print(f"\nSOPS capture audit: {len(secrets)} values, {sum(len(s.needles()) for s in secrets)} forms searched")
+    sops_runs = execs.programs.get("sops", 0)
+    print(f"  argv: {execs.started} programs started ({sops_runs} sops runs), {len(watch.cmdlines)} cmdlines polled")
+    print(f"  files: {files.files} under the test's folder; outside it, changed during the run:")
+    for label, (root, count, written) in changed.roots.items():
+        print(f"    {label} ({root}): {count} files, {written / 1e6:.1f} MB")
+    print(f"  git: {gscan.repos} repositories, {gscan.commits} commits, {objects} objects; PR texts: {len(texts)}")
+    found = {k: v for k, v in problems.items() if v}
+    assert not found, json.dumps(found, indent=2)
