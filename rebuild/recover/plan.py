@@ -68,12 +68,26 @@ def plan(ctx: Context, revisions: dict[str, str] | None = None, *, pulumi: Pulum
                 outputs[name] = read(name)
             except RebuildError:
                 outputs[name] = None
+            if name == "cluster" and outputs[name] and not cluster_running(ctx):
+                # The state still holds the cluster of the last `up`, but it is gone (the disaster
+                # this plan is for): previewing against it would fail on an unreachable API
+                # server; `up` recreates it first (its refresh notices), so preview as before one.
+                ctx.progress(f"plan: cluster {ctx.config.cluster.name} of the last `up` is not running; `up` recreates it")
+                outputs[name] = None
         return outputs[name]
 
     previews: list[dict[str, Any]] = []
     for spec in topo_order(ctx.config.stacks):
         previews.append(_preview(ctx, spec, desired, resolved, pulumi, outputs_of))
     return PlanResult(desired, order, previews, plan_releases(desired.objects))
+
+
+def cluster_running(ctx: Context) -> bool:
+    """Whether the cluster rebuild.yaml names runs now, as its provider sees it."""
+    from rebuild.clusters import get_cluster
+
+    c = ctx.config.cluster
+    return get_cluster(c.provider, c.name, nodes=c.nodes, context=c.context or None, root=ctx.root).status().state == "running"
 
 
 def _preview(
@@ -87,7 +101,8 @@ def _preview(
     entry: dict[str, Any] = {"stack": spec.name, "phase": spec.phase}
     if spec.name == "cluster":
         ctx.progress("plan: pulumi preview stacks/cluster")
-        res = pulumi.preview(ctx.stacks_dir / "cluster", ctx.stack, cluster_config(ctx))
+        # refresh, as `up` does: after a disaster the state still holds the cluster that is gone.
+        res = pulumi.preview(ctx.stacks_dir / "cluster", ctx.stack, cluster_config(ctx), refresh=True)
     elif spec.name == "platform":
         cluster = outputs_of("cluster")
         if not cluster or "kubeconfig" not in cluster:

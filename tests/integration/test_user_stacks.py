@@ -123,6 +123,14 @@ def test_drill_leaves_production_untouched_and_a_disaster_is_rebuilt(example: tu
     r = cli(["cluster", "down", "--name", "demo", "--purge"], state)
     assert r.returncode == 0, r.stderr[-2000:]
     assert not kubeconfig.exists()
+    # plan after the disaster: the state still records the cluster, plan sees it is gone (no
+    # preview against an unreachable API server) and shows it as one to create.
+    planned = cli(["-o", "json", "--config", str(config), "plan"], state)
+    assert planned.returncode == 0, planned.stderr[-2000:]
+    stacks = {s["stack"]: s for s in json.loads(planned.stdout)["stacks"]}
+    assert stacks["cluster"]["changes"].get("create") == 1, stacks["cluster"]
+    assert stacks["platform"]["changes"] == {} and "after the cluster exists" in stacks["platform"]["note"]
+    assert "cluster demo of the last `up` is not running; `up` recreates it" in planned.stderr
     res = up_json(config, state)
     assert res["changes"]["stack:cluster-classes"].get("create") == 3, res["changes"]  # refreshed away, recreated
     assert res["changes"]["stack:cluster-facts"].get("create") == 1, res["changes"]

@@ -390,7 +390,9 @@ class Pulumi:
                 res = st.up(on_output=on_output, color="never", suppress_progress=True, refresh=refresh or None)
                 summary = dict(res.summary.resource_changes or {})
             elif action == "preview":
-                pres = st.preview(on_output=on_output, on_event=on_event, color="never", suppress_progress=True)
+                pres = st.preview(
+                    on_output=on_output, on_event=on_event, color="never", suppress_progress=True, refresh=refresh or None
+                )
                 summary = dict(pres.change_summary or {})
             elif action == "destroy":
                 dres = st.destroy(on_output=on_output, color="never", suppress_progress=True)
@@ -467,10 +469,20 @@ class Pulumi:
         return self._run(project_dir, stack_name, "up", config, progress, refresh)
 
     def preview(
-        self, project_dir: Project, stack_name: str, config: Mapping[str, Any] | None = None, progress: Progress | None = None
+        self,
+        project_dir: Project,
+        stack_name: str,
+        config: Mapping[str, Any] | None = None,
+        progress: Progress | None = None,
+        *,
+        refresh: bool = False,
     ) -> StackResult:
-        """`pulumi preview`: the change summary, and in ``steps`` the resources it would replace or delete."""
-        return self._run(project_dir, stack_name, "preview", config, progress)
+        """`pulumi preview`: the change summary, and in ``steps`` the resources it would replace or delete.
+
+        With refresh, the state is first read from reality (`pulumi preview --refresh`): a cluster
+        that is gone shows as one to create, as `up` (which refreshes) will find it.
+        """
+        return self._run(project_dir, stack_name, "preview", config, progress, refresh)
 
     def refresh(self, project_dir: Project, stack_name: str, progress: Progress | None = None) -> StackResult:
         return self._run(project_dir, stack_name, "refresh", None, progress)
