@@ -153,6 +153,17 @@ def test_a_secret_generated_from_sops_files_verifies_decrypted_under_flux_s_name
         assert f"Secret/shop/{expected_name}: field data.DB_PASSWORD is {redact(patched)} live" in r.stdout, r.stdout
         print(f"after kubectl patch: {r.stdout.strip().splitlines()[-1].strip()}")
 
+        # -- capture compares the same way: one finding, under the live name; the value is listed, never written
+        r = rebuild(["-o", "json", "--config", str(config), "capture", "--dry-run"], state, timeout=300)
+        outputs += [r.stdout, r.stderr]
+        assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
+        res = json.loads(r.stdout)
+        findings = [(f["object"], f["path"], f["manager"]) for f in res["report"]["findings"]]
+        assert findings == [(f"Secret/shop/{expected_name}", "data.DB_PASSWORD", "kubectl-patch")], findings
+        assert res["files"] == [], res["files"]  # an encrypted .env is not rewritten
+        (listed,) = [ln for ln in res["listed"] if ln.startswith(f"Secret/shop/{expected_name}")]
+        assert "values are not copied" in listed and ENV_FILE in listed, listed
+
         assert_no_plaintext_left(tmp_path, outputs, plaintexts)
     finally:
         LocalCluster(name, root=state).delete(purge=True)
