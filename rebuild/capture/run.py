@@ -276,7 +276,7 @@ def _in_repo(obj: DesiredObject, label: str) -> DesiredObject:
     def strip(src: Source) -> Source:
         return dataclasses.replace(src, file=src.file.removeprefix(prefix)) if src.file.startswith(prefix) else src
 
-    if not obj.source.file.startswith(prefix) and not any(s.file.startswith(prefix) for s in obj.field_sources.values()):
+    if not obj.source.file.startswith(prefix) and not any(f.startswith(prefix) for f, _ in obj.field_source_files()):
         return obj
     declared = obj.declared
     if declared is not None and declared.file.startswith(prefix):
@@ -413,7 +413,7 @@ def capture(ctx: Context, *, dry_run: bool = False, include_deletions: bool = Fa
     )
     attribute(report, helm)
     ctx.progress(f"capture: {len(report.findings)} manual change(s), {len(report.noise)} controller/reconciler change(s) ignored")
-    sourced = [s.file for o in stripped.values() for s in o.field_sources.values() if s.via in ("env", "file")]
+    sourced = [f for o in stripped.values() for f, via in o.field_source_files() if via in ("env", "file")]
     files = _repo_files(src.checkout.path, sourced)
     root_kust = next(
         (

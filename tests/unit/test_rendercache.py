@@ -3,6 +3,7 @@ stores what it must not (problems, remote bases, values it cannot keep). Real ku
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import stat
 from pathlib import Path
@@ -40,6 +41,27 @@ def test_a_hit_equals_the_render_field_for_field(name: str, tmp_path: Path, monk
     assert second.warnings == fresh.warnings
     assert any(o.field_sources for o in second.objects)  # the file:line sources came back too
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in _entries(cache))
+
+
+def test_field_sources_read_back_lazily_are_the_stored_ones() -> None:
+    """A hit builds an object's field sources when first read (most never are): every way of
+    reading them (source_of, field_source_files, the dict, replace, equality) gives what was stored."""
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "v"}}
+    sources = {("data",): Source("a.yaml", 5), ("data", "k"): Source("gen.env", 1, "env", ("x", 0))}
+    obj = DesiredObject(ObjectRef("", "ConfigMap", "ns", "a"), "v1", body, Source("a.yaml", 1), sources)
+    back = [rendercache._load(rendercache._dump(Rendered([obj]))).objects[0] for _ in range(4)]
+    files = [("a.yaml", ""), ("gen.env", "env")]
+    assert sorted(back[0].field_source_files()) == files  # from the raw entry, nothing built
+    assert "field_sources" not in back[0].__dict__
+    assert back[0].source_of(("data", "k", "more")) == Source("gen.env", 1, "env", ("x", 0))
+    assert back[0].source_of(("metadata",)) == Source("a.yaml", 1)
+    assert back[0].field_sources == sources and sorted(back[0].field_source_files()) == files
+    assert back[1] == obj and repr(back[1]) == repr(obj)
+    assert dataclasses.replace(back[2], applied_by="x").field_sources == sources
+    back[3].field_sources[("data", "k")] = Source("b.yaml", 2)  # a built dict is the object's own
+    assert back[3].source_of(("data", "k")) == Source("b.yaml", 2)
+    with pytest.raises(AttributeError):
+        _ = back[3].no_such_attribute  # type: ignore[attr-defined]
 
 
 @needs_kustomize
