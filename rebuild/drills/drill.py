@@ -14,10 +14,11 @@ import dataclasses
 import shutil
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rebuild.adapters import gitserver
+from rebuild.adapters import gitserver, helmrepo
 from rebuild.core.errors import ConfigError, Interrupted, RebuildError
 from rebuild.core.model import Phases
 from rebuild.core.results import Failure, ObjectCounts, RunResult, utc_stamp
@@ -124,7 +125,7 @@ def run_drill(
         ctx, config=dataclasses.replace(ctx.config, cluster=cluster), drill_backend=ctx.layout.drill_backend(name)
     )
     result = DrillResult(name, utc_stamp(), Phases(), uncaptured_changes=uncaptured)
-    server_was_running = gitserver.server_running(ctx.layout.gitserver)
+    servers = LocalServers.running(ctx.layout)
     stopped_first = False  # an undecryptable file stopped `up` in its desired phase: nothing exists yet
     try:
         result.up = UpResult(result.phases)  # filled as up goes: kept when it fails
@@ -152,13 +153,12 @@ def run_drill(
             # `up` decrypts every SOPS file before its cluster phase: no cluster, stack or object
             # exists, and destroying stacks that were never created would only cost time
             result.phases.skip("teardown", NOTHING_CREATED)
-            if not server_was_running:
-                gitserver.stop_server(ctx.layout.gitserver)  # started to serve a local folder source
+            servers.stop_started(ctx.layout)  # started to serve a local folder source and its charts
         else:
             try:
                 with result.phases.phase("teardown"):
                     ctx.progress(f"teardown: destroying drill cluster {name}")
-                    teardown(dctx, stop_gitserver=not server_was_running, desired=result.up.desired if result.up else None)
+                    teardown(dctx, servers, desired=result.up.desired if result.up else None)
             except RebuildError as err:
                 result.passed = False
                 result.error = (result.error + "\n" if result.error else "") + f"teardown: {err}"
@@ -177,7 +177,32 @@ def undecryptable(result: DrillResult, err: UndecryptableError) -> None:
         result.phases.skip("desired", f"{err.source}: cannot be decrypted")
 
 
-def teardown(ctx: Context, *, stop_gitserver: bool, desired: DesiredState | None = None) -> None:
+@dataclass(frozen=True)
+class LocalServers:
+    """The servers of the state dir a drill found running: it stops only those it started.
+
+    A local folder source is published by rebuild's git server, and a source's ``charts`` folder
+    served by a chart repository (one per source); a drill starts them if they are not running
+    and leaves nothing of its own behind, but must not stop what production uses.
+    """
+
+    gitserver: bool
+    charts: frozenset[str]
+
+    @classmethod
+    def running(cls, layout: StateLayout) -> LocalServers:
+        charts = frozenset(d.name for d in layout.chart_repos.glob("*") if d.is_dir() and helmrepo.repo_running(d))
+        return cls(gitserver.server_running(layout.gitserver), charts)
+
+    def stop_started(self, layout: StateLayout) -> None:
+        if not self.gitserver:
+            gitserver.stop_server(layout.gitserver)
+        for d in layout.chart_repos.glob("*"):
+            if d.is_dir() and d.name not in self.charts:
+                helmrepo.stop_repo(d)
+
+
+def teardown(ctx: Context, servers: LocalServers, *, desired: DesiredState | None = None) -> None:
     """Destroy the drill's stacks (the user's in reverse DAG order, while the cluster still runs),
     then make sure no process of its cluster survives, then remove the drill's own backend."""
     from rebuild.clusters.local import LocalCluster
@@ -200,8 +225,7 @@ def teardown(ctx: Context, *, stop_gitserver: bool, desired: DesiredState | None
             problems.append(f"{project}: {err.message}")
     if ctx.config.cluster.provider == "local":
         LocalCluster(ctx.config.cluster.name, root=ctx.root).delete(purge=True)  # belt and braces
-    if stop_gitserver:
-        gitserver.stop_server(ctx.layout.gitserver)
+    servers.stop_started(ctx.layout)
     if ctx.drill_backend is not None and not problems:
         shutil.rmtree(ctx.drill_backend, ignore_errors=True)
         with contextlib.suppress(OSError):
