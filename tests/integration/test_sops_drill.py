@@ -108,3 +108,45 @@ def test_a_drill_with_a_wrong_or_missing_age_key_is_a_failed_drill_that_created_
     for i, text in enumerate(outputs):
         assert_no_plaintext(text, list(values.values()), f"output {i} of the CLI")
     assert processes_naming(tmp_path) == {}, "a process started for this test is still running"
+
+
+def test_drill_live_whose_capture_meets_a_wrong_key_fails_before_its_cluster(tmp_path: Path, toolchain: Any) -> None:
+    """``drill --live`` first captures the live cluster of rebuild.yaml (the RPO count), which
+    decrypts the SOPS files too: a wrong key fails the drill there, before its own cluster."""
+    from rebuild.clusters.local import LocalCluster
+    from tests.conftest import unique
+
+    tools: Toolchain = toolchain
+    work = tmp_path / "work"
+    (work / "keys").mkdir(parents=True)
+    public = age_keygen(tools, work / "keys" / "age.agekey")
+    wrong = work / "keys" / "wrong.agekey"
+    age_keygen(tools, wrong)
+    values = {k: f"{k}-{secrets.token_hex(12)}" for k in ("password", "token", "key")}
+    write_repo(work / "repo", tools, public, values)
+    state = tmp_path / "state"
+    name = unique("sopslive")
+    good = write_config(work, "rebuild.yaml", name, "keys/age.agekey")
+    bad = write_config(work, "rebuild-wrong-key.yaml", name, "keys/wrong.agekey")  # the same live cluster
+    try:
+        r = rebuild(["--config", str(good), "up"], state)
+        assert r.returncode == 0, r.stderr[-3000:]
+        t0 = time.monotonic()
+        r = rebuild(["-o", "json", "--config", str(bad), "drill", "--live"], state, timeout=120)
+        took = time.monotonic() - t0
+        assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+        res = json.loads(r.stdout)
+        assert took < 30 and res["passed"] is False, (took, res["passed"])
+        assert [(p["name"], p["status"]) for p in res["phases"]] == [("desired", "skipped"), ("teardown", "skipped")]
+        assert res["phases"][0]["detail"] == f"{API_FILE}:1: cannot be decrypted"
+        (failure,) = res["failures"]
+        assert (failure["object"], failure["source"]) == ("Secret/shop/api", f"{API_FILE}:1")
+        assert f"the age key in {wrong}" in failure["message"] and "(fix: " in failure["message"]
+        assert res["rpo"]["uncaptured_changes"] is None
+        assert [p.name for p in (state / "clusters").iterdir()] == [name], "the drill created a cluster"
+        assert_no_plaintext(r.stdout + r.stderr, list(values.values()), "the drill's output")
+        print(f"\ndrill --live with a wrong key: exit 1 after {took:.1f}s, no drill cluster")
+    finally:
+        LocalCluster(name, root=state).delete(purge=True)
+        gitserver.stop_server(state / "gitserver")
+    assert processes_naming(tmp_path) == {}, "a process started for this test is still running"
