@@ -75,12 +75,16 @@ def cluster_down(obj: Ctx, name: str, provider: str, context: str | None, purge:
 @click.pass_obj
 def cluster_status(obj: Ctx, name: str, provider: str, context: str | None) -> None:
     """Show a cluster's state and components; exit 0 only when running."""
-    from rebuild.adapters import gitserver
+    from rebuild.adapters import gitserver, helmrepo
     from rebuild.clusters import get_cluster
     from rebuild.core.state import StateLayout
 
     st = get_cluster(provider, name, context=context).status()
-    gs = gitserver.server_info(StateLayout.default().gitserver)
+    layout = StateLayout.default()
+    gs = gitserver.server_info(layout.gitserver)
+    # the chart repositories served from sources' `charts` folders (answering now)
+    charts = {d.name: helmrepo.repo_running(d) for d in sorted(layout.chart_repos.glob("*")) if d.is_dir()}
+    served = {source: srv.url for source, srv in charts.items() if srv is not None}
 
     def text() -> str:
         lines = [f"cluster {st.name} ({st.provider}): {st.state}" + (f" at {st.server}" if st.server else "")]
@@ -88,7 +92,8 @@ def cluster_status(obj: Ctx, name: str, provider: str, context: str | None) -> N
             lines.append(f"  {comp.name:<24} {'up  ' if comp.alive else 'down'}  pid={comp.pid or '-'}")
         if gs is not None:
             lines.append(f"git server of the state dir: {'up  ' if gs.alive else 'down'}  pid={gs.pid or '-'}  {gs.url}")
+        lines += [f"chart repository of source {source}: up    {url}" for source, url in served.items()]
         return "\n".join(lines)
 
-    obj.emit({**st.to_dict(), "gitserver": gs.to_dict() if gs else None}, text)
+    obj.emit({**st.to_dict(), "gitserver": gs.to_dict() if gs else None, "chart_repositories": served}, text)
     sys.exit(EXIT_OK if st.state == "running" else EXIT_FAIL)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from rebuild.adapters import gitserver
+from rebuild.adapters import gitserver, helmrepo
 from rebuild.clusters.local import LocalCluster
 from tests.conftest import REPO
 
@@ -25,3 +25,4 @@ def example(tmp_path: Path, toolchain: Any) -> Iterator[tuple[Path, Path]]:
     yield repo / "rebuild.yaml", state
     LocalCluster("demo", root=state).delete(purge=True)
     gitserver.stop_server(state / "gitserver")
+    helmrepo.stop_repo(state / "charts" / "demo")  # the example's charts/ (sources[0].charts)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from rebuild.adapters import gitserver, process
+from rebuild.adapters import gitserver, helmrepo, process
 from rebuild.clusters import release_gitserver
 from rebuild.clusters.local import LocalCluster
 
@@ -205,7 +205,7 @@ def test_up_then_cluster_down_purge_leaves_no_process_and_no_listener(example: t
         cmds = " ".join(p.cmd for p in left_by_up)
         for expected in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"):
             assert expected in cmds, f"{expected} not among the processes `up` left: {cmds[:2000]}"
-        for expected in ("source-controller", "kustomize-controller", "rebuild.adapters.gitserver"):
+        for expected in ("source-controller", "kustomize-controller", "rebuild.adapters.gitserver", "rebuild.adapters.helmrepo"):
             assert expected in cmds, f"{expected} not among the processes `up` left"
         listening = listeners_of(after_up)
         gs = gitserver.server_info(state / "gitserver")
@@ -215,18 +215,25 @@ def test_up_then_cluster_down_purge_leaves_no_process_and_no_listener(example: t
         remote = [ls for ls in listening if not ls.loopback]
         assert remote == [], f"listeners not on loopback: {remote}"
 
-        # `cluster status` lists the git server
+        # the example's charts/ served as a chart repository (sources[0].charts), on loopback too
+        charts = helmrepo.repo_running(state / "charts" / "demo")
+        assert charts is not None and any(ls.pid == charts.record.pid for ls in listening), listening
+
+        # `cluster status` lists the git server and the chart repository
         st, _ = run_counted(["cluster", "status", "--name", "demo", "-o", "json"], state, tmp_path)
         assert st.returncode == 0, st.stderr
-        assert json.loads(st.stdout)["gitserver"] == {"url": gs.url, "pid": gs.pid, "alive": True, "log": gs.log}
+        status = json.loads(st.stdout)
+        assert status["gitserver"] == {"url": gs.url, "pid": gs.pid, "alive": True, "log": gs.log}
+        assert status["chart_repositories"] == {"demo": charts.url}
         text, _ = run_counted(["cluster", "status", "--name", "demo"], state, tmp_path)
         assert f"git server of the state dir: up    pid={gs.pid}  {gs.url}" in text.stdout
+        assert f"chart repository of source demo: up    {charts.url}" in text.stdout
 
         t1 = time.monotonic()
         down, left_by_down = run_counted(["cluster", "down", "--name", "demo", "--purge", "-o", "json"], state, tmp_path)
         seen |= left_by_down
         assert down.returncode == 0, down.stderr[-3000:]
-        assert json.loads(down.stdout)["gitserver"] == {"stopped": True, "used_by": []}
+        assert json.loads(down.stdout)["gitserver"] == {"stopped": True, "used_by": [], "charts_stopped": ["demo"]}
         print(f"cluster down --purge: {time.monotonic() - t1:.1f}s")
 
         assert left_by_down == set(), f"`cluster down` left processes: {left_by_down}"
@@ -242,6 +249,7 @@ def test_up_then_cluster_down_purge_leaves_no_process_and_no_listener(example: t
         st2, _ = run_counted(["cluster", "status", "--name", "demo", "-o", "json"], state, tmp_path)
         assert st2.returncode == 1  # absent
         assert json.loads(st2.stdout)["gitserver"]["alive"] is False
+        assert json.loads(st2.stdout)["chart_repositories"] == {}
     finally:
         LocalCluster("demo", root=state).delete(purge=True)
         gitserver.stop_server(state / "gitserver")
