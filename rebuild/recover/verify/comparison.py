@@ -120,6 +120,12 @@ def _rule_text(rule: IgnoreRule) -> str:
     return f"kind={rule.kind} namespace={rule.namespace} name={rule.name} path={rule.path or '*'}"
 
 
+# Values the shortcut compares by type and value (what JSON and YAML decode to).
+_SCALARS = (str, int, float, bool)
+_PLAIN = (*_SCALARS, type(None), dict, list)
+_LONE_ITEM = ("", "")
+
+
 class _Absent:
     """Marks a field missing on the live side (distinct from an explicit null)."""
 
@@ -166,6 +172,8 @@ class _Comparer:
     # ---- walk
 
     def run(self) -> None:
+        if not self.report_additions and not self.is_secret and self._unchanged():
+            return  # most objects of a big cluster: what git declares is there as written
         body = self.desired.body
         for key, g in body.items():
             if key in SKIP_TOP or (self.is_secret and key in ("data", "stringData")):
@@ -258,6 +266,78 @@ class _Comparer:
             return
         for i, (a, b) in enumerate(zip(g, lv, strict=True)):
             self._value((*path, i), a, b, atomic=True)
+
+    # ---- the shortcut: nothing to report
+
+    def _unchanged(self) -> bool:
+        """True only when the walk would find no difference: every value git declares is in the
+        live object with the same type and value, so no normalisation (quantities, IntOrString,
+        numbers, zero values) is needed. On any doubt it answers False and the walk decides, so
+        the findings are exactly the walk's. Not used when additions are looked for (a person's
+        manager) nor for Secrets (compared decoded)."""
+        lm = self.live.get("metadata")
+        live_meta: Mapping[str, Any] = lm if isinstance(lm, Mapping) else {}
+        for key, g in self.desired.body.items():
+            if key in SKIP_TOP:
+                continue
+            if key == "metadata":
+                if isinstance(g, Mapping):  # (else the walk compares nothing of it)
+                    for mk, gv in g.items():
+                        if mk not in SKIP_META and not self._same(("metadata", mk), gv, live_meta.get(mk, ABSENT), False):
+                            return False
+                continue
+            if not self._same((key,), g, self.live.get(key, ABSENT), False):
+                return False
+        return True
+
+    def _same(self, path: FieldPath, g: Any, lv: Any, atomic: bool) -> bool:
+        """:meth:`_value` would emit nothing for ``g`` and ``lv`` (False: it might)."""
+        if g is None:
+            return True
+        if lv is ABSENT or lv is None:
+            return is_zero(g)
+        tg = type(g)
+        if tg is dict:
+            if type(lv) is not dict:
+                return False
+            for key, gv in g.items():
+                if not self._same((*path, key), gv, lv.get(key, ABSENT), atomic):
+                    return False
+            return True
+        if tg is list:
+            return type(lv) is list and len(g) == len(lv) and self._same_list(path, g, lv, atomic)
+        return tg in _SCALARS and tg is type(lv) and g == lv
+
+    def _same_list(self, path: FieldPath, g: list[Any], lv: list[Any], atomic: bool) -> bool:
+        """:meth:`_list` would emit nothing; ``g`` and ``lv`` have the same length."""
+        if any(type(x) not in _PLAIN for x in g):
+            return False
+        name = path[-1] if path and isinstance(path[-1], str) else ""
+        keys = None if atomic else self._list_keys(path, name)
+        if name in SET_LISTS and not atomic:
+            return all(type(x) is str for x in g) and g == lv
+        if keys is not None:
+            # The walk pairs each git item with the first live item of the same merge key: the
+            # items must pair up in order, each key once.
+            seen: set[tuple[str, str] | None] = set()
+            for a, b in zip(g, lv, strict=True):
+                if type(a) is not dict or type(b) is not dict:
+                    return False
+                for k in keys:
+                    want, have = a.get(k, KEY_DEFAULTS.get(k)), b.get(k, KEY_DEFAULTS.get(k))
+                    if want is None or type(want) is not type(have) or want != have:
+                        return False
+                # a stand-in segment for a lone item (only its being a selector matters below it)
+                sel = _item_selector(a, keys) if len(g) > 1 else _LONE_ITEM
+                if sel in seen:
+                    return False
+                seen.add(sel)
+                if not self._same((*path, sel or _LONE_ITEM), a, b, False):
+                    return False
+            return True
+        if all(type(x) in _SCALARS or x is None for x in g):
+            return all(type(a) is type(b) and a == b for a, b in zip(g, lv, strict=True))
+        return all(self._same((*path, i), a, b, True) for i, (a, b) in enumerate(zip(g, lv, strict=True)))
 
     def _list_keys(self, path: FieldPath, name: str) -> tuple[str, ...] | None:
         if name == "ports":
