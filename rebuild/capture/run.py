@@ -401,7 +401,7 @@ def capture(ctx: Context, *, dry_run: bool = False, include_deletions: bool = Fa
     # against the ENC[...] text every value of an encrypted Secret would look changed.
     plain = encrypted.decrypted(ctx.config, ctx.toolchain, desired)
     if plain:
-        ctx.progress(f"capture: {len(plain)} SOPS-encrypted document(s) decrypted in memory for the comparison")
+        ctx.progress(f"capture: {len(plain)} object(s) compared with SOPS-encrypted values decrypted in memory")
     report = find_drift(
         [*rendered, *compared_objects(objects, plain)],  # an object git declares itself wins over a chart's copy of it
         live,
@@ -413,7 +413,7 @@ def capture(ctx: Context, *, dry_run: bool = False, include_deletions: bool = Fa
     )
     attribute(report, helm)
     ctx.progress(f"capture: {len(report.findings)} manual change(s), {len(report.noise)} controller/reconciler change(s) ignored")
-    sourced = [f for o in stripped.values() for f, via in o.field_source_files() if via in ("env", "file")]
+    sourced = sorted({f for o in stripped.values() for f, via in o.field_source_files() if via in ("env", "file")})
     files = _repo_files(src.checkout.path, sourced)
     root_kust = next(
         (
