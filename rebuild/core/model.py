@@ -248,12 +248,12 @@ class DesiredObject:
             self.__dict__.pop("_raw_field_sources", None)
             return built
 
-    def field_source_files(self) -> Iterator[tuple[str, str]]:
-        """``(file, via)`` of every field source, without building the sources not read yet."""
+    def field_source_files(self) -> set[tuple[str, str]]:
+        """The distinct ``(file, via)`` of the field sources, without building the sources not read yet."""
         raw = self.__dict__.get("_raw_field_sources")
         if raw is not None and "field_sources" not in self.__dict__:
-            return ((s[0], s[2]) for _, s in raw)
-        return ((s.file, s.via) for s in self.field_sources.values())
+            return {(s[0], s[2]) for _, s in raw}
+        return {(s.file, s.via) for s in self.field_sources.values()}
 
     def source_of(self, path: FieldPath) -> Source:
         """The most specific known source of a field: the path itself or its nearest ancestor."""
