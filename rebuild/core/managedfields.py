@@ -39,6 +39,7 @@ program, never the person.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -151,14 +152,24 @@ class ManagerClassifier:
     reconcilers: tuple[str, ...] = DEFAULT_RECONCILERS
 
     def __call__(self, owner: Owner) -> ManagerClass:
-        return classify_manager(
-            owner.manager,
-            owner.operation,
-            owner.subresource,
-            humans=self.humans,
-            controllers=self.controllers,
-            reconcilers=self.reconcilers,
-        )
+        return self.classify(owner.manager, owner.operation, owner.subresource)
+
+    def classify(self, manager: str, operation: str = "Update", subresource: str = "") -> ManagerClass:
+        """The class of a manager (what calling with an Owner gives): a cluster has few
+        managers and capture asks about each of them once per object, so answers are kept."""
+        return _classify(manager, operation, subresource, self.humans, self.controllers, self.reconcilers)
+
+
+@functools.lru_cache(maxsize=4096)
+def _classify(
+    manager: str,
+    operation: str,
+    subresource: str,
+    humans: tuple[str, ...],
+    controllers: tuple[str, ...],
+    reconcilers: tuple[str, ...],
+) -> ManagerClass:
+    return classify_manager(manager, operation, subresource, humans=humans, controllers=controllers, reconcilers=reconcilers)
 
 
 DEFAULT_CLASSIFIER = ManagerClassifier()

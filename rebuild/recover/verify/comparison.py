@@ -110,8 +110,8 @@ def _any_human_manager(live: Mapping[str, Any], classifier: ManagerClassifier) -
     entries = meta.get("managedFields") if isinstance(meta, Mapping) else None
     for e in entries or []:
         if isinstance(e, Mapping):
-            owner = Owner(str(e.get("manager") or ""), str(e.get("operation") or ""), str(e.get("subresource") or ""))
-            if classifier(owner) == "human":
+            manager, operation, sub = (str(e.get(k) or "") for k in ("manager", "operation", "subresource"))
+            if classifier.classify(manager, operation, sub) == "human":
                 return True
     return False
 
