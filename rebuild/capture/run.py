@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import gc
 import os
 import shutil
 import threading
@@ -104,10 +105,11 @@ class CaptureResult:
 
 
 def listed_kinds(
-    kube: Kube, desired_cluster_kinds: set[tuple[str, str]], include_kinds: Sequence[str] = ()
+    kube: Kube, desired_cluster_kinds: set[tuple[str, str]], include_kinds: Sequence[str] = (), *, refresh: bool = True
 ) -> list[ResourceInfo]:
-    """The kinds capture lists: every listable namespaced kind (minus noise), plus the cluster-scoped kinds git declares."""
-    disc = kube.discovery(refresh=True)
+    """The kinds capture lists: every listable namespaced kind (minus noise), plus the cluster-scoped kinds git declares.
+    ``refresh=False`` reuses the client's discovery (one made moments ago by the same command)."""
+    disc = kube.discovery(refresh=refresh)
     include = {k.split(".", 1)[0] for k in include_kinds if not k.startswith("-")}
     # One version per group/kind: the first served (discovery lists the preferred one first).
     chosen: dict[tuple[str, str], ResourceInfo] = {}
@@ -212,13 +214,16 @@ def complete_listing(
     workers: int = 16,
 ) -> Listing:
     """:func:`early_listing` narrowed to the namespaces git manages, plus the cluster-scoped kinds
-    git declares and the kinds only listable namespace by namespace: what :func:`list_cluster` lists."""
+    git declares and the kinds only listable namespace by namespace: what :func:`list_cluster` lists.
+    ``kube`` is the client that made ``early`` (its discovery is reused)."""
     wanted = set(namespaces)
     objects = [o for o in early.objects if not (o.get("metadata") or {}).get("namespace") or o["metadata"]["namespace"] in wanted]
     done = early.listed | set(early.skipped)
     rest = [
         i
-        for i in listed_kinds(kube, desired_cluster_kinds, include_kinds)
+        # the early listing refreshed discovery when this command started: no second round of
+        # discovery requests (about 20) while the main thread waits for the LISTs
+        for i in listed_kinds(kube, desired_cluster_kinds, include_kinds, refresh=False)
         if (i.group, i.kind) not in done or i in early.per_namespace
     ]
     more = _list_kinds(kube, rest, namespaces, workers) if rest else Listing([], set(), {})
@@ -353,6 +358,21 @@ def push_branch(ctx: Context, src: SourceState, branch: str, bp: Backport, base_
 
 
 def capture(ctx: Context, *, dry_run: bool = False, include_deletions: bool = False, kube: Kube | None = None) -> CaptureResult:
+    # Capture builds the live and the desired state of a whole cluster in memory, hundreds of
+    # thousands of dicts and lists that live until it returns and hold no cycles. The cyclic
+    # garbage collector walked them again at every collection while they grew: the LISTs of
+    # 10,000 objects took twice as long (docs/measurements.md). It is paused for the command and
+    # put back as it was; reference counting frees everything as usual.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _capture(ctx, dry_run=dry_run, include_deletions=include_deletions, kube=kube)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _capture(ctx: Context, *, dry_run: bool, include_deletions: bool, kube: Kube | None) -> CaptureResult:
     spec = ctx.config.capture
     # The LISTs start while git is fetched and rendered (they need nothing from git but the
     # namespaces, applied afterwards), so capture's wall time is about the slower of the two.
