@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,18 @@ REPO = Path(__file__).resolve().parents[1]
 # The top-level objects examples/gitops-repo declares (`kubectl kustomize clusters/demo`): 54 plain
 # manifests, 2 HelmReleases (whose rendered objects verify reports under them) and 2 SOPS Secrets.
 EXAMPLE_OBJECTS = 60
+
+
+def example_config() -> dict[str, Any]:
+    """examples/gitops-repo/rebuild.yaml as data, for a test that writes it outside the example's
+    folder: the path in it that is relative to that folder (the SOPS age key) made absolute."""
+    import yaml
+
+    example = REPO / "examples" / "gitops-repo"
+    cfg: dict[str, Any] = yaml.safe_load((example / "rebuild.yaml").read_text())
+    reconciler = cfg["reconciler"]
+    reconciler["sops_age_key_file"] = str(example / reconciler["sops_age_key_file"])
+    return cfg
 
 
 @pytest.fixture

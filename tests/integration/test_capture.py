@@ -21,7 +21,7 @@ from rebuild.adapters import gitserver
 from rebuild.adapters.gitea import Gitea
 from rebuild.adapters.kube import Kube
 from rebuild.clusters.local import LocalCluster
-from tests.conftest import REPO
+from tests.conftest import REPO, example_config
 from tests.kubectl import kubectl as kubectl_at
 from tests.kubectl import sed_editor, suspend_flux
 
@@ -45,9 +45,7 @@ def managers(obj: dict[str, Any]) -> set[str]:
 
 def rebuild(args: list[str], state: Path, env_extra: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, REBUILD_STATE_DIR=str(state), **env_extra)
-    return subprocess.run(
-        [sys.executable, "-m", "rebuild.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
-    )
+    return subprocess.run([sys.executable, "-m", "rebuild.cli", *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
 @pytest.fixture
@@ -65,7 +63,7 @@ def setup(tmp_path: Path, toolchain: Any) -> Iterator[dict[str, Any]]:
         git("add", ".", cwd=work)
         git("-c", "user.name=seed", "-c", "user.email=seed@localhost", "commit", "-qm", "seed", cwd=work)
         git("push", "-q", url, "main", cwd=work, env=env)
-        cfg = yaml.safe_load((EXAMPLE / "rebuild.yaml").read_text())
+        cfg = example_config()
         cfg["sources"][0].update(url=url, credentials={"username_env": "GITEA_USER", "password_env": "GITEA_TOKEN"})
         cfg["capture"]["forge"] = {
             "kind": "gitea",

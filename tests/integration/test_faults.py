@@ -35,7 +35,7 @@ from rebuild.adapters import gitserver, process
 from rebuild.adapters.kube import Kube
 from rebuild.clusters.local import LocalCluster
 from rebuild.reconcilers import flux_local
-from tests.conftest import EXAMPLE_OBJECTS, REPO
+from tests.conftest import EXAMPLE_OBJECTS, REPO, example_config
 from tests.kubectl import kubectl, suspend_flux
 from tests.procs import pending_operations, processes_naming, pulumi_processes, stack_locks
 
@@ -377,7 +377,7 @@ def remote(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 
 def remote_config(tmp: Path, url: str) -> Path:
-    cfg = yaml.safe_load((EXAMPLE / "rebuild.yaml").read_text())
+    cfg = example_config()
     cfg["sources"][0]["url"] = url
     path = tmp / "rebuild.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -588,7 +588,7 @@ def forge_setup(tmp_path: Path, toolchain: Any) -> Iterator[dict[str, Any]]:
         ):
             subprocess.run(["git", *args], cwd=work, env=genv, check=True, capture_output=True)
         proxy = FaultProxy(forge.url).start()
-        cfg = yaml.safe_load((EXAMPLE / "rebuild.yaml").read_text())
+        cfg = example_config()
         cfg["sources"][0].update(url=url, credentials={"username_env": "GITEA_USER", "password_env": "GITEA_TOKEN"})
         repo = f"{forge.admin_user}/gitops"
         cfg["capture"]["forge"] = {"kind": "gitea", "url": proxy.url, "repo": repo, "token_env": "GITEA_TOKEN"}

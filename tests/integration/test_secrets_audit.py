@@ -76,7 +76,7 @@ import yaml
 from rebuild.adapters import gitserver
 from rebuild.adapters.gitea import Gitea
 from rebuild.clusters.local import LocalCluster
-from tests.conftest import REPO
+from tests.conftest import REPO, example_config
 from tests.kubectl import kubectl, suspend_flux
 
 pytestmark = pytest.mark.integration
@@ -720,7 +720,7 @@ def setup(tmp_path: Path, toolchain: Any) -> Iterator[dict[str, Any]]:
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: audit-extras\n  namespace: rebuild-system\n"
             "data:\n  note: served by rebuild's own git server\n"
         )
-        cfg = yaml.safe_load((EXAMPLE / "rebuild.yaml").read_text())
+        cfg = example_config()
         cfg["sources"] = [
             {**cfg["sources"][0], "url": url, "credentials": {"username_env": "GIT_USER", "password_env": "GIT_PASSWORD"}},
             {"name": "extras", "url": str(extras), "branch": "main", "path": "."},
