@@ -66,3 +66,15 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def stop_servers(state: Path) -> None:
+    """Stop the servers a state dir's commands leave running for its clusters: the git server of
+    local-folder sources and the chart repositories of sources' ``charts`` folders (what `cluster
+    down` stops when no cluster of the state dir runs)."""
+    from rebuild.adapters import gitserver, helmrepo
+
+    gitserver.stop_server(state / "gitserver")
+    for charts in StateLayout(state).chart_repos.glob("*"):
+        if charts.is_dir():
+            helmrepo.stop_repo(charts)

@@ -15,7 +15,7 @@ from typing import Any
 
 from rebuild.adapters.git import Checkout, Mirrors
 from rebuild.core.config import SourceSpec
-from rebuild.core.errors import ConfigError
+from rebuild.core.errors import ConfigError, RebuildError
 from rebuild.core.model import DesiredObject
 from rebuild.core.yamlload import LoadedDoc, YamlLoadError, load_all
 from rebuild.desired import fluxtree
@@ -49,6 +49,8 @@ class SourceState:
     # Namespaced kinds of root objects that name no namespace: Flux is told to put them in
     # `default` (kustomize-controller itself refuses them: "namespace not specified").
     default_namespace_kinds: list[str] = field(default_factory=list)
+    # The URL of the chart repository rebuild serves from the source's `charts` folder, once served.
+    charts_url: str = ""
 
     @property
     def replaced(self) -> list[tuple[DesiredObject, str]]:
@@ -160,10 +162,25 @@ def serve_charts(ctx: Context, state: SourceState) -> str:
             f"source {spec.name}: charts folder {spec.charts!r} has no chart (no */Chart.yaml) at {state.checkout.sha[:12]}",
             fix=f"commit chart folders under {spec.charts}/ or fix sources.{index}.charts in {ctx.config.path}",
         )
-    served = helmrepo.ensure_repo(ctx.layout.chart_repo(spec.name), folder, created=state.checkout.committed_at)
+    where = ctx.layout.chart_repo(spec.name)
+    try:
+        served = helmrepo.ensure_repo(where, folder, created=state.checkout.committed_at)
+    except OSError as exc:  # the state dir full or read-only: a clean error, not a traceback
+        raise RebuildError(
+            f"source {spec.name}: cannot write the chart repository of {spec.charts}/ under {where}: {exc.strerror}",
+            fix="free space in the state dir (or make it writable) and rerun",
+        ) from exc
     repo = f"{flux.NAMESPACE}/{spec.charts_repository}"
     ctx.progress(f"charts: {spec.charts}/ of {spec.name} served as HelmRepository {repo} at {served.url}")
+    state.charts_url = served.url
     return served.url
+
+
+def serve_all_charts(ctx: Context, desired: DesiredState) -> None:
+    """:func:`serve_charts` for every source that has a ``charts`` folder."""
+    for s in desired.sources:
+        if s.spec.charts:
+            serve_charts(ctx, s)
 
 
 def load_desired(

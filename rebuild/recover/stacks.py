@@ -45,7 +45,7 @@ def platform_config(ctx: Context, desired: DesiredState) -> dict[str, Any]:
             }
         )
         if s.spec.charts:
-            sources[-1] |= {"chartsRepository": s.spec.charts_repository, "chartsUrl": serve_charts(ctx, s)}
+            sources[-1] |= {"chartsRepository": s.spec.charts_repository, "chartsUrl": s.charts_url or serve_charts(ctx, s)}
         if resolved:
             creds[s.spec.name] = {
                 "username": auto.ConfigValue(resolved[0], secret=True),

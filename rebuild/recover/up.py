@@ -47,7 +47,7 @@ from rebuild.recover.infra import (
     user_project,
 )
 from rebuild.recover.reconciler import start_reconciler
-from rebuild.recover.sources import DesiredState, load_desired
+from rebuild.recover.sources import DesiredState, load_desired, serve_all_charts
 from rebuild.recover.stacks import cluster_config, platform_config
 
 if TYPE_CHECKING:
@@ -147,6 +147,9 @@ def _up(
         if secrets:
             ctx.progress(f"desired: {secrets} SOPS-encrypted document(s) decrypt with {ctx.config.reconciler.sops_age_key_file}")
         charts_in_git = helmpreflight.check(desired, ctx.progress)  # a chart version or values Helm would refuse
+        # published here, with the sources, not inside the platform phase (a stack thread): a
+        # Ctrl-C then finds only Pulumi running in the phases that follow
+        serve_all_charts(ctx, desired)
         resolved = resolve_stacks(ctx, desired)
         prepare_stacks(ctx, pulumi, resolved)
     runner = _StackRunner(ctx, desired, resolved, pulumi, given)

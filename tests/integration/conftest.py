@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from rebuild.adapters import gitserver, helmrepo
 from rebuild.clusters.local import LocalCluster
 from tests.conftest import REPO
+from tests.procs import stop_servers
 
 EXAMPLE = REPO / "examples" / "gitops-repo"
 
@@ -24,5 +24,4 @@ def example(tmp_path: Path, toolchain: Any) -> Iterator[tuple[Path, Path]]:
     state = tmp_path / "state"
     yield repo / "rebuild.yaml", state
     LocalCluster("demo", root=state).delete(purge=True)
-    gitserver.stop_server(state / "gitserver")
-    helmrepo.stop_repo(state / "charts" / "demo")  # the example's charts/ (sources[0].charts)
+    stop_servers(state)

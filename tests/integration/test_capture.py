@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 import yaml
 
-from rebuild.adapters import gitserver
 from rebuild.adapters.gitea import Gitea
 from rebuild.adapters.kube import Kube
 from rebuild.clusters.local import LocalCluster
 from tests.conftest import REPO, example_config
 from tests.kubectl import kubectl as kubectl_at
 from tests.kubectl import sed_editor, suspend_flux
+from tests.procs import stop_servers
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +84,7 @@ def setup(tmp_path: Path, toolchain: Any) -> Iterator[dict[str, Any]]:
     finally:
         for name in ("demo", "demo-fresh"):
             LocalCluster(name, root=state).delete(purge=True)
-        gitserver.stop_server(state / "gitserver")
+        stop_servers(state)
         forge.stop()
 
 

@@ -52,9 +52,7 @@ _DEFAULTS = {"protocol": "TCP"}
 def rebuild(args: list[str], state: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, REBUILD_STATE_DIR=str(state))
     env.pop("CI", None)
-    return subprocess.run(
-        [sys.executable, "-m", "rebuild.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
-    )
+    return subprocess.run([sys.executable, "-m", "rebuild.cli", *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def config(work: Path, cluster: str, capture: str | None = None) -> Path:

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
-from rebuild.adapters import gitserver, process
+from rebuild.adapters import process
 from rebuild.clusters.local import LocalCluster
 from tests.conftest import EXAMPLE_OBJECTS, REPO, assert_example_phases
-from tests.procs import pending_operations, pid_alive, processes_naming, pulumi_processes, stack_locks
+from tests.procs import pending_operations, pid_alive, processes_naming, pulumi_processes, stack_locks, stop_servers
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,7 @@ def test_ten_drills_pass_with_reports_and_history(tmp_path: Path, toolchain: Any
             assert last["passed"] is True and last["schema"] == "rebuild.run/v1"
             assert processes_naming(state, cmdline_only=True) == {}, f"drill {i} left a process behind"
     finally:
-        gitserver.stop_server(state / "gitserver")
+        stop_servers(state)
     reports = {k: Path(v) for k, v in last["reports"].items()}
     assert set(reports) == {"json", "markdown", "junit", "html"} and all(p.exists() for p in reports.values())
     assert_example_phases([p["name"] for p in last["phases"]], then=("teardown",))
@@ -74,7 +74,7 @@ def test_drill_of_a_broken_revision_fails_tears_down_and_names_the_problem(tmp_p
     try:
         r = cli(["-o", "json", "--config", str(repo / "rebuild.yaml"), "drill"], state)
     finally:
-        gitserver.stop_server(state / "gitserver")
+        stop_servers(state)
     assert r.returncode == 1, r.stderr[-3000:]
     res = json.loads(r.stdout)
     assert res["passed"] is False
@@ -183,4 +183,4 @@ def test_runbook_killed_during_platform_step_resumes_without_redoing(tmp_path: P
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         LocalCluster(yaml.safe_load((repo / "rebuild.yaml").read_text())["cluster"]["name"], root=state).delete(purge=True)
-        gitserver.stop_server(state / "gitserver")
+        stop_servers(state)

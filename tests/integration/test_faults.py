@@ -37,7 +37,7 @@ from rebuild.clusters.local import LocalCluster
 from rebuild.reconcilers import flux_local
 from tests.conftest import EXAMPLE_OBJECTS, REPO, example_config
 from tests.kubectl import kubectl, suspend_flux
-from tests.procs import pending_operations, processes_naming, pulumi_processes, stack_locks
+from tests.procs import pending_operations, processes_naming, pulumi_processes, stack_locks, stop_servers
 
 pytestmark = pytest.mark.integration
 
@@ -373,7 +373,7 @@ def remote(tmp_path: Path) -> Iterator[dict[str, Any]]:
     finally:
         LocalCluster("demo", root=state).delete(purge=True)
         gitserver.stop_server(remote_state)
-        gitserver.stop_server(state / "gitserver")
+        stop_servers(state)
 
 
 def remote_config(tmp: Path, url: str) -> Path:
@@ -558,7 +558,7 @@ def test_state_dir_read_only_then_full(example: tuple[Path, Path]) -> None:
             print(f"lock folder .tmp files left by the full disk: {[str(p) for p in tmp_before]}")
         finally:  # stop what runs on the tmpfs before it goes away
             LocalCluster("demo", root=state).delete(purge=True)
-            gitserver.stop_server(state / "gitserver")
+            stop_servers(state)
 
 
 # --------------------------------------------------------------------------- the forge, through the CLI
@@ -602,7 +602,7 @@ def forge_setup(tmp_path: Path, toolchain: Any) -> Iterator[dict[str, Any]]:
         if proxy is not None:
             proxy.stop()
         LocalCluster("demo", root=state).delete(purge=True)
-        gitserver.stop_server(state / "gitserver")
+        stop_servers(state)
         forge.stop()
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rebuild.adapters import gitserver
 from tests.conftest import REPO
+from tests.procs import stop_servers
 
 pytestmark = pytest.mark.integration
 
@@ -106,7 +106,7 @@ def assert_refused(case: dict[str, object], args: list[str], repo: Path, state: 
         procs = processes_of(state)
         left = {pid: cmd for pid, cmd in procs.items() if "rebuild.adapters.gitserver" not in cmd}
     finally:
-        gitserver.stop_server(state / "gitserver")
+        stop_servers(state)
     out = r.stdout + r.stderr
     assert r.returncode == 2, out[-3000:]
     expected = str(case["expected"])

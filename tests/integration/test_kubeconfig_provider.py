@@ -33,11 +33,11 @@ from typing import Any
 import pytest
 import yaml
 
-from rebuild.adapters import gitserver
 from rebuild.adapters.kube import Kube
 from rebuild.clusters.local import LocalCluster
 from rebuild.reconcilers.flux_local import FluxLocal
 from tests.conftest import EXAMPLE_OBJECTS, REPO, assert_example_phases
+from tests.procs import stop_servers
 
 pytestmark = pytest.mark.integration
 
@@ -187,4 +187,4 @@ def test_up_verify_capture_on_an_existing_cluster_and_drill_refuses_it(
     finally:
         kube.close()
         flux.stop()
-        gitserver.stop_server(state / "gitserver")
+        stop_servers(state)

@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 import yaml
 
-from rebuild.adapters import gitserver, process
+from rebuild.adapters import process
 from rebuild.adapters.kube import Kube
 from rebuild.clusters.local import LocalCluster
 from tests.conftest import EXAMPLE_OBJECTS, REPO, assert_example_phases
 from tests.kubectl import kubectl, sed_editor, suspend_flux
+from tests.procs import stop_servers
 
 pytestmark = pytest.mark.integration
 
@@ -208,7 +209,7 @@ def test_apiserver_killed_during_up_then_second_up_completes(example: tuple[Path
     # Nothing duplicated: one object per desired identity, one of each Flux controller, one Pulumi resource per URN.
     kube = Kube.from_kubeconfig(cluster.kubeconfig())
     names = [d["metadata"]["name"] for d in kube.list("apps/v1", "Deployment", "shop")]
-    assert sorted(names) == ["cart", "frontend", "search"]
+    assert sorted(names) == ["cart", "frontend", "search", "status-page"]  # status-page: the HelmRelease's
     flux = json.loads((state / "clusters/demo/flux/flux.json").read_text())
     alive = [p for p in flux["processes"] if process.alive(process.ProcRecord.from_dict(p))]
     assert sorted(p["name"] for p in alive) == ["helm-controller", "kustomize-controller", "source-controller"]
@@ -224,19 +225,29 @@ def test_two_sources_each_bootstrapped_as_its_own_reconciler_source(tmp_path: Pa
     shutil.copytree(EXAMPLE / "infrastructure", platform / "infrastructure")
     shutil.copytree(EXAMPLE / "infra", platform / "infra")  # the shop's priority class comes from a stack
     shutil.copytree(EXAMPLE / "apps", apps / "apps")
+    # the apps repo holds the charts too, served as HelmRepository flux-system/apps-charts; its
+    # HelmReleases name this repo's sources (the example's name theirs after source `demo`)
+    shutil.copytree(EXAMPLE / "charts", apps / "charts")
+    for release, old, new in (
+        ("status-page", "name: demo-charts", "name: apps-charts"),
+        ("queue-worker", "name: demo, namespace", "name: apps, namespace"),
+    ):
+        f = apps / "apps" / "base" / release / "helmrelease.yaml"
+        assert old in f.read_text()
+        f.write_text(f.read_text().replace(old, new))
     state = tmp_path / "state"
     config = tmp_path / "rebuild.yaml"
     config.write_text(
         "sources:\n"
         f"  - {{name: platform, url: {platform}, branch: main, path: infrastructure}}\n"
-        f"  - {{name: apps, url: {apps}, branch: main, path: apps/overlays/demo}}\n"
+        f"  - {{name: apps, url: {apps}, branch: main, path: apps/overlays/demo, charts: charts}}\n"
         "cluster: {provider: local, name: multi, nodes: 2}\n"
         "stacks:\n"
         "  - cluster\n"
         "  - {name: cluster-classes, source: platform, path: infra/cluster-classes,"
         " config_from: {'kubernetes:kubeconfig': cluster.kubeconfig}}\n"
         "  - platform\n"
-        "reconciler: {kind: flux, interval: 1m}\n"
+        f"reconciler: {{kind: flux, interval: 1m, sops_age_key_file: {EXAMPLE / 'demo-sops.agekey'}}}\n"
         "verify: {timeout: 3m}\n"
     )
     try:
@@ -280,4 +291,4 @@ def test_two_sources_each_bootstrapped_as_its_own_reconciler_source(tmp_path: Pa
         assert value not in r.stdout + r.stderr
     finally:
         LocalCluster("multi", root=state).delete(purge=True)
-        gitserver.stop_server(state / "gitserver")
+        stop_servers(state)

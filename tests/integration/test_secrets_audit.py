@@ -73,11 +73,11 @@ from typing import Any
 import pytest
 import yaml
 
-from rebuild.adapters import gitserver
 from rebuild.adapters.gitea import Gitea
 from rebuild.clusters.local import LocalCluster
 from tests.conftest import REPO, example_config
 from tests.kubectl import kubectl, suspend_flux
+from tests.procs import stop_servers
 
 pytestmark = pytest.mark.integration
 
@@ -769,7 +769,7 @@ def setup(tmp_path: Path, toolchain: Any) -> Iterator[dict[str, Any]]:
     finally:
         for d in sorted((state / "clusters").glob("*")) if (state / "clusters").is_dir() else ():
             LocalCluster(d.name, root=state).delete(purge=True)
-        gitserver.stop_server(state / "gitserver")
+        stop_servers(state)
         forge.stop()
         if tracer is not None:
             tracer.finish()
@@ -966,7 +966,7 @@ def test_no_secret_leaks_in_argv_files_git_or_the_pr_and_every_listener_is_loopb
 
     # 10. stop the daemons, so strace's records are complete; then every argv
     LocalCluster("demo", root=state).delete()
-    gitserver.stop_server(state / "gitserver")
+    stop_servers(state)
     tracer.finish()
     watch.stop()
     execs = read_execs([t for _, _, t in tracer.sessions], secrets)
@@ -1156,7 +1156,7 @@ def test_a_sops_secret_changed_live_and_captured_leaks_its_new_value_nowhere(tmp
         assert f"+++ b/{DB_FILE}" in branch and "ENC[AES256_GCM," in branch
     finally:
         LocalCluster(name, root=state).delete(purge=True)
-        gitserver.stop_server(state / "gitserver")
+        stop_servers(state)
         forge.stop()
         if tracer is not None:
             tracer.finish()

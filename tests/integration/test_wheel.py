@@ -17,10 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-from rebuild.adapters import gitserver
 from rebuild.clusters.local import LocalCluster
 from tests.conftest import EXAMPLE_OBJECTS, REPO, assert_example_phases
-from tests.procs import processes_naming
+from tests.procs import processes_naming, stop_servers
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +104,7 @@ def test_wheel_in_a_fresh_virtualenv_plans_and_drills_the_example_from_another_f
         assert set(reports) == {"json", "markdown", "junit", "html"} and all(p.is_relative_to(state) for p in reports.values())
         assert all(p.exists() for p in reports.values())
     finally:
-        gitserver.stop_server(state / "gitserver")
+        stop_servers(state)
         for cluster in (state / "clusters").glob("*/"):
             LocalCluster(cluster.name, root=state).delete(purge=True)
 
