@@ -147,11 +147,12 @@ def _up(
         if secrets:
             ctx.progress(f"desired: {secrets} SOPS-encrypted document(s) decrypt with {ctx.config.reconciler.sops_age_key_file}")
         charts_in_git = helmpreflight.check(desired, ctx.progress)  # a chart version or values Helm would refuse
-        # published here, with the sources, not inside the platform phase (a stack thread): a
-        # Ctrl-C then finds only Pulumi running in the phases that follow
-        serve_all_charts(ctx, desired)
         resolved = resolve_stacks(ctx, desired)
         prepare_stacks(ctx, pulumi, resolved)
+        # last in this phase, once nothing in git can refuse the run (nothing of it is left
+        # running then), and not inside the platform phase (a stack thread), so a Ctrl-C there
+        # finds only Pulumi running
+        serve_all_charts(ctx, desired)
     runner = _StackRunner(ctx, desired, resolved, pulumi, given)
     raise_first(run_dag(ctx.config.stacks, runner.run, phases, result.changed))
     with phases.phase("reconciler"):
