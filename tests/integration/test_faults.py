@@ -53,6 +53,14 @@ def cli_env(state: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _as_from_a_terminal() -> None:
+    """In the child, before exec: SIGINT and SIGTERM delivered and SIGINT not ignored, as for a
+    command typed at a terminal, whatever the test process inherited or blocked (a pytest-xdist
+    worker is a long-lived process; the state of its main thread would pass to the child)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Run:
     """The real CLI in its own session/process group, its stderr read line by line."""
 
@@ -66,7 +74,9 @@ class Run:
             env=env,
             cwd=REPO,
             start_new_session=True,
+            preexec_fn=_as_from_a_terminal,
         )
+        self.signals = ""  # the child's signal state when it was interrupted (/proc/<pid>/status)
         self.lines: list[str] = []
         self.stdout = ""
         self._cond = threading.Condition()
@@ -94,6 +104,12 @@ class Run:
     def interrupt(self, sig: signal.Signals = signal.SIGINT) -> None:
         """Ctrl-C as a terminal sends it: SIGINT to the whole foreground process group (or
         SIGTERM, as a scheduler stopping a job does)."""
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+            wanted = ("SigBlk", "SigIgn", "SigCgt")
+            self.signals = " ".join(ln.replace("\t", "") for ln in status.splitlines() if ln.startswith(wanted))
+        except OSError:
+            self.signals = "(no /proc entry)"
         os.killpg(self.proc.pid, sig)
 
     def finish(self, timeout: float = 300) -> int:
@@ -179,7 +195,7 @@ def test_ctrl_c_in_every_phase_of_up_then_the_rerun_completes(example: tuple[Pat
         run.wait_for(line)
         time.sleep(delay)
         run.interrupt(sig)
-        assert run.finish() == 130, run.text[-3000:]
+        assert run.finish() == 130, f"signals at the interrupt: {run.signals}\n{run.text[-3000:]}"
         clean_error(run, f"interrupted: rebuild up was interrupted during the {phase} phase", "rerun the same command")
         assert stray_pulumi(state) == [], run.text[-2000:]  # the update was cancelled, its lock released
 
@@ -197,7 +213,7 @@ def test_ctrl_c_in_every_phase_of_up_then_the_rerun_completes(example: tuple[Pat
         # verify is waiting on the drift (other objects may still be settling: the count varies)
         run.wait_for(re.compile(rf"· verify: \d+/{OBJECTS} verified, \d+ missing, [1-9]\d* drifted"))
         run.interrupt()
-        assert run.finish() == 130, run.text[-3000:]
+        assert run.finish() == 130, f"signals at the interrupt: {run.signals}\n{run.text[-3000:]}"
         clean_error(run, "interrupted during the verify phase")
         kubectl(cluster.kubeconfig(), "-n", "shop", "scale", "deployment/frontend", f"--replicas={want}")
     finally:
@@ -212,7 +228,7 @@ def test_ctrl_c_during_a_drill_tears_the_throwaway_cluster_down(example: tuple[P
     run.wait_for("· platform: pulumi up")
     time.sleep(1.0)
     run.interrupt()
-    assert run.finish() == 130, run.text[-3000:]
+    assert run.finish() == 130, f"signals at the interrupt: {run.signals}\n{run.text[-3000:]}"
     clean_error(run, "interrupted during the platform phase")
     assert "teardown: destroying drill cluster drill-ctrlc" in run.text
     assert not (state / "clusters" / "drill-ctrlc").exists()  # torn down and purged
@@ -646,7 +662,7 @@ def test_capture_through_forge_errors_and_ctrl_c_leaves_one_pr(forge_setup: dict
         run.wait_for("· capture: 1 manual change(s)")
         time.sleep(1.5)
         run.interrupt()
-        assert run.finish() == 130, run.text[-3000:]
+        assert run.finish() == 130, f"signals at the interrupt: {run.signals}\n{run.text[-3000:]}"
         clean_error(run, "interrupted: stopped before finishing", "rerun the same command")
         # Nothing half-done: no branch pushed or moved on the forge, the PR untouched.
         assert "capture: pushing" not in run.text and forge_refs(forge) == refs_before
