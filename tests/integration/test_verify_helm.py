@@ -26,7 +26,7 @@ from rebuild.desired.render import render
 from rebuild.reconcilers.flux_local import FluxLocal
 from rebuild.recover.converge import VerifyReport, check, wait_converged
 from tests.integration.test_flux_local import wait_for
-from tests.integration.test_helm_local import HELM_API, NS, write_chart
+from tests.integration.test_helm_local import HELM_API, NS, release_ready, write_chart
 from tests.procs import processes_naming
 
 pytestmark = pytest.mark.integration
@@ -113,6 +113,9 @@ def test_verify_checks_helm_releases_and_the_objects_they_rendered(cluster_facto
         # -- a rendered Deployment deleted (helm-controller v1.4.3 leaves drift alone by default)
         assert kube.delete("apps/v1", "Deployment", "web-web", "apps")
         wait_for(lambda: kube.get("apps/v1", "Deployment", "web-web", "apps") is None, what="Deployment deleted")
+        # helm-controller may be in one of its periodic reconciles (Ready=Unknown, "Fulfilling
+        # prerequisites") at this moment: judge the HelmRelease once it is Ready again
+        wait_for(lambda: release_ready(kube, "web"), timeout=120, what="HelmRelease web Ready again")
         report = check(kube, desired, spec)
         assert not report.converged
         assert problems(report) == [
