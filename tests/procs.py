@@ -75,6 +75,4 @@ def stop_servers(state: Path) -> None:
     from rebuild.adapters import gitserver, helmrepo
 
     gitserver.stop_server(state / "gitserver")
-    for charts in StateLayout(state).chart_repos.glob("*"):
-        if charts.is_dir():
-            helmrepo.stop_repo(charts)
+    helmrepo.stop_repos(StateLayout(state).chart_repos)

@@ -524,6 +524,18 @@ def stop_repo(state: Path) -> bool:
     return was_alive
 
 
+def running_repos(parent: Path) -> dict[str, RepoProcess]:
+    """The detached chart repositories answering under ``parent`` (one state folder per entry), by folder name."""
+    found = {d.name: repo_running(d) for d in sorted(Path(parent).glob("*")) if d.is_dir()}
+    return {name: srv for name, srv in found.items() if srv is not None}
+
+
+def stop_repos(parent: Path, *, keep: frozenset[str] = frozenset()) -> list[str]:
+    """Stop every chart repository recorded under ``parent`` but those in ``keep``; the names of
+    those that were running."""
+    return [d.name for d in sorted(Path(parent).glob("*")) if d.is_dir() and d.name not in keep and stop_repo(d)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m rebuild.adapters.helmrepo",

@@ -83,8 +83,7 @@ def cluster_status(obj: Ctx, name: str, provider: str, context: str | None) -> N
     layout = StateLayout.default()
     gs = gitserver.server_info(layout.gitserver)
     # the chart repositories served from sources' `charts` folders (answering now)
-    charts = {d.name: helmrepo.repo_running(d) for d in sorted(layout.chart_repos.glob("*")) if d.is_dir()}
-    served = {source: srv.url for source, srv in charts.items() if srv is not None}
+    served = {source: srv.url for source, srv in helmrepo.running_repos(layout.chart_repos).items()}
 
     def text() -> str:
         lines = [f"cluster {st.name} ({st.provider}): {st.state}" + (f" at {st.server}" if st.server else "")]

@@ -70,7 +70,7 @@ def release_gitserver(root: Path | None = None) -> GitServerRelease:
     users = sorted(d.name for d in layout.clusters.glob("*") if d.is_dir() and live_processes(d))
     if users:
         return GitServerRelease(False, users)
-    charts = sorted(d.name for d in layout.chart_repos.glob("*") if d.is_dir() and helmrepo.stop_repo(d))
+    charts = helmrepo.stop_repos(layout.chart_repos)
     return GitServerRelease(gitserver.stop_server(layout.gitserver), charts_stopped=charts)
 
 

@@ -191,15 +191,12 @@ class LocalServers:
 
     @classmethod
     def running(cls, layout: StateLayout) -> LocalServers:
-        charts = frozenset(d.name for d in layout.chart_repos.glob("*") if d.is_dir() and helmrepo.repo_running(d))
-        return cls(gitserver.server_running(layout.gitserver), charts)
+        return cls(gitserver.server_running(layout.gitserver), frozenset(helmrepo.running_repos(layout.chart_repos)))
 
     def stop_started(self, layout: StateLayout) -> None:
         if not self.gitserver:
             gitserver.stop_server(layout.gitserver)
-        for d in layout.chart_repos.glob("*"):
-            if d.is_dir() and d.name not in self.charts:
-                helmrepo.stop_repo(d)
+        helmrepo.stop_repos(layout.chart_repos, keep=self.charts)
 
 
 def teardown(ctx: Context, servers: LocalServers, *, desired: DesiredState | None = None) -> None:
