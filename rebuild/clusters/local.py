@@ -62,6 +62,11 @@ FIXED_APISERVER_FLAGS = frozenset({"--bind-address", "--secure-port", "--adverti
 OPERATOR_USER = "rebuild-operator"
 
 
+def _resync_stage() -> Path:
+    """rebuild's kwok Stage that plays the kubelet's pod status resync (see the file's header)."""
+    return Path(__file__).resolve().parent.parent / "data" / "kwok-pod-ready-resync.yaml"
+
+
 def _noop(_: str) -> None:
     pass
 
@@ -401,6 +406,7 @@ class LocalCluster:
             str(binary),
             f"--kubeconfig={self.system_kubeconfig()}",
             f"--config={stages}",
+            f"--config={_resync_stage()}",
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             "--node-ip=127.0.0.1",

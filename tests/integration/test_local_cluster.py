@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from rebuild.adapters import process
 from rebuild.adapters.kube import Kube
 from rebuild.clusters.local import LocalCluster
 from tests.conftest import cli_env, unique
+from tests.kubectl import kubectl
 
 pytestmark = pytest.mark.integration
 
@@ -72,6 +74,25 @@ def test_deployment_becomes_available_with_pods_running_on_kwok_nodes(cluster_fa
         assert pod["spec"]["nodeName"] in nodes
     for n in kube.list("v1", "Node"):
         assert n["metadata"]["annotations"]["kwok.x-k8s.io/node"] == "fake"
+
+    # After a control-plane outage longer than the node monitor grace period, the node
+    # controller sets every pod's Ready condition to False, exactly as this patch does; a
+    # kubelet (here kwok, with rebuild's resync stage) reports the pod ready again.
+    victim = pods[0]["metadata"]["name"]
+    patched = kubectl(
+        c.kubeconfig(), "patch", "pod", victim, "-n", "default", "--subresource=status", "-o", "json",
+        "-p", '{"status":{"conditions":[{"type":"Ready","status":"False","reason":"NodeNotReady"}]}}',
+    )  # fmt: skip
+    assert ready_status(json.loads(patched)) == "False"
+
+    def ready_again() -> bool:
+        return ready_status(kube.get("v1", "Pod", victim, "default") or {}) == "True" and available()
+
+    wait_for(ready_again, timeout=30)
+
+
+def ready_status(pod: dict[str, Any]) -> str | None:
+    return next((c["status"] for c in (pod.get("status") or {}).get("conditions", []) if c["type"] == "Ready"), None)
 
 
 def test_down_leaves_no_process_and_up_keeps_data(cluster_factory: Any) -> None:
