@@ -226,6 +226,16 @@ class Kube:
 
     # ------------------------------------------------------------------ verbs
 
+    def peek(self, path: str) -> Obj | None:
+        """GET an API path once, outside the retry policy: the object, or None when it is absent,
+        refused or the API server does not answer. For polls that ask again soon anyway (and must
+        not sit in 16 s of backoff, nor log retries, while a phase beside them fails)."""
+        try:
+            resp = self.http.request("GET", path, headers={"Accept": "application/json"})
+        except (httpx.TransportError, OSError):
+            return None
+        return dict(resp.json()) if resp.status_code == 200 else None
+
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
         info = self.info(api_version, kind)
         resp = self.request("GET", info.path(namespace, name), ok=(200, 404), what=f"{kind}/{name}")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -153,11 +154,16 @@ class FluxLocal:
         storage = f"http://127.0.0.1:{ports['storage']}" if "storage" in ports else None
         return FluxStatus(state, comps, storage)
 
-    def start(self, progress: Progress | None = None, timeout: float = 60.0) -> FluxStatus:
+    def start(
+        self, progress: Progress | None = None, timeout: float = 60.0, *, made_by: threading.Event | None = None
+    ) -> FluxStatus:
         """Install the CRDs and namespace, start the controllers, wait until they are ready.
 
         Idempotent: running controllers are left alone; degraded ones (one dead, or a record
-        from before helm-controller joined) are restarted.
+        from before helm-controller joined) are restarted. ``made_by``: someone else (the
+        platform stack, running now) creates the CRDs and the namespace; wait until they are
+        there instead of applying them, unless the event is set (that someone gave up):
+        returns the status then, nothing started.
         """
         say = progress or _noop
         current = self.status()
@@ -171,8 +177,14 @@ class FluxLocal:
         t0 = time.monotonic()
         kube = Kube.from_kubeconfig(self.kubeconfig)
         try:
-            n = self._install_crds(kube, say)
-            kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}})
+            if made_by is not None:
+                if not self._await_platform(kube, made_by):
+                    return current
+                n = len(self._crd_names())
+                t0 = time.monotonic()  # the start is what follows; the wait was the platform's
+            else:
+                n = self._install_crds(kube, say)
+                kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}})
         finally:
             kube.close()
         say(f"{n} Flux CRDs established; namespace {self.namespace} present")
@@ -204,16 +216,16 @@ class FluxLocal:
                 self._save(data)
             raise
         data["started_seconds"] = round(time.monotonic() - t0, 2)
+        data["ready_at"] = round(time.time(), 3)  # wall clock: when the controllers were ready
         self._save(data)
         say(f"flux controllers ready in {data['started_seconds']}s")
         return self.status()
 
-    def ensure_running(self, progress: Progress | None = None) -> bool:
-        """start() unless every controller already runs healthy; True if it had to start them."""
+    def ensure_running(self, progress: Progress | None = None, *, made_by: threading.Event | None = None) -> bool:
+        """start() unless every controller already runs healthy; True if it started them."""
         if self.status().state == "running":
             return False
-        self.start(progress)
-        return True
+        return self.start(progress, made_by=made_by).state == "running"
 
     def stop(self) -> None:
         """Stop every controller this state folder recorded (never anything else)."""
@@ -269,14 +281,35 @@ class FluxLocal:
             ports[key] = process.free_port(set(ports.values()))
         return ports
 
+    def _crd_docs(self) -> list[dict[str, Any]]:
+        return [
+            doc
+            for controller in CONTROLLERS
+            for path in self.toolchain.flux_crds(controller)
+            for doc in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+            if doc
+        ]
+
+    def _crd_names(self) -> list[str]:
+        return [doc["metadata"]["name"] for doc in self._crd_docs()]
+
+    def _await_platform(self, kube: Kube, gave_up: threading.Event, poll: float = 0.2) -> bool:
+        """Wait until every Flux CRD is established and the namespace exists; False if
+        ``gave_up`` is set first. One GET per object and poll, no retries: an API server that
+        does not answer is "not yet"."""
+        pending = self._crd_names()
+        while not gave_up.is_set():
+            pending = [n for n in pending if not _established(kube.peek(f"/apis/{CRD_API}/customresourcedefinitions/{n}"))]
+            if not pending and kube.peek(f"/api/v1/namespaces/{self.namespace}") is not None:
+                return True
+            gave_up.wait(poll)
+        return False
+
     def _install_crds(self, kube: Kube, say: Progress, timeout: float = 60.0) -> int:
         names: list[str] = []
-        for controller in CONTROLLERS:
-            for path in self.toolchain.flux_crds(controller):
-                for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
-                    if doc:
-                        kube.apply(doc, field_manager="rebuild-flux")
-                        names.append(doc["metadata"]["name"])
+        for doc in self._crd_docs():
+            kube.apply(doc, field_manager="rebuild-flux")
+            names.append(doc["metadata"]["name"])
         say(f"applied {len(names)} Flux CRDs; waiting until established")
         deadline = time.monotonic() + timeout
         pending = list(names)

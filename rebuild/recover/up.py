@@ -46,7 +46,7 @@ from rebuild.recover.infra import (
     stack_config,
     user_project,
 )
-from rebuild.recover.reconciler import start_reconciler
+from rebuild.recover.reconciler import EarlyStart, start_reconciler
 from rebuild.recover.sources import DesiredState, load_desired, serve_all_charts
 from rebuild.recover.stacks import cluster_config, platform_config
 
@@ -154,9 +154,22 @@ def _up(
         # finds only Pulumi running
         serve_all_charts(ctx, desired)
     runner = _StackRunner(ctx, desired, resolved, pulumi, given)
-    raise_first(run_dag(ctx.config.stacks, runner.run, phases, result.changed))
+    early = EarlyStart(ctx, kubeconfig_path(ctx)) if EarlyStart.applies(ctx) else None
+
+    def run(spec: StackSpec) -> dict[str, Any]:
+        out = runner.run(spec)
+        if spec.name == "cluster" and early is not None:
+            early.begin()  # the Flux controllers start while the platform phase runs
+        return out
+
+    try:
+        raise_first(run_dag(ctx.config.stacks, run, phases, result.changed))
+    except BaseException:
+        if early is not None:
+            early.join()  # what it started is recorded before anything (a drill's teardown) stops the cluster
+        raise
     with phases.phase("reconciler"):
-        result.changed["reconciler"] = run_phase(ctx, "reconciler", desired, pulumi=pulumi, kube=given)
+        result.changed["reconciler"] = run_phase(ctx, "reconciler", desired, pulumi=pulumi, kube=given, early=early)
     kube = given if given is not None else Kube.from_kubeconfig(kubeconfig_path(ctx))
     try:
         with phases.phase("verify") as ph:
@@ -238,11 +251,18 @@ def _read(path: Path) -> str:
 
 
 def run_phase(
-    ctx: Context, name: str, desired: DesiredState, *, pulumi: Pulumi | None = None, kube: Kube | None = None
+    ctx: Context,
+    name: str,
+    desired: DesiredState,
+    *,
+    pulumi: Pulumi | None = None,
+    kube: Kube | None = None,
+    early: EarlyStart | None = None,
 ) -> dict[str, Any]:
     """One phase of `up`, idempotent on its own (so a runbook can run, and resume, phase by phase).
 
-    ``pulumi`` and ``kube`` as in :func:`up`; a ``kube`` given is not closed here. ``stack:<name>``
+    ``pulumi`` and ``kube`` as in :func:`up`; a ``kube`` given is not closed here. ``early``: the
+    reconciler's background start `up` began after the cluster phase. ``stack:<name>``
     runs one of the user's stacks (its config_from outputs read from the stacks it needs),
     ``stacks`` all of them in DAG order (their changes by phase).
     """
@@ -274,10 +294,10 @@ def run_phase(
         return _changes(res.summary)
     if name == "reconciler":
         if kube is not None:
-            return start_reconciler(ctx, kube, kubeconfig_path(ctx), desired)
+            return start_reconciler(ctx, kube, kubeconfig_path(ctx), desired, early)
         client = Kube.from_kubeconfig(kubeconfig_path(ctx))
         try:
-            return start_reconciler(ctx, client, kubeconfig_path(ctx), desired)
+            return start_reconciler(ctx, client, kubeconfig_path(ctx), desired, early)
         finally:
             client.close()
     raise ValueError(f"unknown phase {name!r}")
