@@ -18,10 +18,31 @@ def cluster() -> None:
 
 
 def _cluster_opts(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--name", required=True, help="Cluster name (one data folder per name).")(f)
-    f = click.option("--provider", default="local", show_default=True, help="local | kind | kubeconfig")(f)
+    f = click.option(
+        "--name", default=None, help="Cluster name (one data folder per name); default: rebuild.yaml's cluster.name."
+    )(f)
+    f = click.option("--provider", default=None, help="local | kind | kubeconfig; default: rebuild.yaml's, else local.")(f)
     f = click.option("--context", default=None, help="kubeconfig context (provider kubeconfig; default: the current one).")(f)
     return f
+
+
+def _which(obj: Ctx, name: str | None, provider: str | None, context: str | None) -> tuple[str, str, str | None]:
+    """(name, provider, context): the options given, else the ``cluster:`` of rebuild.yaml (--config,
+    or ./rebuild.yaml), so `rebuild cluster down` where the config is names the cluster `up` made."""
+    if name is not None:
+        return name, provider or "local", context
+    from rebuild.core import config
+    from rebuild.core.errors import ConfigError
+
+    try:
+        spec = config.load(obj.config).cluster
+    except ConfigError as exc:
+        if obj.config is not None:
+            raise
+        raise click.UsageError(
+            "Missing option '--name' (or run it where rebuild.yaml is, or give --config, to use its cluster.name)"
+        ) from exc
+    return spec.name, provider or spec.provider, context or spec.context or None
 
 
 @cluster.command("up")
@@ -31,9 +52,16 @@ def _cluster_opts(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--unsafe-fast-storage", is_flag=True, help="etcd without fsync: throwaway clusters only.")
 @click.pass_obj
 def cluster_up(
-    obj: Ctx, name: str, provider: str, nodes: int, api_port: int | None, context: str | None, unsafe_fast_storage: bool
+    obj: Ctx,
+    name: str | None,
+    provider: str | None,
+    nodes: int,
+    api_port: int | None,
+    context: str | None,
+    unsafe_fast_storage: bool,
 ) -> None:
     """Create (or restart) a cluster and wait until it is ready."""
+    name, provider, context = _which(obj, name, provider, context)
     from rebuild.clusters import get_cluster
     from rebuild.clusters.base import check_state_dir
     from rebuild.core.state import state_root
@@ -52,11 +80,12 @@ def cluster_up(
 @_cluster_opts
 @click.option("--purge", is_flag=True, help="Also delete the cluster's data (etcd, certificates).")
 @click.pass_obj
-def cluster_down(obj: Ctx, name: str, provider: str, context: str | None, purge: bool) -> None:
+def cluster_down(obj: Ctx, name: str | None, provider: str | None, context: str | None, purge: bool) -> None:
     """Stop every process of a cluster (keeps its data unless --purge), and the state dir's
     git server when no other running cluster of the state dir uses it."""
     from rebuild.drills.usecases import stop_cluster
 
+    name, provider, context = _which(obj, name, provider, context)
     gs = stop_cluster(provider, name, context=context, purge=purge)
 
     def text() -> str:
@@ -73,8 +102,9 @@ def cluster_down(obj: Ctx, name: str, provider: str, context: str | None, purge:
 @cluster.command("status")
 @_cluster_opts
 @click.pass_obj
-def cluster_status(obj: Ctx, name: str, provider: str, context: str | None) -> None:
+def cluster_status(obj: Ctx, name: str | None, provider: str | None, context: str | None) -> None:
     """Show a cluster's state and components; exit 0 only when running."""
+    name, provider, context = _which(obj, name, provider, context)
     from rebuild.adapters import gitserver, helmrepo
     from rebuild.clusters import get_cluster
     from rebuild.core.state import StateLayout
