@@ -88,10 +88,10 @@ def test_drill_of_a_broken_revision_fails_tears_down_and_names_the_problem(tmp_p
     assert processes_naming(state, cmdline_only=True) == {}
 
 
-def test_runbook_killed_during_platform_step_resumes_without_redoing(tmp_path: Path, toolchain: Any) -> None:
-    state = tmp_path / "state"
-    repo = tmp_path / "repo"
-    shutil.copytree(EXAMPLE, repo)
+def _kill_mid_platform(repo: Path, state: Path, cluster: str) -> tuple[list[int], dict[str, int], Path]:
+    """Run the full-rebuild runbook and SIGKILL it and its Pulumi engine in the middle of the
+    platform step, once a pending operation is in the checkpoint; returns the engines killed,
+    the pending operations left (empty: the window was missed) and the locks' folder."""
     env = dict(os.environ, REBUILD_STATE_DIR=str(state))
     proc = subprocess.Popen(
         [
@@ -130,19 +130,51 @@ def test_runbook_killed_during_platform_step_resumes_without_redoing(tmp_path: P
             time.sleep(0.05)
         engines = [pid for pid in process.children_of(proc.pid) if "pulumi" in Path(f"/proc/{pid}/cmdline").read_text("latin-1")]
         assert engines, "no pulumi CLI under the runbook"
-        # The engine is found first, so the kill follows the sight of a pending operation within
-        # microseconds (found after, the operation could finish while /proc is read).
-        deadline = time.monotonic() + 20
-        while not pending_operations(state) and time.monotonic() < deadline:
-            time.sleep(0.005)
-        # kill -9 of the runbook and of its Pulumi engine (the CLI leads its own process group):
-        # nothing of the run gets to clean up, as when the machine running it is lost.
-        os.kill(proc.pid, signal.SIGKILL)
-        for pid in engines:
-            os.killpg(pid, signal.SIGKILL)
-        proc.wait(30)
-        pending_before = pending_operations(state)
-        assert pending_before, "the engine was killed with no operation in flight: nothing for resume to clear"
+        # The platform's operations take milliseconds each, too short to be caught reliably. The
+        # API server is paused (SIGSTOP) so the operation in flight cannot finish: the checkpoint
+        # keeps it pending until the kill; the server resumes (SIGCONT) right after.
+        apiserver = next(c.pid for c in LocalCluster(cluster, root=state).status().components if c.name == "kube-apiserver")
+        assert apiserver
+        os.kill(apiserver, signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + 20
+            while not pending_operations(state) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            # kill -9 of the runbook and of its Pulumi engine (the CLI leads its own process
+            # group): nothing of the run gets to clean up, as when the machine running it is lost.
+            os.kill(proc.pid, signal.SIGKILL)
+            for pid in engines:
+                os.killpg(pid, signal.SIGKILL)
+            proc.wait(30)
+        finally:
+            os.kill(apiserver, signal.SIGCONT)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return engines, pending_operations(state), locks
+
+
+def test_runbook_killed_during_platform_step_resumes_without_redoing(tmp_path: Path, toolchain: Any) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLE, repo)
+    cluster_name = yaml.safe_load((repo / "rebuild.yaml").read_text())["cluster"]["name"]
+    # The kill must land while the engine has an operation in flight: a run that misses it (no
+    # operation pending within 20 s of the paused API server) is torn down and the scenario
+    # re-armed on a new state dir, at most 3 times.
+    tried: list[Path] = []
+    try:
+        for attempt in range(3):
+            state = tmp_path / f"state-{attempt}"
+            tried.append(state)
+            engines, pending_before, locks = _kill_mid_platform(repo, state, cluster_name)
+            if pending_before:
+                break
+            LocalCluster(cluster_name, root=state).delete(purge=True)
+            stop_servers(state)
+            print(f"attempt {attempt}: the engine was killed with no operation in flight; re-armed")
+        else:
+            pytest.fail("the engine was killed with no operation in flight in 3 attempts: nothing for resume to clear")
+        audit = state / "runbooks" / "audit.jsonl"
         stale = list(locks.rglob("*.json"))
         assert stale, "the killed update left no lock: nothing for resume to clear"
         holders = [int(json.loads(lock.read_text())["pid"]) for lock in stale]
@@ -180,7 +212,6 @@ def test_runbook_killed_during_platform_step_resumes_without_redoing(tmp_path: P
         assert result["objects"]["verified"] == result["objects"]["objects"] == EXAMPLE_OBJECTS  # every object verified
         print(f"pending operations left by the killed update: {pending_before}")
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        LocalCluster(yaml.safe_load((repo / "rebuild.yaml").read_text())["cluster"]["name"], root=state).delete(purge=True)
-        stop_servers(state)
+        for tried_state in tried:
+            LocalCluster(cluster_name, root=tried_state).delete(purge=True)
+            stop_servers(tried_state)
