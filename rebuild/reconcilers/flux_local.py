@@ -178,9 +178,10 @@ class FluxLocal:
         kube = Kube.from_kubeconfig(self.kubeconfig)
         try:
             if made_by is not None:
-                if not self._await_platform(kube, made_by):
+                names = self._crd_names()
+                if not self._await_platform(kube, names, made_by):
                     return current
-                n = len(self._crd_names())
+                n = len(names)
                 t0 = time.monotonic()  # the start is what follows; the wait was the platform's
             else:
                 n = self._install_crds(kube, say)
@@ -225,7 +226,9 @@ class FluxLocal:
         """start() unless every controller already runs healthy; True if it started them."""
         if self.status().state == "running":
             return False
-        return self.start(progress, made_by=made_by).state == "running"
+        self.start(progress, made_by=made_by)
+        # a start that gave up waiting for the platform (``made_by``) recorded no process
+        return made_by is None or bool(self.pids())
 
     def stop(self) -> None:
         """Stop every controller this state folder recorded (never anything else)."""
@@ -293,11 +296,11 @@ class FluxLocal:
     def _crd_names(self) -> list[str]:
         return [doc["metadata"]["name"] for doc in self._crd_docs()]
 
-    def _await_platform(self, kube: Kube, gave_up: threading.Event, poll: float = 0.2) -> bool:
-        """Wait until every Flux CRD is established and the namespace exists; False if
+    def _await_platform(self, kube: Kube, crds: list[str], gave_up: threading.Event, poll: float = 0.2) -> bool:
+        """Wait until the CRDs named are established and the namespace exists; False if
         ``gave_up`` is set first. One GET per object and poll, no retries: an API server that
         does not answer is "not yet"."""
-        pending = self._crd_names()
+        pending = list(crds)
         while not gave_up.is_set():
             pending = [n for n in pending if not _established(kube.peek(f"/apis/{CRD_API}/customresourcedefinitions/{n}"))]
             if not pending and kube.peek(f"/api/v1/namespaces/{self.namespace}") is not None:
