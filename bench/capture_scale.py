@@ -49,7 +49,7 @@ from bench.kustomized import build, write_kustomized_repo
 from bench.rebuild_scale import generate, write_repo
 from rebuild.adapters import gitserver
 from rebuild.adapters.kube import Kube
-from rebuild.capture.run import listed_kinds
+from rebuild.capture.listing import listed_kinds
 from rebuild.clusters.local import LocalCluster
 from rebuild.core.model import ObjectRef
 

@@ -73,6 +73,8 @@ _LOG_RETRY = log_retries(
     "{operation} -> {error}",
 )
 FIELD_MANAGER = "rebuild"
+# kubectl's Accept for aggregated discovery: every group's resources in one document
+AGGREGATED_DISCOVERY = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 
 Obj = dict[str, Any]
 
@@ -145,9 +147,10 @@ class Kube:
         content_type: str = "application/json",
         ok: tuple[int, ...] = (200, 201, 202),
         what: str = "",
+        accept: str = "application/json",
     ) -> httpx.Response:
         """One API call with the retry policy; returns the response when its status is in ``ok``."""
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        headers = {"Accept": accept, "Content-Type": content_type}
 
         def attempt(_n: int) -> httpx.Response:
             try:
@@ -183,30 +186,55 @@ class Kube:
     # ------------------------------------------------------------------ discovery
 
     def discovery(self, refresh: bool = False) -> dict[tuple[str, str], ResourceInfo]:
-        """(apiVersion, kind) -> ResourceInfo for every served top-level resource."""
+        """(apiVersion, kind) -> ResourceInfo for every served top-level resource, each group's
+        preferred version first. Two requests where the server has aggregated discovery
+        (Kubernetes >= 1.30, what kubectl uses), else one per group version."""
         with self._lock:
             if self._discovery is not None and not refresh:
                 return self._discovery
-            found: dict[tuple[str, str], ResourceInfo] = {}
-            groups: list[tuple[str, str]] = [("", v) for v in self.request("GET", "/api").json().get("versions", [])]
-            for g in self.request("GET", "/apis").json().get("groups", []):
-                for v in g.get("versions", []):
-                    groups.append((g["name"], v["version"]))
-            for group, version in groups:
-                path = f"/apis/{group}/{version}" if group else f"/api/{version}"
-                try:
-                    resources = self.request("GET", path).json().get("resources", [])
-                except KubeError:
-                    continue  # an aggregated API that is down must not break everything else
-                for r in resources:
-                    if "/" in r["name"]:
-                        continue
-                    info = ResourceInfo(
-                        group, version, r["kind"], r["name"], bool(r["namespaced"]), frozenset(r.get("verbs", []))
-                    )
-                    found[(info.api_version, info.kind)] = info
-            self._discovery = found
-            return found
+            found = self._aggregated_discovery()
+            self._discovery = found if found is not None else self._legacy_discovery()
+            return self._discovery
+
+    def _aggregated_discovery(self) -> dict[tuple[str, str], ResourceInfo] | None:
+        """Discovery from /api and /apis as APIGroupDiscoveryList (apidiscovery.k8s.io/v2); None
+        when the server answers with the legacy documents instead."""
+        found: dict[tuple[str, str], ResourceInfo] = {}
+        for top in ("/api", "/apis"):
+            resp = self.request("GET", top, accept=f"{AGGREGATED_DISCOVERY},application/json")
+            if "apidiscovery.k8s.io" not in resp.headers.get("content-type", ""):
+                return None
+            for group in resp.json().get("items") or []:
+                name = str((group.get("metadata") or {}).get("name") or "")
+                for v in group.get("versions") or []:
+                    for r in v.get("resources") or []:
+                        kind = (r.get("responseKind") or {}).get("kind")
+                        if not kind:
+                            continue
+                        namespaced = r.get("scope") == "Namespaced"
+                        info = ResourceInfo(name, v["version"], kind, r["resource"], namespaced, frozenset(r.get("verbs") or []))
+                        found[(info.api_version, info.kind)] = info
+        return found
+
+    def _legacy_discovery(self) -> dict[tuple[str, str], ResourceInfo]:
+        """Discovery the pre-1.30 way: /api, /apis, then one request per group version."""
+        found: dict[tuple[str, str], ResourceInfo] = {}
+        groups: list[tuple[str, str]] = [("", v) for v in self.request("GET", "/api").json().get("versions", [])]
+        for g in self.request("GET", "/apis").json().get("groups", []):
+            for v in g.get("versions", []):
+                groups.append((g["name"], v["version"]))
+        for group, version in groups:
+            path = f"/apis/{group}/{version}" if group else f"/api/{version}"
+            try:
+                resources = self.request("GET", path).json().get("resources", [])
+            except KubeError:
+                continue  # an aggregated API that is down must not break everything else
+            for r in resources:
+                if "/" in r["name"]:
+                    continue
+                info = ResourceInfo(group, version, r["kind"], r["name"], bool(r["namespaced"]), frozenset(r.get("verbs", [])))
+                found[(info.api_version, info.kind)] = info
+        return found
 
     def info(self, api_version: str, kind: str, *, refresh_on_miss: bool = True) -> ResourceInfo:
         disc = self.discovery()

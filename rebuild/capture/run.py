@@ -19,12 +19,9 @@ Exit codes (CLI): 0 no drift, 1 drift found (a PR was opened, updated or already
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
-import gc
 import os
 import shutil
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,35 +30,18 @@ from typing import Any
 import git
 
 from rebuild.adapters.git import auth_env, scrub
-from rebuild.adapters.kube import Kube, ResourceInfo
+from rebuild.adapters.kube import Kube
 from rebuild.capture.backport import Backport, SopsSecrets, plan_backport
 from rebuild.capture.drift import DriftReport, find_drift
 from rebuild.capture.helm import RenderedRelease, attribute, read_rendered, target_namespace
-from rebuild.core.errors import ConfigError, GitError, KubeError
+from rebuild.capture.listing import EarlyListing, complete_listing, paused_gc
+from rebuild.core.errors import ConfigError, GitError
 from rebuild.core.model import DesiredObject, ObjectRef, Source
 from rebuild.desired.helm import is_helm_release
 from rebuild.recover import encrypted
-from rebuild.recover.context import Context, live_kube
+from rebuild.recover.context import Context
 from rebuild.recover.sources import DesiredState, SourceState, load_desired
 
-# Kinds never worth listing for capture (controller output, high churn); drift would
-# exclude them anyway, but not listing them keeps capture cheap on busy clusters.
-SKIP_LIST = frozenset(
-    {
-        "Event",
-        "Pod",
-        "ReplicaSet",
-        "ControllerRevision",
-        "Endpoints",
-        "EndpointSlice",
-        "Lease",
-        "PodMetrics",
-        "Binding",
-        "LocalSubjectAccessReview",
-        "TokenReview",
-        "SelfSubjectReview",
-    }
-)
 HEAD_PREFIX = "rebuild/capture-"
 
 
@@ -99,146 +79,6 @@ class CaptureResult:
             "live_objects_listed": self.listed_objects,
             "report": self.report.to_dict(),
         }
-
-
-# --------------------------------------------------------------------------- live state
-
-
-def listed_kinds(
-    kube: Kube, desired_cluster_kinds: set[tuple[str, str]], include_kinds: Sequence[str] = (), *, refresh: bool = True
-) -> list[ResourceInfo]:
-    """The kinds capture lists: every listable namespaced kind (minus noise), plus the cluster-scoped kinds git declares.
-    ``refresh=False`` reuses the client's discovery (one made moments ago by the same command)."""
-    disc = kube.discovery(refresh=refresh)
-    include = {k.split(".", 1)[0] for k in include_kinds if not k.startswith("-")}
-    # One version per group/kind: the first served (discovery lists the preferred one first).
-    chosen: dict[tuple[str, str], ResourceInfo] = {}
-    for info in disc.values():
-        chosen.setdefault((info.group, info.kind), info)
-    kinds: list[ResourceInfo] = []
-    for (group, kind), info in sorted(chosen.items()):
-        if "list" not in info.verbs or (kind in SKIP_LIST and kind not in include):
-            continue
-        if info.namespaced or (group, kind) in desired_cluster_kinds:
-            kinds.append(info)
-    return kinds
-
-
-@dataclass
-class Listing:
-    """What capture listed: the objects, the kinds it listed, and the kinds it could not list
-    (with why). A desired object of a kind that was not listed is *unchecked*, never "deleted"."""
-
-    objects: list[dict[str, Any]]
-    listed: set[tuple[str, str]]
-    skipped: dict[tuple[str, str], str]
-    per_namespace: list[ResourceInfo] = dataclasses.field(default_factory=list)  # refused cluster-wide, not yet listed
-
-
-def list_cluster(
-    kube: Kube,
-    namespaces: Sequence[str] | None,
-    desired_cluster_kinds: set[tuple[str, str]],
-    include_kinds: Sequence[str] = (),
-    workers: int = 16,
-) -> Listing:
-    """Every object of every listable kind in the namespaces (None: in every namespace), plus the
-    cluster-scoped kinds git declares."""
-    _wait_ready(kube)
-    return _list_kinds(kube, listed_kinds(kube, desired_cluster_kinds, include_kinds), namespaces, workers)
-
-
-def _wait_ready(kube: Kube) -> None:
-    # A server that just (re)started answers before its discovery and informers are complete:
-    # wait for /readyz first (5xx while starting are retried by the client's policy).
-    try:
-        kube.request("GET", "/readyz", ok=(200,), what="API server readiness")
-    except KubeError as exc:
-        if exc.status not in (401, 403, 404):  # not allowed to ask: go on
-            raise
-
-
-def _list_kinds(kube: Kube, kinds: Sequence[ResourceInfo], namespaces: Sequence[str] | None, workers: int) -> Listing:
-    wanted = None if namespaces is None else set(namespaces)
-    skipped: dict[tuple[str, str], str] = {}
-    per_namespace: list[ResourceInfo] = []
-
-    def one(info: ResourceInfo) -> list[dict[str, Any]]:
-        # One cluster-wide LIST per kind (a handful of requests, however many namespaces);
-        # an identity allowed to read only some namespaces falls back to per-namespace LISTs.
-        try:
-            items = kube.list(info.api_version, info.kind)
-            if wanted is None or not info.namespaced:
-                return items
-            return [o for o in items if (o.get("metadata") or {}).get("namespace") in wanted]
-        except KubeError as exc:
-            if exc.status == 403 and info.namespaced:
-                if namespaces is None:  # which namespaces is known once git is read: list them then
-                    per_namespace.append(info)
-                    return []
-                out: list[dict[str, Any]] = []
-                for ns in namespaces:
-                    try:
-                        out.extend(kube.list(info.api_version, info.kind, ns))
-                    except KubeError as inner:
-                        if inner.status not in (403, 404, 405):
-                            raise
-                        skipped[(info.group, info.kind)] = f"listing {info.kind} in {ns} was refused (HTTP {inner.status})"
-                return out
-            if exc.status in (403, 404, 405):  # not allowed to list it, or gone: skip, and say so
-                skipped[(info.group, info.kind)] = f"listing {info.kind} was refused (HTTP {exc.status})"
-                return []
-            raise
-
-    out: list[dict[str, Any]] = []
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        for items in pool.map(one, kinds):
-            out.extend(items)
-    listed = {(i.group, i.kind) for i in kinds} - set(skipped) - {(i.group, i.kind) for i in per_namespace}
-    return Listing(out, listed, skipped, per_namespace)
-
-
-def early_listing(kube: Kube, include_kinds: Sequence[str] = (), workers: int = 16) -> Listing:
-    """The namespaced kinds listed in every namespace, before git says which namespaces matter:
-    capture starts it while it fetches and renders, so the LISTs cost no extra wall time."""
-    _wait_ready(kube)
-    return _list_kinds(kube, listed_kinds(kube, set(), include_kinds), None, workers)
-
-
-def complete_listing(
-    kube: Kube,
-    early: Listing,
-    namespaces: Sequence[str],
-    desired_cluster_kinds: set[tuple[str, str]],
-    include_kinds: Sequence[str] = (),
-    workers: int = 16,
-) -> Listing:
-    """:func:`early_listing` narrowed to the namespaces git manages, plus the cluster-scoped kinds
-    git declares and the kinds only listable namespace by namespace: what :func:`list_cluster` lists.
-    ``kube`` is the client that made ``early`` (its discovery is reused)."""
-    wanted = set(namespaces)
-    objects = [o for o in early.objects if not (o.get("metadata") or {}).get("namespace") or o["metadata"]["namespace"] in wanted]
-    done = early.listed | set(early.skipped)
-    rest = [
-        i
-        # the early listing refreshed discovery when this command started: no second round of
-        # discovery requests (about 20) while the main thread waits for the LISTs
-        for i in listed_kinds(kube, desired_cluster_kinds, include_kinds, refresh=False)
-        if (i.group, i.kind) not in done or i in early.per_namespace
-    ]
-    more = _list_kinds(kube, rest, namespaces, workers) if rest else Listing([], set(), {})
-    return Listing(objects + more.objects, early.listed | more.listed, {**early.skipped, **more.skipped})
-
-
-def list_live(
-    kube: Kube,
-    namespaces: Sequence[str],
-    desired_cluster_kinds: set[tuple[str, str]],
-    include_kinds: Sequence[str] = (),
-    workers: int = 16,
-) -> list[dict[str, Any]]:
-    """The objects of :func:`list_cluster`."""
-    return list_cluster(kube, namespaces, desired_cluster_kinds, include_kinds, workers).objects
 
 
 # --------------------------------------------------------------------------- git
@@ -358,42 +198,18 @@ def push_branch(ctx: Context, src: SourceState, branch: str, bp: Backport, base_
 
 
 def capture(ctx: Context, *, dry_run: bool = False, include_deletions: bool = False, kube: Kube | None = None) -> CaptureResult:
-    # Capture builds the live and the desired state of a whole cluster in memory, hundreds of
-    # thousands of dicts and lists that live until it returns and hold no cycles. The cyclic
-    # garbage collector walked them again at every collection while they grew: the LISTs of
-    # 10,000 objects took twice as long (docs/measurements.md). It is paused for the command and
-    # put back as it was; reference counting frees everything as usual.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    """Find the drift and backport it (see the module docstring). ``kube``: the client to list
+    with (default: the cluster rebuild.yaml names)."""
+    with paused_gc():
         return _capture(ctx, dry_run=dry_run, include_deletions=include_deletions, kube=kube)
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _capture(ctx: Context, *, dry_run: bool, include_deletions: bool, kube: Kube | None) -> CaptureResult:
     spec = ctx.config.capture
     # The LISTs start while git is fetched and rendered (they need nothing from git but the
     # namespaces, applied afterwards), so capture's wall time is about the slower of the two.
-    # A daemon thread: if git fails first, its error is reported at once and the LISTs are dropped.
-    early: concurrent.futures.Future[tuple[Kube, Listing]] = concurrent.futures.Future()
-    given = kube
-
-    def list_early() -> None:
-        try:
-            client = given if given is not None else live_kube(ctx)
-        except BaseException as exc:
-            early.set_exception(exc)
-            return
-        try:
-            early.set_result((client, early_listing(client, spec.kinds)))
-        except BaseException as exc:
-            if given is None:
-                client.close()
-            early.set_exception(exc)
-
-    threading.Thread(target=list_early, name="capture-list", daemon=True).start()
+    early = EarlyListing(ctx, spec.kinds, kube)
+    given = early.given
     desired = load_desired(ctx)
     src = _source_for(desired, spec.source)
     # The backported source's objects name their files as in its own checkout (see _in_repo).

@@ -166,7 +166,7 @@ def _context(obj: Ctx, need: str = "read") -> Context:
     """Config and state dir for a command; ``need="cluster"`` for commands that may create one.
 
     Commands call it through this module (``app._context``) so a test can replace it."""
-    from rebuild.drills.usecases import open_context
+    from rebuild.recover.context import open_context
 
     return open_context(obj.config, obj.progress, need)
 

@@ -20,8 +20,8 @@ from rebuild.core.errors import ConfigError, RebuildError
 from rebuild.core.progress import Progress
 from rebuild.core.results import Failure, ObjectCounts, RunPhase, RunResult, utc_stamp
 from rebuild.drills import runbook as rb
-from rebuild.drills.usecases import open_context, parse_revisions, stop_cluster, verify
-from rebuild.recover.context import Context
+from rebuild.drills.usecases import parse_revisions, stop_cluster, verify
+from rebuild.recover.context import Context, open_context
 
 Stage = Callable[[dict[str, Any]], dict[str, Any]]
 

@@ -13,27 +13,13 @@ here until that package's split settles, and drills/ is the lowest layer both ca
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rebuild.clusters import GitServerRelease
 from rebuild.core.errors import ConfigError
-from rebuild.core.progress import Progress
 from rebuild.recover.context import Context
 from rebuild.recover.converge import VerifyReport
 from rebuild.recover.sources import SourceState
-
-
-def open_context(config: Path | None, progress: Progress, need: str = "read") -> Context:
-    """Config and state dir for a command; ``need="cluster"`` for commands that may create one."""
-    from rebuild.clusters.base import check_state_dir
-    from rebuild.core import config as cfgmod
-    from rebuild.core.state import state_root
-
-    cfg = cfgmod.load(config)
-    root = state_root()
-    check_state_dir(root, need)
-    return Context(cfg, root, progress=progress)
 
 
 def parse_revisions(values: tuple[str, ...], ctx: Context) -> dict[str, str]:

@@ -92,6 +92,19 @@ def kubeconfig_path(ctx: Context) -> Path:
     return ctx.layout.stack_kubeconfig(ctx.config.cluster.name)
 
 
+def open_context(config: Path | None, progress: Progress, need: str = "read") -> Context:
+    """Config and state dir for a command; ``need="cluster"`` for commands that may create one.
+    Light on imports: ``rebuild capture`` starts its LISTs right after it (rebuild/capture/listing.py)."""
+    from rebuild.clusters.base import check_state_dir
+    from rebuild.core import config as cfgmod
+    from rebuild.core.state import state_root
+
+    cfg = cfgmod.load(config)
+    root = state_root()
+    check_state_dir(root, need)
+    return Context(cfg, root, progress=progress)
+
+
 def live_kube(ctx: Context) -> Kube:
     """A client for the cluster rebuild.yaml names, as its provider reaches it (verify, capture)."""
     from rebuild.clusters import get_cluster

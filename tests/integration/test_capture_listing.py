@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from rebuild.adapters.kube import Kube
-from rebuild.capture.run import complete_listing, early_listing, list_cluster
+from rebuild.capture.listing import complete_listing, early_listing, list_cluster
 
 pytestmark = pytest.mark.integration
 

@@ -42,7 +42,7 @@ import yaml
 from bench.rebuild_scale import generate, write_repo
 from rebuild.adapters import gitserver
 from rebuild.adapters.kube import MAX_ATTEMPTS, Kube
-from rebuild.capture.run import list_live
+from rebuild.capture.listing import list_live
 from rebuild.clusters.local import OPERATOR_USER, LocalCluster
 from tests.conftest import unique
 from tests.kubectl import kubectl

@@ -228,3 +228,48 @@ def test_scheduled_capture_example_is_accepted_by_the_api(cluster_factory: Any) 
     drill_docs = [d for d in yaml.safe_load_all((REPO / "examples/scheduled-drill/cronjob.yaml").read_text()) if d]
     for d in drill_docs:
         kube.apply(d, dry_run=True)
+
+
+def test_aggregated_discovery_equals_the_per_group_documents(cluster_factory: Any) -> None:
+    """Kube.discovery asks /api and /apis for aggregated discovery (2 requests, not one per group
+    version) and must find exactly what the per-group documents say, in the same (preferred first)
+    order, custom resources included."""
+    c: LocalCluster = cluster_factory("disc")
+    c.create()
+    kube = Kube.from_kubeconfig(c.kubeconfig())
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {
+            "group": "example.com",
+            "scope": "Cluster",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [
+                {"name": v, "served": True, "storage": v == "v1", "schema": {"openAPIV3Schema": {"type": "object"}}}
+                for v in ("v1", "v1beta1")
+            ],
+        },
+    }
+    kube.apply(crd)
+
+    def both_served() -> bool:
+        got = kube._legacy_discovery()
+        return ("example.com/v1", "Widget") in got and ("example.com/v1beta1", "Widget") in got
+
+    wait_for(both_served, timeout=30)
+    legacy = kube._legacy_discovery()
+    aggregated = kube._aggregated_discovery()
+    assert aggregated is not None, "this kube-apiserver did not answer with aggregated discovery"
+    for _ in range(60):  # the aggregated document may lag the per-group ones by a moment
+        if aggregated == legacy:
+            break
+        time.sleep(0.5)
+        aggregated, legacy = kube._aggregated_discovery(), kube._legacy_discovery()
+        assert aggregated is not None
+    assert len(legacy) > 50
+    assert aggregated == legacy
+    assert list(aggregated) == list(legacy)  # the same order: listed_kinds keeps the first version of a kind
+    widget = aggregated[("example.com/v1", "Widget")]
+    assert (widget.plural, widget.namespaced, "list" in widget.verbs) == ("widgets", False, True)
+    assert kube.discovery(refresh=True) == legacy
