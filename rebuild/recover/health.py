@@ -21,8 +21,11 @@ explainable in one line and the same everywhere. The rules follow kstatus (the l
 - Service: healthy; a LoadBalancer without an ingress address is healthy with a note (local
   clusters have no load-balancer controller, and nothing in a rebuild waits on one).
 - Flux (``*.toolkit.fluxcd.io``): Ready=True, Stalled=True is degraded, Reconciling=True is
-  progressing; with ``expected_revision`` a Kustomization's ``status.lastAppliedRevision`` or
-  a source's ``status.artifact.revision`` (``main@sha1:<sha>``) must end with that SHA.
+  progressing unless Ready=True at the observed generation (a routine re-reconcile of what is
+  already ready: every Flux reconcile, periodic ones included, marks Reconciling first, so
+  kstatus' reading made a one-shot verify fail at random); with ``expected_revision`` a
+  Kustomization's ``status.lastAppliedRevision`` or a source's ``status.artifact.revision``
+  (``main@sha1:<sha>``) must end with that SHA.
   HelmRelease revisions are chart versions, so they are not checked against a git SHA here:
   :mod:`rebuild.recover.helmverify` checks a HelmRelease's chart version and values digest
   against git and the objects its release rendered (Helm's release record).
@@ -321,9 +324,18 @@ def _flux(kind: str, status: Mapping[str, Any], rev: str | None) -> Health:
     if _is(stalled, "True") and stalled is not None:
         return Health("degraded", f"stalled: {_cond_text(stalled)}")
     reconciling = conds.get("Reconciling")
-    if _is(reconciling, "True") and reconciling is not None:
-        return Health("progressing", f"reconciling: {_cond_text(reconciling)}")
     ready = conds.get("Ready")
+    again = ""
+    if _is(reconciling, "True") and reconciling is not None:
+        if ready is None or not _is(ready, "True"):
+            return Health("progressing", f"reconciling: {_cond_text(reconciling)}")
+        # Every Flux reconcile marks Reconciling=True first, the periodic ones of an object that
+        # is already Ready included (helm-controller: "Fulfilling prerequisites", Ready left
+        # True). Ready=True at the observed generation (checked before) is what the last
+        # reconcile left, so it counts; a new revision is caught below, a new chart version or
+        # values by rebuild.recover.helmverify. (kstatus says "in progress": a one-shot
+        # `verify --timeout 0` then failed whenever a routine reconcile was under way.)
+        again = f" (reconciling again: {_cond_text(reconciling)})"
     if ready is None:
         return Health("progressing", "no Ready condition yet")
     if not _is(ready, "True"):
@@ -335,7 +347,7 @@ def _flux(kind: str, status: Mapping[str, Any], rev: str | None) -> Health:
         applied = status.get("lastAppliedRevision") if kind == "Kustomization" else _map(status.get("artifact")).get("revision")
         if not revision_matches(str(applied or ""), rev):
             return Health("progressing", f"ready at revision {applied or 'none'}, waiting for {rev}")
-    return Health("healthy", _cond_text(ready) or "ready")
+    return Health("healthy", (_cond_text(ready) or "ready") + again)
 
 
 def _argo_application(status: Mapping[str, Any], rev: str | None) -> Health:

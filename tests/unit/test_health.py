@@ -231,7 +231,29 @@ def test_flux_not_ready_states() -> None:
     stalled = cond("Stalled", "True", "InvalidPath", "path not found")
     assert assess(kustomization(stalled, broken)).status == "degraded"
     reconciling = cond("Reconciling", "True", "Progressing", "Fetching manifests")
-    assert assess(kustomization(reconciling, cond("Ready", "True"))).status == "progressing"
+    assert assess(kustomization(reconciling)).status == "progressing"
+    assert assess(kustomization(reconciling, progressing)) == Health(
+        "progressing", "reconciling: Progressing: Fetching manifests"
+    )
+
+
+def test_flux_routine_reconcile_of_a_ready_object_is_healthy_but_not_at_an_old_revision() -> None:
+    """helm-controller and kustomize-controller mark Reconciling=True at the start of every
+    reconcile, the periodic ones too, leaving Ready=True: a one-shot verify must not flag that."""
+    again = cond("Reconciling", "True", "Progressing", "Fulfilling prerequisites")
+    ready = cond("Ready", "True", "ReconciliationSucceeded", f"Applied revision: main@sha1:{SHA}")
+    h = assess(kustomization(again, ready), expected_revision=SHA)
+    assert h == Health(
+        "healthy",
+        f"ReconciliationSucceeded: Applied revision: main@sha1:{SHA} (reconciling again: Progressing: Fulfilling prerequisites)",
+    )
+    old = kustomization(again, ready, revision="main@sha1:0000000000000000000000000000000000000000")
+    assert assess(old, expected_revision=SHA).status == "progressing"  # a new commit being applied
+    behind = kustomization(again, ready)
+    behind["metadata"]["generation"], behind["status"]["observedGeneration"] = 3, 2
+    assert assess(behind).status == "progressing"  # a new spec not seen yet
+    hr = obj("helm.toolkit.fluxcd.io/v2", "HelmRelease", {}, {"conditions": [again, cond("Ready", "True", "InstallSucceeded")]})
+    assert assess(hr).healthy
     assert assess(kustomization()) == Health("progressing", "no Ready condition yet")
 
 
