@@ -122,12 +122,17 @@ def test_plain_pulumi_cli_runs_the_cluster_stack(state_dir: Path, toolchain: Any
     p = Pulumi(root=state_dir)
     p._ensure_backend()
     env = dict(os.environ)
+    # As the README says: pulumi-kubernetes leaves a copy of its kubeconfig (client key included)
+    # in TMPDIR each time a provider is configured; it went to /tmp, 8 files a suite run.
+    tmp = state_dir / "pulumi-tmp"
+    tmp.mkdir(mode=0o700, exist_ok=True)
     env.update(
         PATH=f"{toolchain.bin_dir('pulumi')}:{env['PATH']}",  # type: ignore[attr-defined]
         PULUMI_HOME=str(toolchain.pulumi_home),  # type: ignore[attr-defined]
         PULUMI_BACKEND_URL=(state_dir / "pulumi").as_uri(),
         PULUMI_CONFIG_PASSPHRASE_FILE=str(p.passphrase_file),
         PULUMI_SKIP_UPDATE_CHECK="true",
+        TMPDIR=str(tmp),
     )
     stack = unique("cli")
     name = unique("cli")
