@@ -213,7 +213,9 @@ def _capture(ctx: Context, *, dry_run: bool, include_deletions: bool, kube: Kube
     desired = load_desired(ctx)
     src = _source_for(desired, spec.source)
     # The backported source's objects name their files as in its own checkout (see _in_repo).
-    stripped = {id(o): _in_repo(o, src.spec.name) for o in src.objects}
+    # (With one source nothing is labelled: no pass over every object's files.)
+    labelled = len(desired.sources) > 1
+    stripped = {id(o): _in_repo(o, src.spec.name) if labelled else o for o in src.objects}
     objects = [stripped.get(id(o), o) for o in desired.objects]
     releases = [o for o in objects if is_helm_release(o)]
     # A HelmRelease's objects land in its targetNamespace, often one git declares nothing else in.
