@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,32 +84,58 @@ class CaptureResult:
 # --------------------------------------------------------------------------- git
 
 
-def _repo_files(root: Path, also: Sequence[str] = ()) -> dict[str, str]:
+class RepoFiles(Mapping[str, str]):
     """Every YAML file of the checkout, plus the other files the desired state was built from
-    (a generator's env files and literal files), which a backport may edit too.
+    (a generator's env files and literal files), which a backport may edit too: the names found
+    in one walk, each file read when first asked for (a backport reads a handful of the 10,000
+    files a repository may hold; reading them all took a tenth of a second or more per run).
 
-    One walk, no per-file path resolution (10,000 files in a fraction of a second): only a
-    symlink can lead elsewhere, and one that leads outside the checkout is skipped."""
-    top = root.resolve()
-    wanted: list[tuple[str, bool]] = []
-    for folder, dirs, names in os.walk(top):
-        dirs[:] = sorted(d for d in dirs if d != ".git")
-        rel_folder = os.path.relpath(folder, top)
-        for name in sorted(names):
-            if name.endswith((".yaml", ".yml")):
-                rel = name if rel_folder == "." else f"{rel_folder}/{name}"
-                wanted.append((rel, os.path.islink(os.path.join(folder, name))))
-    wanted += [(rel, True) for rel in sorted(set(also))]  # named by a kustomization: check where it leads
-    files: dict[str, str] = {}
-    for rel, check in wanted:
-        p = top / rel
-        try:
-            if check and not p.resolve().is_relative_to(top):
-                continue
-            files[rel] = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError, ValueError):
-            continue
-    return files
+    A file that cannot be read (gone, not UTF-8) or a symlink that leads outside the checkout
+    is absent: ``in`` says so and ``[]`` raises KeyError, as for a name never found. Iterating
+    names every file found without reading it."""
+
+    def __init__(self, root: Path, also: Sequence[str] = ()) -> None:
+        self._top = root.resolve()
+        self._check: dict[str, bool] = {}  # name -> resolve it first (a symlink, or named by a kustomization)
+        for folder, dirs, names in os.walk(self._top):
+            dirs[:] = sorted(d for d in dirs if d != ".git")
+            rel_folder = os.path.relpath(folder, self._top)
+            for name in sorted(names):
+                if name.endswith((".yaml", ".yml")):
+                    rel = name if rel_folder == "." else f"{rel_folder}/{name}"
+                    self._check[rel] = os.path.islink(os.path.join(folder, name))
+        for rel in sorted(set(also)):  # named by a kustomization: check where it leads
+            self._check[rel] = True
+        self._texts: dict[str, str | None] = {}
+
+    def _read(self, rel: str) -> str | None:
+        if rel in self._texts:
+            return self._texts[rel]
+        text: str | None = None
+        if rel in self._check:
+            p = self._top / rel
+            try:
+                if not self._check[rel] or p.resolve().is_relative_to(self._top):
+                    text = p.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError, ValueError):
+                text = None
+        self._texts[rel] = text
+        return text
+
+    def __getitem__(self, rel: str) -> str:
+        text = self._read(rel)
+        if text is None:
+            raise KeyError(rel)
+        return text
+
+    def __contains__(self, rel: object) -> bool:
+        return isinstance(rel, str) and self._read(rel) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._check)
+
+    def __len__(self) -> int:
+        return len(self._check)
 
 
 def _in_repo(obj: DesiredObject, label: str) -> DesiredObject:
@@ -252,7 +278,7 @@ def _capture(ctx: Context, *, dry_run: bool, include_deletions: bool, kube: Kube
     attribute(report, helm)
     ctx.progress(f"capture: {len(report.findings)} manual change(s), {len(report.noise)} controller/reconciler change(s) ignored")
     sourced = sorted({f for o in stripped.values() for f, via in o.field_source_files() if via in ("env", "file")})
-    files = _repo_files(src.checkout.path, sourced)
+    files = RepoFiles(src.checkout.path, sourced)
     root_kust = next(
         (
             f"{src.spec.path.strip('/')}/{n}".lstrip("./")

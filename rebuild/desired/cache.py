@@ -51,12 +51,16 @@ KEEP = 32
 
 @cache
 def code_digest() -> str:
-    """A digest of rebuild's own Python files: a changed renderer must not read an old entry."""
+    """A digest of rebuild's own Python files: a changed renderer must not read an old entry.
+
+    Taken from each file's name, size and modification time (as Python's bytecode cache does),
+    not its content: every command that renders pays for it, and reading and hashing every
+    module took tens of milliseconds. An upgrade or an edit writes the file, so it changes."""
     h = hashlib.sha256()
     pkg = Path(__file__).resolve().parents[1]  # the rebuild package
     for p in sorted(pkg.rglob("*.py")):
-        h.update(str(p.relative_to(pkg)).encode())
-        h.update(p.read_bytes())
+        st = p.stat()
+        h.update(f"{p.relative_to(pkg)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
     return h.hexdigest()
 
 

@@ -66,7 +66,7 @@ class FieldEdits(PlannerState):
         hr = self.desired.get(origin.release)
         if hr is None:
             raise Skip(f"{origin.name} is not among the desired objects of this source; {CHANGE_THE_CHART}")
-        before = dict(self.texts)
+        before = self.texts.copy()
         wheres: list[Where] = []
         for e in origin.edits:
             leaf = Finding(

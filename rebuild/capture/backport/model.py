@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +101,37 @@ def describe_keys(keys: list[str]) -> str:
     return ("key " if len(keys) == 1 else "keys ") + ", ".join(keys)
 
 
+class Texts(Mapping[str, str]):
+    """The repository's texts as edited so far: the planner's edits over the caller's ``files``.
+
+    Nothing is copied: ``files`` may read each file only when it is first asked for (a capture
+    edits a handful of the thousands of files a repository holds), and :meth:`copy` snapshots the
+    edits alone (a HelmRelease's values are edited all or none)."""
+
+    def __init__(self, files: Mapping[str, str], edits: dict[str, str] | None = None) -> None:
+        self.files = files
+        self.edits: dict[str, str] = {} if edits is None else edits
+
+    def __getitem__(self, path: str) -> str:
+        return self.edits[path] if path in self.edits else self.files[path]
+
+    def __setitem__(self, path: str, text: str) -> None:
+        self.edits[path] = text
+
+    def __contains__(self, path: object) -> bool:
+        return path in self.edits or path in self.files
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.edits
+        yield from (p for p in self.files if p not in self.edits)
+
+    def __len__(self) -> int:
+        return len(self.edits) + sum(1 for p in self.files if p not in self.edits)
+
+    def copy(self) -> Texts:
+        return Texts(self.files, dict(self.edits))
+
+
 class PlannerState:
     """The texts being edited and everything the pull request reports, shared by the planning steps."""
 
@@ -116,7 +147,7 @@ class PlannerState:
         self.report = report
         self.desired = desired
         self.files = files
-        self.texts: dict[str, str] = dict(files)
+        self.texts = Texts(files)
         self.new_dir = posixpath.normpath(new_objects_dir.strip("/")) if new_objects_dir.strip("/") else "."
         self.include_deletions = include_deletions
         self.root_kustomization = root_kustomization

@@ -170,9 +170,11 @@ class ObjectEdits(PlannerState):
 
     def _unlist(self, file: str) -> None:
         for kpath in sorted(self.texts):
-            if posixpath.basename(kpath) not in KUSTOMIZATION_FILES or not self.texts[kpath]:
+            if posixpath.basename(kpath) not in KUSTOMIZATION_FILES:
                 continue
-            text = self.texts[kpath]
+            text = self.texts.get(kpath)  # a file that cannot be read is not a kustomization to edit
+            if not text:
+                continue
             docs = load_all(text)
             res = docs[0].get("resources") if docs and isinstance(docs[0], dict) else None
             if not isinstance(res, list):

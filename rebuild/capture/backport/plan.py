@@ -66,7 +66,7 @@ def plan_backport(
     listed += [f"{f.ref}: not written: {why}" for f, why in p.created_listed if not f.secret]
     listed += p.notes
 
-    edits = {k: v for k, v in sorted(p.texts.items()) if k in files and v != files[k]}
+    edits = {k: v for k, v in sorted(p.texts.edits.items()) if k in files and v != files[k]}
     backport = Backport(
         edits=edits,
         new_files=dict(sorted(p.new_files.items())),
