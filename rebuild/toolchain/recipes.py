@@ -10,17 +10,20 @@ place once whole. :data:`RECIPES` lists them in install order.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -28,6 +31,60 @@ from pathlib import Path
 from rebuild.core.errors import ToolchainError
 from rebuild.core.progress import Progress
 from rebuild.toolchain.registry import ToolPaths
+
+
+class RunningBuilds:
+    """The build commands running now, so that an interrupted install can stop all of them.
+
+    Ctrl-C or SIGTERM reaches only rebuild's main thread, while two builds run in worker
+    threads, each in a process group of its own: :meth:`stop` kills those groups (SIGTERM, then
+    SIGKILL after ``grace`` seconds) and makes every later :meth:`check` raise, so no build
+    starts or goes on to its next command after an interruption."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._procs: set[subprocess.Popen[str]] = set()
+        self._stopped = False
+
+    def reset(self) -> None:
+        with self._lock:
+            self._stopped = False
+
+    def check(self, name: str) -> None:
+        if self._stopped:
+            raise ToolchainError(f"building {name} was stopped: the install was interrupted", fix="rerun the install")
+
+    @contextlib.contextmanager
+    def running(self, proc: subprocess.Popen[str]) -> Iterator[None]:
+        with self._lock:
+            self._procs.add(proc)
+        try:
+            yield
+        except BaseException:  # Ctrl-C while the main thread itself waits (one build at a time)
+            self.stop()
+            raise
+        finally:
+            with self._lock:
+                self._procs.discard(proc)
+
+    def stop(self, grace: float = 5.0) -> None:
+        with self._lock:
+            self._stopped = True
+            procs = list(self._procs)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for proc in procs:
+                if proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(proc.pid, sig)
+            deadline = time.monotonic() + grace
+            while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            procs = [p for p in procs if p.poll() is None]
+            if not procs:
+                return
+
+
+BUILDS = RunningBuilds()
 
 
 @dataclass
@@ -75,31 +132,39 @@ class Build:
         return env
 
     def run(self, argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
-        """Run one build command, appending its output to the log; raise with the log's tail."""
+        """Run one build command, appending its output to the log; raise with the log's tail.
+
+        The command runs in a process group of its own, registered with :data:`BUILDS`, so an
+        interrupted install stops it and everything it started (``go`` runs the compiler and
+        linker as children) instead of leaving them building."""
         cwd = cwd or self.dir
+        BUILDS.check(self.name)
         t0 = time.monotonic()
         with self.log.open("a", encoding="utf-8") as log:
             log.write(f"\n$ {' '.join(argv)}\n")
             log.flush()
-            proc = subprocess.run(
+            proc = subprocess.Popen(
                 argv,
                 cwd=cwd,
                 env=env or self.goenv(),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
-                check=False,
+                start_new_session=True,
             )
-            log.write(proc.stdout)
+            with BUILDS.running(proc):
+                stdout, _ = proc.communicate()
+            log.write(stdout)
             log.write(f"# exit {proc.returncode} after {time.monotonic() - t0:.1f} s\n")
+        BUILDS.check(self.name)
         if proc.returncode != 0:
-            tail = "\n".join(proc.stdout.strip().splitlines()[-15:])
-            hint = _classify_go_failure(proc.stdout)
+            tail = "\n".join(stdout.strip().splitlines()[-15:])
+            hint = _classify_go_failure(stdout)
             raise ToolchainError(
                 f"building {self.name} {self.version} failed at `{' '.join(argv[:3])}`:\n{tail}",
                 fix=hint or f"read {self.log}",
             )
-        return proc.stdout
+        return stdout
 
     def module_info(self, mod: str) -> dict[str, str]:
         out = self.run(["go", "mod", "download", "-json", mod])

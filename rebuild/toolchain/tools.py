@@ -30,7 +30,7 @@ from pathlib import Path
 
 from rebuild.core.errors import ConfigError, ToolchainError
 from rebuild.core.progress import Progress
-from rebuild.toolchain.recipes import RECIPES, Build, Recipe
+from rebuild.toolchain.recipes import BUILDS, RECIPES, Build, Recipe
 from rebuild.toolchain.registry import STAMP, ToolPaths
 
 # Disk a cold build needs: Go's module and build caches plus the binaries (measured ~9 GB).
@@ -308,6 +308,7 @@ def _run_recipes(tc: Toolchain, todo: Sequence[Recipe], progress: Progress) -> l
     in the cache) and is raised once they have; the first failure is the one raised."""
     ordered = build_order(todo)
     jobs = min(build_jobs(), len(ordered)) or 1
+    BUILDS.reset()
     if jobs == 1:
         for recipe in ordered:
             _run_recipe(tc, recipe, progress)
@@ -316,17 +317,25 @@ def _run_recipes(tc: Toolchain, todo: Sequence[Recipe], progress: Progress) -> l
     errors: list[BaseException] = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="toolchain-build") as pool:
         pending = {pool.submit(_run_recipe, tc, r, progress): r for r in ordered}
-        for fut in concurrent.futures.as_completed(pending):
-            if fut.cancelled():
-                continue
-            exc = fut.exception()
-            if exc is None:
-                done.append(pending[fut].name)
-                continue
-            if not errors:
-                for other in pending:
-                    other.cancel()  # those not started yet
-            errors.append(exc)
+        try:
+            for fut in concurrent.futures.as_completed(pending):
+                if fut.cancelled():
+                    continue
+                exc = fut.exception()
+                if exc is None:
+                    done.append(pending[fut].name)
+                    continue
+                if not errors:
+                    for other in pending:
+                        other.cancel()  # those not started yet
+                errors.append(exc)
+        except BaseException:
+            # Ctrl-C or SIGTERM (the CLI raises KeyboardInterrupt for both): nothing new starts,
+            # the running builds are killed, and leaving the pool no longer waits for them.
+            for other in pending:
+                other.cancel()
+            BUILDS.stop()
+            raise
     if errors:
         raise errors[0]
     return [r.name for r in ordered if r.name in done]
