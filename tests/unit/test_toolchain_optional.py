@@ -254,6 +254,16 @@ def test_a_tool_may_pin_a_newer_go_toolchain(tmp_path: Path) -> None:
     assert rc.Build(t, "sops", lambda _m: None).goenv()["GOTOOLCHAIN"] == "local"
 
 
+def test_builds_skip_dwarf_and_collect_less_unless_the_caller_sets_gogc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    t = tc.Toolchain(root=tmp_path, versions=reg.load_versions())
+    monkeypatch.delenv("GOGC", raising=False)
+    env = rc.Build(t, "kwok", lambda _m: None).goenv()
+    assert env["GOFLAGS"].split() == ["-mod=mod", "-gcflags=all=-dwarf=false"]
+    assert env["GOGC"] == "400"
+    monkeypatch.setenv("GOGC", "100")
+    assert rc.Build(t, "kwok", lambda _m: None).goenv()["GOGC"] == "100"
+
+
 def test_only_optional_tools_already_built_takes_no_lock_even_without_the_plugin(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
