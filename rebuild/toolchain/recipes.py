@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -29,6 +28,7 @@ from importlib import resources
 from pathlib import Path
 
 from rebuild.core.errors import ToolchainError
+from rebuild.core.procgroup import stop_groups
 from rebuild.core.progress import Progress
 from rebuild.toolchain.registry import ToolPaths
 
@@ -71,17 +71,7 @@ class RunningBuilds:
         with self._lock:
             self._stopped = True
             procs = list(self._procs)
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for proc in procs:
-                if proc.poll() is None:
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(proc.pid, sig)
-            deadline = time.monotonic() + grace
-            while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            procs = [p for p in procs if p.poll() is None]
-            if not procs:
-                return
+        stop_groups([p.pid for p in procs if p.poll() is None], reap=procs, grace=grace)
 
 
 BUILDS = RunningBuilds()

@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from rebuild.core.errors import (
     StackLockedError,
     StackNotFoundError,
 )
+from rebuild.core.procgroup import stop_group
 
 
 def strip_ansi(text: str) -> str:
@@ -113,7 +113,7 @@ class Command(auto.PulumiCommand):
         for t in readers:
             t.join(timeout=10)
         if interrupts:
-            _stop_group(proc.pid)
+            stop_group(proc.pid)
             raise KeyboardInterrupt
         result = auto.CommandResult(stdout="\n".join(out), stderr="\n".join(err), code=proc.returncode)
         if proc.returncode != 0:
@@ -145,25 +145,6 @@ def _signal_cli(proc: subprocess.Popen[str], interrupts: int) -> None:
         else:
             os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
-        pass
-
-
-def _stop_group(pgid: int, grace: float = 5.0) -> None:
-    """Stop what is left of a process group (plugins whose engine is gone): TERM, then KILL."""
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return
-        time.sleep(0.05)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
         pass
 
 
@@ -219,9 +200,10 @@ def classify(
             if entry
             else f"fix the config in stacks/{folder}/Pulumi.{stack}.yaml",
         )
-    if (isinstance(exc, auto.CompilationError) or re.search(
-        r"Traceback|Program failed|RunError|unhandled (exception|error)|program exited with non-zero", text
-    )) and "Resource monitor has terminated" not in text:
+    if (
+        isinstance(exc, auto.CompilationError)
+        or re.search(r"Traceback|Program failed|RunError|unhandled (exception|error)|program exited with non-zero", text)
+    ) and "Resource monitor has terminated" not in text:
         return ProgramError(
             f"{where}: the program failed:\n{detail}",
             fix="read the error above; `pulumi up` in the stack folder shows the full output",

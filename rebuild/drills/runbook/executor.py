@@ -13,7 +13,6 @@ import fcntl
 import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from typing import Any
 from rebuild.adapters.fs import atomic_write
 from rebuild.adapters.process import ProcRecord, alive, start_ticks, tail
 from rebuild.core.errors import Interrupted, RebuildError
+from rebuild.core.procgroup import stop_group
 from rebuild.core.progress import Progress
 from rebuild.core.retry import GaveUp, Retryable, RetryEvent, RetryPolicy, retry
 from rebuild.drills.history import append_jsonl
@@ -211,7 +211,7 @@ class Executor:
             rec = ProcRecord(st["id"], int(child["pid"]), int(child["start_ticks"]), "")
             if alive(rec):
                 self.say(f"step {st['id']}: stopping pid {rec.pid}, left running by the interrupted session")
-                _kill_group(rec.pid)
+                stop_group(rec.pid)
                 deadline = time.monotonic() + 10
                 while alive(rec) and time.monotonic() < deadline:
                     time.sleep(0.05)
@@ -397,12 +397,12 @@ class Executor:
             try:
                 rc = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                _kill_group(proc.pid, proc)
+                stop_group(proc.pid, proc)
                 proc.wait()
                 st["child"] = None
                 return f"timed out after {duration_text(timeout)}; output in {log}"
             except BaseException:
-                _kill_group(proc.pid, proc)
+                stop_group(proc.pid, proc)
                 proc.wait()
                 st["child"] = None
                 raise
@@ -411,28 +411,3 @@ class Executor:
             last = tail(log, 5).replace("\n", " / ")
             return f"`{shlex.join(argv)}` exited {rc}" + (f": {last}" if last else "") + f" (log: {log})"
         return ""
-
-
-def _kill_group(pid: int, proc: subprocess.Popen[bytes] | None = None) -> None:
-    """SIGTERM the process group, then SIGKILL what is left after 5 seconds.
-
-    ``proc``: our own child leading the group; it is reaped while waiting, since a zombie
-    still counts as a member of its group.
-    """
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if proc is not None:
-            proc.poll()
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
