@@ -24,8 +24,9 @@ from its ``api/v2/helmrelease_types.go`` and ``snapshot_types.go``):
     ``spec.chartRef`` (the version lives in the OCIRepository or HelmChart), and not for a
     range this parser does not read (the health message says so).
   - its ``configDigest`` must equal the digest of ``spec.values`` that
-    :func:`rebuild.desired.helm.values_digest` computes, when there is no ``valuesFrom`` (whose
-    content is in the cluster, not in git).
+    :func:`rebuild.desired.helm.values_digest` computes; with ``valuesFrom``, of the values
+    composed from the ConfigMaps and Secrets git declares (:mod:`rebuild.desired.helmvalues`;
+    not checked, and said so, when one of them is not in git).
 - Every object in the release's stored manifest (:mod:`rebuild.adapters.helmstore`, Helm's
   own record) must exist and be healthy by :func:`rebuild.recover.health.assess`. Rendered
   objects are not compared field by field with the manifest: that is capture's job, and
@@ -47,6 +48,7 @@ from rebuild.adapters.kube import Kube
 from rebuild.core.errors import KubeError
 from rebuild.core.model import DesiredObject, ObjectRef, Source
 from rebuild.desired.helm import HelmReleasePlan, is_helm_release, plan_release
+from rebuild.desired.helmvalues import ComposedValues, ValuesLookup, compose
 from rebuild.recover.health import Health, HealthRule, assess
 
 DEPLOYED = "deployed"
@@ -109,8 +111,19 @@ def _map(v: Any) -> Mapping[str, Any]:
     return v if isinstance(v, Mapping) else {}
 
 
-def release_health(desired: DesiredObject, live: Mapping[str, Any], *, rules: Sequence[HealthRule] = ()) -> Health:
-    """The health of a live HelmRelease against what git declares for it (see the module docstring)."""
+def release_health(
+    desired: DesiredObject,
+    live: Mapping[str, Any],
+    *,
+    rules: Sequence[HealthRule] = (),
+    values_lookup: ValuesLookup | None = None,
+) -> Health:
+    """The health of a live HelmRelease against what git declares for it (see the module docstring).
+
+    ``values_lookup``: the ConfigMaps and Secrets git declares (Secrets decrypted in memory), so
+    the values of a release with ``spec.valuesFrom`` are composed as helm-controller composes
+    them and their digest compared too (:mod:`rebuild.desired.helmvalues`).
+    """
     plan = plan_release(desired)
     who = f"HelmRelease {desired.ref.namespace}/{desired.ref.name}"
     base = assess(live, rules=rules)
@@ -142,16 +155,35 @@ def release_health(desired: DesiredObject, live: Mapping[str, Any], *, rules: Se
             )
         if verdict is None:
             chart += f" (version constraint {plan.version!r} not checked: not a range this verify reads)"
-    if plan.values_digest and not plan.values_from:
+    want, unchecked = plan.values_digest, ""
+    if plan.values_from:
+        composed = _composed(desired, plan, values_lookup)
+        want, unchecked = composed.digest, composed.unresolved
+    if want:
         have = str(snap.get("configDigest") or "")
-        if have != plan.values_digest:
+        if have != want:
             where = plan.values_source or desired.source
+            declared = f"spec.values at {where}"
+            if plan.values_from:
+                refs = ", ".join(str(v) for v in plan.values_from)
+                declared = f"spec.valuesFrom {refs} at {desired.source_of(('spec', 'valuesFrom'))}" + (
+                    f" and spec.values at {where}" if plan.has_values else ""
+                )
             return Health(
                 "progressing",
                 f"{who}: helm-controller installed values with digest {have or 'none'}; git declares "
-                f"{plan.values_digest} (spec.values at {where}): wait for the reconcile or run {reconcile}",
+                f"{want} ({declared}): wait for the reconcile or run {reconcile}",
             )
-    return Health("healthy", f"release {snap.get('namespace')}/{snap.get('name')} v{snap.get('version')} deployed, chart {chart}")
+    done = f"release {snap.get('namespace')}/{snap.get('name')} v{snap.get('version')} deployed, chart {chart}"
+    return Health("healthy", done + (f" (values digest not checked: {unchecked})" if unchecked else ""))
+
+
+def _composed(desired: DesiredObject, plan: HelmReleasePlan, lookup: ValuesLookup | None) -> ComposedValues:
+    if lookup is None:
+        return ComposedValues(unresolved="the ConfigMaps and Secrets of spec.valuesFrom were not given")
+    spec = _map(desired.body.get("spec"))
+    inline = spec.get("values")
+    return compose(plan.namespace, plan.values_from, inline if isinstance(inline, Mapping) else None, lookup)
 
 
 def _failed_at_current_generation(live: Mapping[str, Any]) -> Health | None:
@@ -455,15 +487,18 @@ def check_releases(
     *,
     rules: Sequence[HealthRule] = (),
     workers: int = 8,
+    values_lookup: ValuesLookup | None = None,
 ) -> dict[ObjectRef, ReleaseVerdict]:
-    """Each live HelmRelease's health and its rendered objects' (one LIST per rendered kind)."""
+    """Each live HelmRelease's health and its rendered objects' (one LIST per rendered kind).
+
+    ``values_lookup``: see :func:`release_health`."""
     out: dict[ObjectRef, ReleaseVerdict] = {}
     stored: dict[ObjectRef, tuple[StoredRelease, str, Source]] = {}
     wanted: list[tuple[DesiredObject, str, str, int]] = []  # the release record each live HelmRelease points at
     for desired, live in pairs:
         if live is None or not is_helm_release(desired):
             continue
-        health = release_health(desired, live, rules=rules)
+        health = release_health(desired, live, rules=rules, values_lookup=values_lookup)
         out[desired.ref] = ReleaseVerdict(health)
         status = _map(live.get("status"))
         snap = latest_snapshot(status)

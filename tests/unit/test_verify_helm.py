@@ -177,9 +177,27 @@ def test_other_values_name_both_digests_where_values_are_set_and_how_to_reconcil
     assert "wait for the reconcile or run `flux reconcile helmrelease -n flux-system web`" in h.message
 
 
-def test_values_from_a_configmap_are_not_compared_with_git() -> None:
+def test_values_from_a_configmap_git_does_not_declare_are_said_not_checked() -> None:
     d = desired(values={"other": 1}, valuesFrom=[{"kind": "ConfigMap", "name": "web-values"}])
-    assert release_health(d, live()).healthy
+    h = release_health(d, live())
+    assert h.healthy and "values digest not checked: the ConfigMaps and Secrets of spec.valuesFrom were not given" in h.message
+    h = release_health(d, live(), values_lookup=lambda kind, ns, name: None)
+    assert h.healthy and "(values digest not checked: ConfigMap flux-system/web-values is not declared in git" in h.message
+
+
+def test_values_from_git_s_configmap_are_composed_and_compared() -> None:
+    cm = {"data": {"values.yaml": "replicas: 3\ngreeting: from-cm\n"}}
+    d = desired(values={"replicas": 2}, valuesFrom=[{"kind": "ConfigMap", "name": "web-values"}])
+    lookup = {("ConfigMap", "flux-system", "web-values"): cm}
+    composed = values_digest({"replicas": 2, "greeting": "from-cm"})
+    h = release_health(d, live(history=[snapshot(config_digest=composed)]), values_lookup=lambda *k: lookup.get(k))
+    assert h.healthy and "not checked" not in h.message, h
+    h = release_health(d, live(), values_lookup=lambda *k: lookup.get(k))  # installed from other values
+    assert h.status == "progressing", h
+    assert f"installed values with digest {values_digest(VALUES)}; git declares {composed}" in h.message
+    assert "(spec.valuesFrom ConfigMap web-values at apps/web.yaml:3 and spec.values at clusters/prod/web-values.yaml:9)" in (
+        h.message
+    )
 
 
 def test_no_values_digest_as_helm_controller_records_an_empty_config() -> None:
