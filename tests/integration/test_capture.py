@@ -137,6 +137,11 @@ def test_capture_opens_one_pr_that_brings_everything_back(setup: dict[str, Any])
         ),
     )
     kubectl(state, "-n", "payments", "delete", "service/ledger")
+    # ... and on objects the example's HelmReleases rendered (issue 13): the status page's
+    # replicas (git sets them in the demo overlay's values patch) and the worker's image tag
+    # (set in the queue-worker HelmRelease's flow-style values)
+    kubectl(state, "-n", "shop", "scale", "deployment/status-page", "--replicas=3")
+    kubectl(state, "-n", "payments", "set", "image", "deployment/queue-worker", "worker=ghcr.io/example/queue-worker:2.3.2")
     b64_value = base64.b64encode(SECRET_VALUE.encode()).decode()
     kubectl(
         state,
@@ -194,6 +199,13 @@ def test_capture_opens_one_pr_that_brings_everything_back(setup: dict[str, Any])
         cell = f"| {obj} | `{fld}` |" if fld else f"| {obj} |"
         assert any(ln.startswith(cell) and f"| {who} |" in ln for ln in lines), (obj, fld, who, body)
     assert "Service/payments/ledger" in body and "deleted live" in body
+    # Helm-rendered objects: the source is the HelmRelease, the edit a values leaf
+    for obj, leaf in (
+        ("Deployment/shop/status-page", "values.replicaCount"),
+        ("Deployment/payments/queue-worker", "values.image.tag"),
+    ):
+        assert any(ln.startswith(f"| {obj} |") for ln in lines), (obj, body)
+        assert leaf in body, (leaf, body)
     assert "Secret/payments/payments-db" in body and "password" in body
     assert "Deployment/payments/payments-api" not in body  # controller noise: no finding
 
@@ -212,8 +224,19 @@ def test_capture_opens_one_pr_that_brings_everything_back(setup: dict[str, Any])
     assert any(ln[1:].strip() == "example.com/pager: search-oncall" for ln in added), diff  # kubectl annotate
     assert any("SEARCH_DEBUG" in ln for ln in added), diff  # kubectl set env: a new env entry
     assert "+  - ../../apps/captured" in edits, diff  # the cluster's kustomization includes the new folder
+    assert "-    replicaCount: 2" in edits and "+    replicaCount: 3" in edits  # the overlay's values patch
+    assert '-        image: {tag: "2.3.1"}' in edits, diff  # the queue-worker HelmRelease's values
+    assert any(ln.startswith("+        image: {tag: ") and "2.3.2" in ln for ln in edits), diff
     removed = [ln for ln in changed if ln.startswith("-")]
-    assert sorted(removed) == sorted(["-    count: 3", "-    newTag: 1.27.4", '-  cache-ttl-seconds: "60"'])
+    assert sorted(removed) == sorted(
+        [
+            "-    count: 3",
+            "-    newTag: 1.27.4",
+            '-  cache-ttl-seconds: "60"',
+            "-    replicaCount: 2",
+            '-        image: {tag: "2.3.1"}',
+        ]
+    )
     names = git("diff", "--name-status", "origin/main", "FETCH_HEAD", cwd=work)
     assert "A\tapps/captured/shop/configmap-hotfix-flags.yaml" in names
     assert "A\tapps/captured/shop/service-debug.yaml" in names
@@ -273,3 +296,7 @@ def test_capture_opens_one_pr_that_brings_everything_back(setup: dict[str, Any])
     assert (k2.get("v1", "ConfigMap", "frontend-nginx", "shop") or {})["data"]["cache-ttl-seconds"] == "120"
     assert k2.get("v1", "ConfigMap", "hotfix-flags", "shop") is not None
     assert k2.get("v1", "Service", "debug", "shop") is not None
+    # the HelmReleases' merged values: Helm installed them into the fresh cluster (verified Ready by up)
+    assert (k2.get("apps/v1", "Deployment", "status-page", "shop") or {})["spec"]["replicas"] == 3
+    worker = k2.get("apps/v1", "Deployment", "queue-worker", "payments") or {}
+    assert worker["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/example/queue-worker:2.3.2"
