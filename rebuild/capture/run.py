@@ -38,6 +38,7 @@ from rebuild.capture.listing import EarlyListing, complete_listing, paused_gc
 from rebuild.core.errors import ConfigError, GitError
 from rebuild.core.model import DesiredObject, ObjectRef, Source
 from rebuild.desired.helm import is_helm_release
+from rebuild.desired.helmvalues import values_lookup
 from rebuild.recover import encrypted
 from rebuild.recover.context import Context
 from rebuild.recover.sources import DesiredState, SourceState, load_desired
@@ -254,16 +255,19 @@ def _capture(ctx: Context, *, dry_run: bool, include_deletions: bool, kube: Kube
         cluster_kinds = {(o.ref.group, o.ref.kind) for o in objects if not o.ref.namespace}
         listing = complete_listing(kube, first, namespaces, cluster_kinds, spec.kinds)
         live = listing.objects
-        helm: list[RenderedRelease] = read_rendered(kube, releases, live) if releases else []
+        # SOPS-encrypted documents are compared by their decrypted values (in memory, as verify does):
+        # against the ENC[...] text every value of an encrypted Secret would look changed. (Decrypted
+        # before the releases are read: a HelmRelease's valuesFrom may name an encrypted Secret.)
+        plain = encrypted.decrypted(ctx.config, ctx.toolchain, desired)
+        helm: list[RenderedRelease] = (
+            read_rendered(kube, releases, live, values_lookup=values_lookup(objects, plain)) if releases else []
+        )
     finally:
         if given is None:
             kube.close()
     rendered = [o for r in helm for o in r.objects]
     if helm:
         ctx.progress(f"capture: {len(rendered)} object(s) rendered by {len(helm)} HelmRelease(s)")
-    # SOPS-encrypted documents are compared by their decrypted values (in memory, as verify does):
-    # against the ENC[...] text every value of an encrypted Secret would look changed.
-    plain = encrypted.decrypted(ctx.config, ctx.toolchain, desired)
     if plain:
         ctx.progress(f"capture: {len(plain)} object(s) compared with SOPS-encrypted values decrypted in memory")
     report = find_drift(

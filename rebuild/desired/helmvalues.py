@@ -42,8 +42,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rebuild.adapters.sops import is_sops_document
+from rebuild.core.model import DesiredObject, ObjectRef
 from rebuild.core.yamlload import YamlLoadError, load_all
-from rebuild.desired.helm import ValuesRef, values_digest
+from rebuild.desired.helm import VALUES_FROM_KINDS, HelmReleasePlan, ValuesRef, values_digest
 
 # (kind, namespace, name) -> the object as git declares it (a Secret decrypted), or None: not in git
 ValuesLookup = Callable[[str, str, str], Mapping[str, Any] | None]
@@ -62,6 +64,36 @@ class ComposedValues:
 
 class _Unresolved(Exception):
     pass
+
+
+def values_lookup(desired: Sequence[DesiredObject], decrypted: Mapping[ObjectRef, DesiredObject]) -> ValuesLookup:
+    """The ConfigMaps and Secrets git declares, by (kind, namespace, name), for ``spec.valuesFrom``.
+
+    ``decrypted``: SOPS-encrypted objects as decrypted in memory (rebuild.recover.encrypted); one
+    is found under its git name and, when decrypting renamed it (a generator's hash suffix), under
+    the name the cluster has too. An encrypted one not decrypted is left out (values unknown).
+    """
+    found: dict[tuple[str, str, str], Mapping[str, Any]] = {}
+    for o in desired:
+        if o.ref.group or o.ref.kind not in VALUES_FROM_KINDS:
+            continue
+        plain = decrypted.get(o.ref, o)
+        if is_sops_document(plain.body):
+            continue
+        for ref in (o.ref, plain.ref):
+            found[(ref.kind, ref.namespace, ref.name)] = plain.body
+
+    def lookup(kind: str, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return found.get((kind, namespace, name))
+
+    return lookup
+
+
+def compose_release(release: DesiredObject, plan: HelmReleasePlan, lookup: ValuesLookup) -> ComposedValues:
+    """:func:`compose` for a rendered HelmRelease and its plan (its inline ``spec.values`` last)."""
+    spec = release.body.get("spec")
+    inline = spec.get("values") if isinstance(spec, Mapping) else None
+    return compose(plan.namespace, plan.values_from, inline if isinstance(inline, Mapping) else None, lookup)
 
 
 def compose(

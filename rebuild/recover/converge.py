@@ -21,8 +21,8 @@ from rebuild.core.errors import ClusterError, ConfigError, KubeError
 from rebuild.core.model import DesiredObject, ObjectRef
 from rebuild.core.progress import Progress
 from rebuild.core.retry import GaveUp, Retryable, RetryEvent, RetryPolicy, retry
-from rebuild.desired.helm import VALUES_FROM_KINDS, HelmReleasePlan, is_helm_release, plan_release
-from rebuild.desired.helmvalues import ValuesLookup
+from rebuild.desired.helm import HelmReleasePlan, is_helm_release, plan_release
+from rebuild.desired.helmvalues import values_lookup
 from rebuild.recover.health import Health, assess
 from rebuild.recover.helmverify import RenderedVerdict, check_releases, release_fix, settled_failure
 from rebuild.recover.verify import ObjectResult, compare, message
@@ -175,26 +175,6 @@ def check(
         if got is not None:
             v.health, v.rendered = got.health, got.rendered
     return VerifyReport(verdicts, time.monotonic() - t0, 1)
-
-
-def values_lookup(desired: Sequence[DesiredObject], decrypted: Mapping[ObjectRef, DesiredObject]) -> ValuesLookup:
-    """The ConfigMaps and Secrets git declares, by (kind, namespace, name), for a HelmRelease's
-    ``spec.valuesFrom``: a SOPS-encrypted one as decrypted in memory, under its git name and,
-    when decrypting renamed it (a generator's hash suffix), under the name the cluster has too."""
-    found: dict[tuple[str, str, str], Mapping[str, Any]] = {}
-    for o in desired:
-        if o.ref.group or o.ref.kind not in VALUES_FROM_KINDS:
-            continue
-        plain = decrypted.get(o.ref, o)
-        if is_sops_document(plain.body):
-            continue  # not decrypted: its values are unknown here
-        for ref in (o.ref, plain.ref):
-            found[(ref.kind, ref.namespace, ref.name)] = plain.body
-
-    def lookup(kind: str, namespace: str, name: str) -> Mapping[str, Any] | None:
-        return found.get((kind, namespace, name))
-
-    return lookup
 
 
 # What the API server says when a schema does not know a field (strict field validation).

@@ -48,7 +48,7 @@ from rebuild.adapters.kube import Kube
 from rebuild.core.errors import KubeError
 from rebuild.core.model import DesiredObject, ObjectRef, Source
 from rebuild.desired.helm import HelmReleasePlan, is_helm_release, plan_release
-from rebuild.desired.helmvalues import ComposedValues, ValuesLookup, compose
+from rebuild.desired.helmvalues import ComposedValues, ValuesLookup, compose_release
 from rebuild.recover.health import Health, HealthRule, assess
 
 DEPLOYED = "deployed"
@@ -181,9 +181,7 @@ def release_health(
 def _composed(desired: DesiredObject, plan: HelmReleasePlan, lookup: ValuesLookup | None) -> ComposedValues:
     if lookup is None:
         return ComposedValues(unresolved="the ConfigMaps and Secrets of spec.valuesFrom were not given")
-    spec = _map(desired.body.get("spec"))
-    inline = spec.get("values")
-    return compose(plan.namespace, plan.values_from, inline if isinstance(inline, Mapping) else None, lookup)
+    return compose_release(desired, plan, lookup)
 
 
 def _failed_at_current_generation(live: Mapping[str, Any]) -> Health | None:

@@ -23,7 +23,15 @@ import pytest
 from rebuild.adapters.helmstore import ReleaseDecodeError
 from rebuild.capture.backport import plan_backport
 from rebuild.capture.drift import RENDERED_BY_HELM, DriftReport, Finding, FindingKind, ValueEdit, find_drift
-from rebuild.capture.helm import RenderedRelease, attribute, decode_manifest, origin, read_rendered, rendered_objects
+from rebuild.capture.helm import (
+    RenderedRelease,
+    attribute,
+    decode_manifest,
+    origin,
+    read_rendered,
+    rendered_objects,
+    stale_values,
+)
 from rebuild.capture.helm.values import Field, Target, context_of, fields, leaves, map_field
 from rebuild.core.config import CaptureSpec
 from rebuild.core.errors import KubeError
@@ -744,3 +752,19 @@ def test_a_rendered_secret_changed_live_names_the_helm_release_and_never_its_val
     everything = json.dumps(report.to_dict()) + bp.body + bp.commit_message + "".join(bp.listed)
     assert new_value not in everything and base64.b64encode(new_value.encode()).decode() not in everything
     assert "from-values" not in everything and body["data"]["password"] not in everything
+
+
+def test_a_release_with_values_from_is_stale_when_installed_from_other_values_than_git_composes() -> None:
+    hr = helm_release({"replicas": 2}, valuesFrom=[{"kind": "ConfigMap", "name": "rel-values"}])
+    declared = {("ConfigMap", HR_NS, "rel-values"): {"data": {"values.yaml": "greeting: from-git\nreplicas: 1\n"}}}
+    from_git = values_digest({"greeting": "from-git", "replicas": 2})  # the inline replicas win
+
+    def lookup(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return declared.get((kind, namespace, name))
+
+    assert stale_values(hr, {"configDigest": from_git}, lookup) == ""
+    by_hand = stale_values(hr, {"configDigest": values_digest({"greeting": "edited", "replicas": 2})}, lookup)
+    assert "installed from other values than git declares" in by_hand and "spec.valuesFrom at hr.yaml:1" in by_hand
+    # without the lookup, or with a ConfigMap git does not declare, it cannot be told: not stale
+    assert stale_values(hr, {"configDigest": values_digest({"greeting": "edited"})}) == ""
+    assert stale_values(hr, {"configDigest": values_digest({"greeting": "edited"})}, lambda *_: None) == ""

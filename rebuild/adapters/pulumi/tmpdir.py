@@ -59,4 +59,3 @@ def remove_stale(base: Path) -> list[Path]:
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
-

@@ -21,6 +21,7 @@ from rebuild.capture.helm.rendered import RenderedRelease, decode_manifest, rend
 from rebuild.core.errors import KubeError
 from rebuild.core.model import DesiredObject, ObjectRef
 from rebuild.desired.helm import GROUP, KIND, HelmReleasePlan, plan_release
+from rebuild.desired.helmvalues import ValuesLookup, compose_release
 from rebuild.recover.helmverify import latest_snapshot
 
 
@@ -28,29 +29,40 @@ def _map(v: Any) -> Mapping[str, Any]:
     return v if isinstance(v, Mapping) else {}
 
 
-def stale_values(release: DesiredObject, snapshot: Mapping[str, Any]) -> str:
+def stale_values(release: DesiredObject, snapshot: Mapping[str, Any], lookup: ValuesLookup | None = None) -> str:
     """Why the installed release was not made from git's values ("" when it was, or when that
-    cannot be told: values from ``valuesFrom`` live in the cluster, not in git)."""
+    cannot be told: ``valuesFrom`` objects git does not declare, or no ``lookup`` of them given).
+
+    ``lookup``: the ConfigMaps and Secrets git declares (:func:`rebuild.desired.helmvalues.values_lookup`),
+    so values from ``valuesFrom`` are composed as helm-controller composes them."""
     plan = plan_release(release)
-    if not isinstance(plan, HelmReleasePlan) or plan.values_from or not plan.values_digest:
+    if not isinstance(plan, HelmReleasePlan):
         return ""
+    want, where = plan.values_digest, f"spec.values at {plan.values_source or release.source}"
+    if plan.values_from:
+        want = compose_release(release, plan, lookup).digest if lookup else ""
+        where = f"spec.valuesFrom at {release.source_of(('spec', 'valuesFrom'))}"
     have = str(snapshot.get("configDigest") or "")
-    if not have or have == plan.values_digest:
+    if not want or not have or have == want:
         return ""
-    where = plan.values_source or release.source
     return (
         f"the release was installed from other values than git declares (config digest {have[:19]}…, "
-        f"spec.values at {where} {plan.values_digest[:19]}…): run `flux reconcile helmrelease -n "
+        f"{where} {want[:19]}…): run `flux reconcile helmrelease -n "
         f"{release.ref.namespace} {release.ref.name}` and capture again"
     )
 
 
 def read_rendered(
-    kube: Kube, releases: Sequence[DesiredObject], live: Sequence[Mapping[str, Any]], workers: int = 8
+    kube: Kube,
+    releases: Sequence[DesiredObject],
+    live: Sequence[Mapping[str, Any]],
+    workers: int = 8,
+    values_lookup: ValuesLookup | None = None,
 ) -> list[RenderedRelease]:
     """Each HelmRelease of ``releases`` with the objects its latest release rendered (see the module docstring).
 
-    ``live`` is what capture listed (the live HelmReleases are taken from it, no extra LIST).
+    ``live`` is what capture listed (the live HelmReleases are taken from it, no extra LIST);
+    ``values_lookup``: see :func:`stale_values`.
     """
     live_releases = {
         ObjectRef.of(dict(o)): o for o in live if o.get("kind") == KIND and str(o.get("apiVersion") or "").startswith(f"{GROUP}/")
@@ -98,7 +110,7 @@ def read_rendered(
             return RenderedRelease(hr, revision=revision, problem=str(exc))
         finally:
             secret.clear()  # the values and rendered Secrets go no further than this frame
-        return RenderedRelease(hr, objects, revision, stale=stale_values(hr, snap))
+        return RenderedRelease(hr, objects, revision, stale=stale_values(hr, snap, values_lookup))
 
     if not releases:
         return []
