@@ -17,6 +17,8 @@ kustomization sets it), four-space indentation and comments.
 - someone edits the values ConfigMap by hand (real ``kubectl patch``, Flux's Kustomization
   suspended) and forces a Helm upgrade: `verify` exits 1 naming both the ConfigMap's changed field
   and the HelmRelease whose installed values are no longer git's, with the valuesFrom line;
+- `capture --dry-run` finds that one hand edit (the forced reconcile's annotation is noise) and
+  writes the edited values back to the generator's file;
 - the token's plaintext is in no output.
 """
 
@@ -248,6 +250,16 @@ def test_values_from_a_generated_configmap_and_a_sops_secret_are_composed_and_ve
         assert f"spec.valuesFrom ConfigMap {values_cm.rsplit('/', 1)[1]}" in said, said
         assert f"apps/helmrelease.yaml:{VALUES_FROM_LINE}" in said, said
         print(f"after the hand edit: {said}")
+
+        r = rebuild(["-o", "json", "--config", str(config), "capture", "--dry-run"], state, timeout=300)
+        outputs += [r.stdout, r.stderr]
+        assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
+        res = json.loads(r.stdout)
+        findings = [(f["object"], f["path"], f["manager"]) for f in res["report"]["findings"]]
+        assert findings == [(values_cm, "data.values.yaml", "kubectl-patch")], findings  # the forced reconcile is noise
+        # the ConfigMap's values go back to the generator's file; the chart's objects match Helm's record
+        assert "+++ b/apps/greeter-values.yaml" in res["diff"] and "+greeting: edited by hand" in res["diff"], res["diff"]
+        assert "-greeting: hello from a ConfigMap" in res["diff"], res["diff"]
         assert_no_plaintext_left(tmp_path, outputs, [token])
     finally:
         LocalCluster(name, root=state).delete(purge=True)
