@@ -227,8 +227,11 @@ def test_values_from_a_generated_configmap_and_a_sops_secret_are_composed_and_ve
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 now = kube.get(HELM_API, "HelmRelease", "greeter", NS) or {}
-                digest = (latest_snapshot(now.get("status") or {}) or {}).get("configDigest")
-                if digest and digest != installed:
+                snap = latest_snapshot(now.get("status") or {}) or {}
+                digest = snap.get("configDigest")
+                ready = [c for c in (now.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"]
+                upgraded = bool(ready) and ready[0].get("status") == "True" and snap.get("status") == "deployed"
+                if digest and digest != installed and upgraded:
                     break
                 time.sleep(1)
             else:
