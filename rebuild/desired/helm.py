@@ -340,7 +340,14 @@ def _key(k: Any) -> str:
     return str(k)
 
 
+class GoInt(int):
+    """An integer Go holds as an int64 (Helm's strvals typing of a ``targetPath`` value), not a
+    float64 from JSON: encoded exactly, however large."""
+
+
 def _number(n: int | float) -> str:
+    if isinstance(n, GoInt):
+        return str(int(n))
     try:
         f = float(n)  # json.Unmarshal: every number is a float64
     except OverflowError:
@@ -381,10 +388,6 @@ _BASE60 = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
 _YAML_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
 _GO_INT = re.compile(r"^[-+]?(0[xX][0-9a-fA-F]+|0[bB][01]+|0[oO][0-7]+|0[0-7]*|[1-9][0-9]*)$")
 _GO_DOT_FLOAT = re.compile(r"^\.[0-9]+([eE][-+]?[0-9]+)?$")
-_RESOLVE_MAP = frozenset(
-    "y Y yes Yes YES true True TRUE on On ON n N no No NO false False FALSE off Off OFF "
-    "~ null Null NULL .nan .NaN .NAN .inf .Inf .INF +.inf +.Inf +.INF -.inf -.Inf -.INF".split()
-) | {""}
 _TS_DATE = r"(\d{4})-(\d{1,2})-(\d{1,2})"
 _TS_FRAC = r"(?:[.,]\d+)?"
 _TIMESTAMPS = (
@@ -405,27 +408,49 @@ def _string(s: str) -> tuple[str, str]:
 
 def _resolves_to_str(s: str) -> bool:
     """``resolve("", s)`` returns !!str: written plain, ``s`` would read back as the same string."""
+    return _go_resolve(s)[0]
+
+
+_GO_RESOLVE_VALUES: dict[str, Any] = {
+    **dict.fromkeys("y Y yes Yes YES true True TRUE on On ON".split(), True),
+    **dict.fromkeys("n N no No NO false False FALSE off Off OFF".split(), False),
+    **dict.fromkeys(["", "~", "null", "Null", "NULL"], None),
+    **dict.fromkeys(".nan .NaN .NAN".split(), math.nan),
+    **dict.fromkeys(".inf .Inf .INF +.inf +.Inf +.INF".split(), math.inf),
+    **dict.fromkeys("-.inf -.Inf -.INF".split(), -math.inf),
+}
+
+
+def go_scalar(s: str) -> Any:
+    """goyaml.v2 ``resolve("", s)`` of a plain scalar as sigs.k8s.io/yaml hands it on (YAML 1.1:
+    ``y``/``on``/``no`` are booleans, ``1e3`` a float, ``0x1F`` and ``012`` integers, ``12:30``
+    and timestamps stay text), unlike PyYAML's resolver (``y`` text, ``1e3`` text, ``12:30`` an int)."""
+    return _go_resolve(s)[1]
+
+
+def _go_resolve(s: str) -> tuple[bool, Any]:
+    """``(resolves to !!str, value)`` by go.yaml.in/yaml/v2 v2.4.2 ``resolve.go``; a timestamp is
+    not !!str but its value is its text (decoded into interface{}, goyaml.v2 keeps it as text)."""
+    if s in _GO_RESOLVE_VALUES:
+        return False, _GO_RESOLVE_VALUES[s]
     first = s[:1]
-    if first and first not in "+-0123456789yYnNtTfFoO~.":
-        return True
-    if s in _RESOLVE_MAP:
-        return False
-    if first in "yYnNtTfFoO~":
-        return True
     if first == ".":
-        return not (_GO_DOT_FLOAT.match(s) and not math.isinf(float(s)))
+        dot_float = bool(_GO_DOT_FLOAT.match(s)) and not math.isinf(float(s))
+        return (False, float(s)) if dot_float else (True, s)
+    if first not in "+-0123456789":  # "yYnNtTfFoO~" not in the map, and any other first character
+        return True, s
     if _timestamp(s):
-        return False
+        return False, s
     plain = s.replace("_", "")
     if _GO_INT.match(plain):
         body = plain.lstrip("+-")
         value = int(body, 0) if body[:2].lower() in ("0x", "0b", "0o") else int(body, 8 if body.startswith("0") else 10)
         value = -value if plain.startswith("-") else value
         if -(2**63) <= value < 2**63 or (not plain.startswith(("+", "-")) and 0 <= value < 2**64):
-            return False
+            return False, value
     if _YAML_FLOAT.match(plain) and not math.isinf(float(plain)):
-        return False
-    return True
+        return False, float(plain)
+    return True, s
 
 
 def _timestamp(s: str) -> bool:

@@ -18,38 +18,64 @@ helm-controller v1.4.3 calls fluxcd/pkg ``chartutil.ChartValuesFromReferences`` 
   Secret's ``data[valuesKey]`` (``stringData`` is merged into ``data`` by the API server, so it
   counts, and wins); ``valuesKey`` defaults to ``values.yaml``;
 - a missing object or key is skipped when ``optional``, else the release fails (nothing to compare);
-- without ``targetPath`` the text is read by ``chartutil.ReadValues`` (sigs.k8s.io/yaml: YAML 1.1,
-  the first document, a mapping, numbers as float64) and deep-merged over what came before
-  (``MergeMaps``: mappings merge key by key, anything else replaces);
+- without ``targetPath`` the text is read by ``chartutil.ReadValues`` (sigs.k8s.io/yaml v1.6.0:
+  goyaml.v2's YAML 1.1 resolution, where ``y``/``on``/``no`` are booleans, ``1e3`` a float and
+  ``12:30:00`` text, unlike PyYAML's; keys made text (``true``, ``1``); the first document; a
+  mapping; numbers become float64) and deep-merged over what came before (``MergeMaps``:
+  mappings merge key by key into new maps, anything else, a map of ``b`` included, is taken as
+  is, the same object);
 - with ``targetPath`` the inline values are first merged in, then the text is set at that path by
   Helm's ``strvals.ParseInto`` (``ParseIntoString`` when the text is wrapped in quotes, which are
-  trimmed): ``true``/``false``/``null`` and decimal integers without a leading zero are typed,
-  anything else is a string;
+  trimmed): ``true``/``false``/``null`` and decimal integers without a leading zero are typed
+  (an exact int64), anything else is a string. strvals writes into the maps on its path, and
+  when one of them is a map of ``spec.values`` that ``MergeMaps`` took as is, git's own values
+  are changed: the final merge then keeps the targetPath's value (this module copies git's
+  values first and writes through the copy alike);
 - last, ``spec.values`` are merged over the result.
+
+tests/unit/test_helm_values_from.py holds digests that helm-controller's own Go functions computed
+for the same inputs (a throwaway program built from the module cache its build fills).
 
 Not modelled (the digest is then "not computed", with the reason): an object git does not
 declare (made by a Pulumi stack or by hand: rebuild cannot know its content), a ``targetPath``
-with list indexes or escapes, a value with a comma or a ``{`` list (strvals syntax), and integers
-above 2**53 in a targetPath value (the digest code reads every number as a float64).
+with list indexes or escapes, a value with a comma or a ``{`` list (strvals syntax), YAML merge
+keys, explicit tags other than ``!!str``/``!!int``/``!!float``/``!!bool``/``!!null``; values
+helm-controller itself cannot read (``.inf``/``.nan``, a ``null`` or duplicate key) are
+"not computed" too, with the release failing in the cluster.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import copy
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
+
+import yaml
 
 from rebuild.adapters.sops import is_sops_document
 from rebuild.core.model import DesiredObject, ObjectRef
-from rebuild.core.yamlload import YamlLoadError, load_all
-from rebuild.desired.helm import VALUES_FROM_KINDS, HelmReleasePlan, ValuesRef, values_digest
+from rebuild.core.yamlload import MAX_NODES
+from rebuild.desired.helm import VALUES_FROM_KINDS, GoInt, HelmReleasePlan, ValuesRef, go_scalar, values_digest
 
 # (kind, namespace, name) -> the object as git declares it (a Secret decrypted), or None: not in git
 ValuesLookup = Callable[[str, str, str], Mapping[str, Any] | None]
 
+# libyaml's composer when present, as rebuild.core.yamlload uses it
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# PyYAML's implicit tag of a scalar (typed here: PyYAML's resolver is not)
+_implicit_tag = cast(Callable[[type, str, tuple[bool, bool]], str], yaml.resolver.Resolver().resolve)
+_STR, _BOOL = "tag:yaml.org,2002:str", "tag:yaml.org,2002:bool"
+_TYPED: dict[str, type | tuple[type, ...]] = {
+    "tag:yaml.org,2002:int": int,
+    "tag:yaml.org,2002:float": (int, float),
+    _BOOL: bool,
+    "tag:yaml.org,2002:null": type(None),
+}
 _PATH_SEGMENT = re.compile(r"\A[^=\[\],.\\]+\Z")
 _DECIMAL = re.compile(r"\A[-+]?[0-9]+\Z")
 
@@ -117,7 +143,8 @@ def compose_values(
     lookup: ValuesLookup,
 ) -> dict[str, Any]:
     """The composed values (raises ``_Unresolved`` with a reason that never quotes a value)."""
-    spec_values: dict[str, Any] = dict(inline or {})
+    # a copy of git's values that a targetPath may write through, as in helm-controller (set_path)
+    spec_values: dict[str, Any] = copy.deepcopy(dict(inline or {}))
     result: dict[str, Any] = {}
     for ref in refs:
         what = f"{ref.kind} {namespace}/{ref.name}"
@@ -162,27 +189,80 @@ def object_data(kind: str, obj: Mapping[str, Any]) -> dict[str, str] | None:
 
 
 def read_values(text: str, what: str) -> dict[str, Any]:
-    """``chartutil.ReadValues``: the first YAML document, a mapping (empty text: no values)."""
+    """``chartutil.ReadValues``: the first YAML document, a mapping (empty text: no values), its
+    plain scalars resolved as goyaml.v2 resolves them (:func:`rebuild.desired.helm.go_scalar`) and
+    its keys turned into text as sigs.k8s.io/yaml turns them (``true``, ``null``, ``1``)."""
     if not text.strip():
         return {}
     try:
-        docs = load_all(text)
-    except YamlLoadError as exc:
-        lines = ", ".join(f"line {p.line}" for p in exc.problems) or "a parse error"
-        raise _Unresolved(f"{what}: its values are not valid YAML ({lines})") from None
-    first = docs[0].data if docs else None
-    if first is None:
+        node = next(iter(yaml.compose_all(text, Loader=_Loader)), None)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"line {mark.line + 1}" if mark is not None else "a parse error"
+        raise _Unresolved(f"{what}: its values are not valid YAML ({at})") from None
+    walker = _GoYaml(what)
+    data = walker.value(node) if node is not None else None
+    if data is None:
         return {}
-    if not isinstance(first, dict):
+    if not isinstance(data, dict):
         raise _Unresolved(f"{what}: its values are not a YAML mapping")
-    return first
+    return data
+
+
+class _GoYaml:
+    """PyYAML's node tree read with goyaml.v2's scalar rules (see :func:`read_values`)."""
+
+    def __init__(self, what: str) -> None:
+        self.what, self.count = what, 0
+
+    def value(self, node: yaml.Node) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise _Unresolved(f"{self.what}: its values expand to too many YAML nodes")
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.value(n) for n in node.value]
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for k, v in node.value:
+                if k.tag == "tag:yaml.org,2002:merge":
+                    raise _Unresolved(f"{self.what}: its values use a YAML merge key (<<), not modelled here")
+                key = self.value(k)
+                text = "true" if key is True else "false" if key is False else "null" if key is None else str(key)
+                if isinstance(key, (dict, list)) or text in out:
+                    line = k.start_mark.line + 1
+                    raise _Unresolved(f"{self.what}: its values have a duplicate or non-scalar key (line {line})")
+                out[text] = self.value(v)
+            return out
+        raise _Unresolved(f"{self.what}: its values hold a YAML node not modelled here")
+
+    def scalar(self, node: yaml.ScalarNode) -> Any:
+        plain = not node.style  # libyaml gives "" for plain, PyYAML None
+        implicit = _implicit_tag(yaml.ScalarNode, node.value, (plain, not plain))
+        if node.tag == implicit:  # no explicit tag: goyaml.v2 resolves a plain scalar, the rest is text
+            value = go_scalar(node.value) if plain else node.value
+        elif node.tag == _STR:
+            value = node.value
+        elif node.tag in _TYPED:  # !!int '7' and the like: what goyaml.v2 reads the text as, if that type
+            value = go_scalar(node.value)
+            if not isinstance(value, _TYPED[node.tag]) or isinstance(value, bool) != (node.tag == _BOOL):
+                raise _Unresolved(f"{self.what}: a value tagged {node.tag} (line {node.start_mark.line + 1}) not modelled here")
+        else:
+            raise _Unresolved(f"{self.what}: a value tagged {node.tag} (line {node.start_mark.line + 1}) not modelled here")
+        if isinstance(value, float) and not math.isfinite(value):
+            # sigs.k8s.io/yaml converts the values to JSON, which has no .inf or .nan: helm-controller fails
+            raise _Unresolved(f"{self.what}: its values hold .inf or .nan (line {node.start_mark.line + 1}), which JSON cannot")
+        return value
 
 
 def merge_maps(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
-    """fluxcd/pkg ``chartutil.MergeMaps``: ``b`` over ``a``, mappings merged key by key."""
+    """fluxcd/pkg ``chartutil.MergeMaps``: ``b`` over ``a``, mappings merged key by key into new
+    maps; any other value of ``b``, a mapping included, is taken as is (the same object, as Go
+    takes the same map), which :func:`set_path` then writes through."""
     out = dict(a)
     for k, v in b.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = merge_maps(out[k], v)
         else:
             out[k] = v
@@ -190,22 +270,24 @@ def merge_maps(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def set_path(values: dict[str, Any], path: str, text: str, what: str) -> None:
-    """``ReplacePathValue``: ``strvals.ParseInto("<path>=<text>")`` for the syntax modelled here."""
+    """``ReplacePathValue``: ``strvals.ParseInto("<path>=<text>")`` for the syntax modelled here.
+
+    Like strvals, it writes into the maps it walks through, even when one of them is a map of
+    ``spec.values`` that ``merge_maps`` handed over as is: helm-controller's composition then sees
+    the value there too, so the final merge of ``spec.values`` does not take it back."""
     quoted = len(text) >= 1 and text[0] == text[-1] and text[0] in "'\""
     if quoted:
         text = text.strip("'\"")  # strings.Trim with both quote characters, as ReplacePathValue does
     segments = path.split(".")
-    if not all(_PATH_SEGMENT.match(s) for s in segments):
+    if not all(_PATH_SEGMENT.match(seg) for seg in segments):
         raise _Unresolved(f"{what}: targetPath {path!r} uses list indexes or escapes, not modelled here")
     if "," in text or "\\" in text or text.startswith("{"):
         raise _Unresolved(f"{what}: the value for targetPath {path} uses strvals list or escape syntax, not modelled here")
     node = values
     for seg in segments[:-1]:
-        nxt = node.get(seg, {})
+        nxt = node.setdefault(seg, {})
         if not isinstance(nxt, dict):
             raise _Unresolved(f"{what}: targetPath {path} goes through {seg}, which is not a mapping; helm-controller fails")
-        nxt = dict(nxt)
-        node[seg] = nxt
         node = nxt
     node[segments[-1]] = text if quoted else typed_value(text)
 
@@ -218,9 +300,9 @@ def typed_value(text: str) -> Any:
     if low == "null":
         return None
     if text == "0":
-        return 0
+        return GoInt(0)
     if text and text[0] != "0" and _DECIMAL.match(text):
         n = int(text)
         if -(2**63) <= n < 2**63:
-            return n
+            return GoInt(n)
     return text
